@@ -1,0 +1,110 @@
+"""``cellclr embed``: backbone features (not the projection) for every cell of a crop store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from cellclr.augment import resize
+from cellclr.config import Config, save_config
+from cellclr.fingerprint import fingerprint
+from cellclr.loader import CropBatches, resolve_device
+from cellclr.models import build_encoder
+from cellclr.outputs import read_manifest, staged_dir, write_manifest
+from cellclr.store import CropStore, StoreError
+from cellclr.train import MODEL, autocast
+
+EMBEDDINGS = "embeddings.parquet"
+FEATURE_PREFIX = "emb_"
+ROWS_PER_GROUP = 65536  # parquet row group size: memory stays flat on large stores
+
+
+def load_encoder(model_dir: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """The trained encoder (eval mode, on ``device``) and its metadata."""
+    path = Path(model_dir) / MODEL
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained model at {path}")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    meta = saved["meta"]
+    encoder = build_encoder(meta["arch"], len(meta["channels"]), meta["stem"])
+    encoder.load_state_dict(saved["encoder"])
+    return encoder.to(device, memory_format=torch.channels_last).eval(), meta
+
+
+def embed_fingerprint(model_dir: Path, store: CropStore, cfg: Config) -> str:
+    return fingerprint(
+        "embed", [read_manifest(model_dir)["fingerprint"], store.id], cfg, ("embed",)
+    )
+
+
+def embed(
+    model_dir: str | Path,
+    crops: str | Path,
+    out: str | Path,
+    cfg: Config,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``embeddings.parquet``: the store's cell metadata and one feature row per cell."""
+    t_start = time.perf_counter()
+    model_dir, out = Path(model_dir), Path(out)
+    store = CropStore(crops)
+    fp = embed_fingerprint(model_dir, store, cfg)
+    device = resolve_device(cfg.embed.device)
+    encoder, meta = load_encoder(model_dir, device)
+    if list(store.channels) != list(meta["channels"]):
+        raise StoreError(
+            f"{crops} has channels {store.channels} but the model was trained on {meta['channels']}"
+        )
+    norm = store.normalization(meta["normalize"], meta["normalize_min_cells"])
+    n, bs = len(store), cfg.embed.batch_size
+    batches = [np.arange(i, min(i + bs, n)) for i in range(0, n, bs)]
+    metadata = store.cells[[c for c in store.cells.columns if c.startswith("Metadata_")]]
+    names = [f"{FEATURE_PREFIX}{i:04d}" for i in range(encoder.out_dim)]
+
+    with staged_dir(out, overwrite=overwrite) as work:
+        writer = None
+        pending: list[np.ndarray] = []
+        done = 0
+
+        def flush() -> None:
+            nonlocal writer, done, pending
+            feats = np.concatenate(pending)
+            frame = metadata.iloc[done : done + len(feats)].reset_index(drop=True)
+            frame = pd.concat([frame, pd.DataFrame(feats, columns=names)], axis=1)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(work / EMBEDDINGS, table.schema)
+            writer.write_table(table)
+            done += len(feats)
+            pending = []
+
+        with torch.inference_mode(), autocast(device):
+            for x in tqdm(
+                CropBatches(store, norm, batches, device), desc="embed", unit="batch", disable=None
+            ):
+                pending.append(encoder(resize(x, meta["size"])).float().cpu().numpy())
+                if sum(len(p) for p in pending) >= ROWS_PER_GROUP:
+                    flush()
+        if pending:
+            flush()
+        writer.close()
+        save_config(cfg, work / "config.toml")
+        write_manifest(
+            work,
+            "embed",
+            fp,
+            seconds=round(time.perf_counter() - t_start, 1),
+            model=str(model_dir),
+            crops=str(crops),
+            n_cells=n,
+            n_features=len(names),
+        )
+    return out

@@ -1,0 +1,24 @@
+"""Fingerprints of a stage's inputs and config: equal fingerprints mean equal outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from cellclr.config import Config
+
+# Keys that change how fast a stage runs, not what it produces.
+RUNTIME_KEYS = {
+    "train": ("device", "threads", "checkpoint_every"),
+    "embed": ("device", "batch_size"),
+}
+
+
+def fingerprint(stage: str, inputs: list[str], cfg: Config, sections: tuple[str, ...]) -> str:
+    d = cfg.to_dict()
+    relevant: dict[str, Any] = {
+        s: {k: v for k, v in d[s].items() if k not in RUNTIME_KEYS.get(s, ())} for s in sections
+    }
+    blob = json.dumps({"stage": stage, "inputs": inputs, "config": relevant}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,107 @@
+"""Writing outputs safely: staged folders renamed into place, atomic files, stage manifests.
+
+Every stage writes into ``<out>.partial`` and renames it to ``<out>`` when it has finished, so a
+folder named ``<out>`` is always complete. An existing ``<out>`` is replaced only with
+``overwrite=True``. A ``stage.json`` manifest in each output records the fingerprint of the
+inputs and config it was made from, so ``cellclr run`` can skip work that is already done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cellclr.errors import CellclrError
+
+MANIFEST = "stage.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class OutputExistsError(CellclrError, FileExistsError):
+    """The output folder exists and ``--overwrite`` was not given."""
+
+
+def partial_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+@contextmanager
+def staged_dir(
+    out: str | Path, *, overwrite: bool = False, keep_partial: bool = False, resume: bool = False
+) -> Iterator[Path]:
+    """Yield a work folder that becomes ``out`` only if the block finishes without error.
+
+    ``keep_partial`` leaves the work folder behind on error (training keeps its checkpoints
+    there for ``resume``); otherwise it is removed.
+    """
+    out = Path(out)
+    work = partial_path(out)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"output exists: {out} (pass --overwrite to replace it)")
+    if work.exists() and not resume:
+        if not overwrite:
+            raise OutputExistsError(
+                f"an unfinished output is at {work}: pass --resume to continue it "
+                "or --overwrite to start again"
+            )
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    except BaseException:
+        if not keep_partial:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        work.rename(out)
+        shutil.rmtree(old)
+    else:
+        work.rename(out)
+
+
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in the same folder that replaces ``path`` on success."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual mode
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
+    with atomic_file(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_manifest(folder: Path, stage: str, fingerprint: str, **extra: Any) -> None:
+    write_json({"stage": stage, "fingerprint": fingerprint, **extra}, folder / MANIFEST)
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a finished cellclr output (no {MANIFEST})")
+    return json.loads(path.read_text())

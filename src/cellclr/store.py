@@ -1,0 +1,234 @@
+"""The crop store: per-plate uint16 arrays (cells x channels x H x W), read memory-mapped.
+
+Layout of a store folder::
+
+    store.json              channel names, crop shape, format version, content id
+    cells.parquet           one row per cell: Metadata_* columns, nucleus location when known,
+                            Metadata_CropFile / Metadata_CropRow (where its pixels are)
+    normalization.parquet   robust intensity statistics per plate, batch and overall
+    plates/<plate>.npy      uint16 array of that plate's crops
+    plates/<plate>.parquet  that plate's rows of the cell index (what finalize_store joins)
+
+Writers fill ``plates/`` one plate at a time (``write_plate``), then ``finalize_store`` builds
+the joined index, the statistics and ``store.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cellclr.errors import CellclrError
+from cellclr.outputs import atomic_file, write_json, write_parquet
+
+FORMAT_VERSION = 1
+REQUIRED_COLUMNS = (
+    "Metadata_Plate",
+    "Metadata_Well",
+    "Metadata_Site",
+    "Metadata_Compound",
+    "Metadata_Concentration",
+)
+LOW_PCT, HIGH_PCT = 1.0, 99.9  # percentiles mapped to 0 and 1 by intensity normalisation
+STATS_MAX_CELLS = 1000  # cells sampled per group to estimate the percentiles
+NORMALIZE_MODES = ("plate", "batch", "global", "none")
+
+
+class StoreError(CellclrError, ValueError):
+    """A crop store, or the input to one, that cannot be used."""
+
+
+def batch_from_plate(plate: str) -> str:
+    """The batch of a plate when none is given: the part before the first ``_``
+    (``Week4_27521`` -> ``Week4``, as BBBC021 names plates), else the plate itself."""
+    return plate.split("_", 1)[0]
+
+
+def plate_file_stem(plate: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", str(plate))
+    return stem if stem not in ("", ".", "..") else f"plate_{stem}"
+
+
+def write_plate(folder: Path, plate: str, images: np.ndarray, cells: pd.DataFrame) -> None:
+    """Write one plate's crops and cell rows into ``folder/plates`` (each file atomically)."""
+    if images.dtype != np.uint16 or images.ndim != 4:
+        raise StoreError(f"plate {plate}: crops must be uint16 (cells, channels, H, W)")
+    if len(images) != len(cells):
+        raise StoreError(f"plate {plate}: {len(images)} crops but {len(cells)} cell rows")
+    plates = folder / "plates"
+    plates.mkdir(parents=True, exist_ok=True)
+    stem = plate_file_stem(plate)
+    with atomic_file(plates / f"{stem}.npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(images))
+    rows = cells.reset_index(drop=True).copy()
+    rows["Metadata_CropFile"] = f"plates/{stem}.npy"
+    rows["Metadata_CropRow"] = np.arange(len(rows), dtype=np.int64)
+    write_parquet(rows, plates / f"{stem}.parquet")
+
+
+def finalize_store(folder: Path, channels: list[str], seed: int = 0) -> None:
+    """Join the per-plate indexes, compute normalisation statistics, write ``store.json``."""
+    parts = sorted((folder / "plates").glob("*.parquet"))
+    if not parts:
+        raise StoreError(f"{folder}: no plates were written")
+    cells = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    if "Metadata_Batch" not in cells:
+        cells["Metadata_Batch"] = cells["Metadata_Plate"].map(batch_from_plate)
+    write_parquet(cells, folder / "cells.parquet")
+    arrays = {f: np.load(folder / f, mmap_mode="r") for f in cells["Metadata_CropFile"].unique()}
+    shapes = {a.shape[1:] for a in arrays.values()}
+    if len(shapes) != 1:
+        raise StoreError(f"{folder}: plates have crops of different shapes {sorted(shapes)}")
+    shape = shapes.pop()
+    if shape[0] != len(channels):
+        raise StoreError(f"{folder}: crops have {shape[0]} channels but {len(channels)} names")
+    write_parquet(_intensity_stats(cells, arrays, channels, seed), folder / "normalization.parquet")
+    digest = hashlib.sha256()
+    digest.update(pd.util.hash_pandas_object(cells, index=False).values.tobytes())
+    for f in sorted(arrays):
+        digest.update(f"{f}:{arrays[f].shape}:{(folder / f).stat().st_size}".encode())
+    write_json(
+        {
+            "format_version": FORMAT_VERSION,
+            "channels": list(channels),
+            "crop_shape": [int(s) for s in shape],
+            "n_cells": len(cells),
+            "id": digest.hexdigest()[:16],
+        },
+        folder / "store.json",
+    )
+
+
+def _intensity_stats(
+    cells: pd.DataFrame, arrays: dict[str, np.ndarray], channels: list[str], seed: int
+) -> pd.DataFrame:
+    """Percentiles of pixel values per channel, for each plate, each batch and overall."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    groups = [("plate", "Metadata_Plate"), ("batch", "Metadata_Batch"), ("global", None)]
+    for level, column in groups:
+        keyed = [("all", cells)] if column is None else cells.groupby(column, sort=True)
+        for key, group in keyed:
+            take = group
+            if len(group) > STATS_MAX_CELLS:
+                take = group.iloc[np.sort(rng.choice(len(group), STATS_MAX_CELLS, replace=False))]
+            pixels = np.concatenate(
+                [
+                    arrays[f][np.sort(g["Metadata_CropRow"].to_numpy())]
+                    for f, g in take.groupby("Metadata_CropFile")
+                ]
+            )
+            flat = pixels.transpose(1, 0, 2, 3).reshape(len(channels), -1)
+            low, high = np.percentile(flat, [LOW_PCT, HIGH_PCT], axis=1)
+            for c, name in enumerate(channels):
+                rows.append((level, str(key), name, len(group), float(low[c]), float(high[c])))
+    return pd.DataFrame(rows, columns=["level", "key", "channel", "n_cells", "low", "high"])
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-cell group codes and the low/high intensity of each group and channel."""
+
+    group_of_cell: np.ndarray  # (n_cells,) int64 index into low/high
+    low: np.ndarray  # (n_groups, n_channels) float32
+    high: np.ndarray  # (n_groups, n_channels) float32
+    source: pd.DataFrame  # per plate: which statistics it uses
+
+
+class CropStore:
+    """Read access to a crop store; crops come from memory-mapped arrays."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta_path = self.path / "store.json"
+        if not meta_path.is_file():
+            raise StoreError(f"{self.path} is not a crop store (no store.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise StoreError(
+                f"{meta_path}: unsupported format version {meta.get('format_version')}"
+            )
+        self.channels: list[str] = meta["channels"]
+        self.crop_shape: tuple[int, int, int] = tuple(meta["crop_shape"])
+        self.id: str = meta["id"]
+        self.cells = pd.read_parquet(self.path / "cells.parquet")
+        self.files = sorted(self.cells["Metadata_CropFile"].unique())
+        self._arrays: list[np.ndarray] | None = None
+        self.file_of = pd.Categorical(self.cells["Metadata_CropFile"], self.files).codes.astype(
+            np.int64
+        )
+        self.row_of = self.cells["Metadata_CropRow"].to_numpy(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    @property
+    def arrays(self) -> list[np.ndarray]:
+        if self._arrays is None:
+            self._arrays = []
+            for f in self.files:
+                path = self.path / f
+                if not path.is_file():
+                    raise StoreError(f"crop file missing from the store: {path}")
+                self._arrays.append(np.load(path, mmap_mode="r"))
+        return self._arrays
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """The crops of the given cells, in that order, as uint16 (n, C, H, W)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), *self.crop_shape), dtype=np.uint16)
+        files = self.file_of[indices]
+        rows = self.row_of[indices]
+        for f in np.unique(files):
+            where = np.flatnonzero(files == f)
+            order = np.argsort(rows[where], kind="stable")
+            out[where[order]] = self.arrays[f][rows[where[order]]]
+        return out
+
+    def normalization(self, mode: str = "plate", min_cells: int = 100) -> Normalization:
+        """Choose intensity statistics per plate.
+
+        ``plate``: each plate's own, falling back to its batch's and then to the overall ones
+        when it has fewer than ``min_cells`` cells (few cells give unreliable statistics);
+        ``batch``: each batch's (falling back to overall); ``global``: overall; ``none``:
+        raw counts scaled by 1/65535.
+        """
+        if mode not in NORMALIZE_MODES:
+            raise StoreError(f"unknown normalisation {mode!r}: choose {', '.join(NORMALIZE_MODES)}")
+        plates = self.cells["Metadata_Plate"].astype(str)
+        plate_codes, plate_names = pd.factorize(plates, sort=True)
+        n_ch = len(self.channels)
+        if mode == "none":
+            low = np.zeros((len(plate_names), n_ch), np.float32)
+            high = np.full((len(plate_names), n_ch), 65535.0, np.float32)
+            source = pd.DataFrame({"Metadata_Plate": plate_names, "level": "none"})
+            return Normalization(plate_codes.astype(np.int64), low, high, source)
+        stats = pd.read_parquet(self.path / "normalization.parquet")
+        table = {
+            (lv, k): g.set_index("channel").loc[self.channels]
+            for (lv, k), g in stats.groupby(["level", "key"])
+        }
+        batch_of_plate = (
+            self.cells.assign(_p=plates).groupby("_p")["Metadata_Batch"].first().astype(str)
+        )
+        low = np.empty((len(plate_names), n_ch), np.float32)
+        high = np.empty_like(low)
+        levels = []
+        for i, plate in enumerate(plate_names):
+            candidates = [("plate", plate), ("batch", batch_of_plate[plate]), ("global", "all")]
+            candidates = candidates[["plate", "batch", "global"].index(mode) :]
+            for level, key in candidates:
+                t = table[(level, key)]
+                if level == "global" or int(t["n_cells"].iloc[0]) >= min_cells:
+                    break
+            low[i], high[i] = t["low"].to_numpy(), t["high"].to_numpy()
+            levels.append(level)
+        high = np.maximum(high, low + 1.0)  # a constant channel must not divide by zero
+        source = pd.DataFrame({"Metadata_Plate": plate_names, "level": levels})
+        return Normalization(plate_codes.astype(np.int64), low, high, source)

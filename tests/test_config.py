@@ -1,0 +1,53 @@
+import pytest
+
+from cellclr.config import ConfigError, load_config, save_config
+
+
+def test_defaults_file_and_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[train]\nepochs = 7\nlr = 0.01\n[augment]\ncrop_scale = [0.5, 1.0]\n")
+    cfg = load_config(path, ["train.epochs=3", "model.arch=resnet18", "augment.flip=false"])
+    assert cfg.train.epochs == 3 and cfg.train.lr == 0.01
+    assert cfg.model.arch == "resnet18" and cfg.augment.flip is False
+    assert cfg.augment.crop_scale == [0.5, 1.0]
+    assert cfg.train.batch_size == 256  # default kept
+
+
+def test_saved_config_reloads_identically(tmp_path):
+    cfg = load_config(None, ["train.epochs=3", "augment.blur_sigma=[0.2, 1.0]"])
+    save_config(cfg, tmp_path / "saved.toml")
+    assert load_config(tmp_path / "saved.toml") == cfg
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.epoch=3", "unknown key train.epoch"),
+        ("training.epochs=3", "unknown section"),
+        ("train.epochs=many", "expected an integer"),
+        ("train.epochs", "expected section.key=value"),
+        ("augment.crop_scale=[1]", "list of 2"),
+        ("augment.flip=1", "true or false"),
+    ],
+)
+def test_bad_overrides_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_or_broken_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+    assert configs
+    for path in configs:
+        load_config(path)
