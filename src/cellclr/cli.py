@@ -65,6 +65,61 @@ def build_parser() -> argparse.ArgumentParser:
     _overwrite_arg(p)
 
     p = verbs.add_parser(
+        "download",
+        help="download BBBC021 (metadata and plate zips)",
+        description="Download BBBC021 from the Broad over HTTPS: the metadata CSVs and one zip "
+        "per plate, resuming partial files and skipping finished plates.",
+    )
+    p.add_argument("dataset", choices=["bbbc021"])
+    p.add_argument("--out", type=Path, required=True, help="folder to download into")
+    p.add_argument("--plates", nargs="+", help="only these plates, e.g. Week1_22123")
+    p.add_argument("--retries", type=int, default=5, help="attempts per file (default: 5)")
+
+    p = verbs.add_parser(
+        "crop",
+        help="raw fields of view -> single-cell crop store",
+        description="Illumination correction, nucleus detection (or nucleus centres from CSV "
+        "files) and a fixed box around each nucleus, plate by plate; a rerun skips finished "
+        "plates, and --overwrite replaces a store made with other settings. Options override "
+        "[crop] of the config.",
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--bbbc021", type=Path, help="BBBC021 folder (metadata/ and WeekN/)")
+    source.add_argument(
+        "--images-table",
+        type=Path,
+        help="CSV/parquet: Metadata_Plate, Metadata_Well, Metadata_Site, treatment columns, "
+        "one image-path column per channel",
+    )
+    p.add_argument(
+        "--channels",
+        help="channel columns of the image table, e.g. DNA,Tubulin,Actin (nuclei are found "
+        "in the first)",
+    )
+    p.add_argument(
+        "--root", type=Path, help="where relative image paths start (default: the table's folder)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="crop store folder")
+    p.add_argument("--box", type=int, help="crop side in pixels (default: 96)")
+    p.add_argument("--plates", nargs="+", help="only these plates")
+    p.add_argument("--wells", nargs="+", help="only these wells")
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument(
+        "--locations",
+        type=Path,
+        help="folder of nucleus centres, LOCATIONS/<plate>/<well>-<site>-Nuclei.csv, "
+        "instead of detection",
+    )
+    p.add_argument(
+        "--skip-incomplete",
+        action="store_true",
+        help="skip sites with a missing image file (listed in the summary)",
+    )
+    p.add_argument("--no-illumination", action="store_true", help="no illumination correction")
+    _config_args(p)
+    _overwrite_arg(p)
+
+    p = verbs.add_parser(
         "train",
         help="train a SimCLR encoder on a crop store",
         description="Train a SimCLR model; writes model.pt, checkpoint.pt, "
@@ -115,12 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
     _overwrite_arg(p)
 
     p = verbs.add_parser(
+        "baseline",
+        help="evaluate a baseline representation on a run's crops",
+        description="Embed, profile and evaluate a baseline with the same code as the trained "
+        "model, into RUN/baselines/KIND/: 'random' is the configured encoder with random "
+        "weights.",
+    )
+    p.add_argument("--kind", required=True, choices=["random"], help="which baseline")
+    p.add_argument("--crops", type=Path, help="crop store (default: RUN/crops or data.crops)")
+    p.add_argument("--run", type=Path, required=True, help="run folder")
+    _config_args(p, "RUN/model")
+    _overwrite_arg(p)
+
+    p = verbs.add_parser(
         "run",
-        help="train, embed, profile and evaluate in one go",
-        description="Run every stage after import into OUT/model, "
-        "OUT/embeddings, OUT/profiles and OUT/eval. A stage whose output exists "
-        "for the same inputs and config is skipped; an interrupted training "
-        "resumes.",
+        help="(crop,) train, embed, profile and evaluate in one go",
+        description="Run every stage into OUT/crops (when the config's [crop] names images "
+        "and no --crops is given), OUT/model, OUT/embeddings, OUT/profiles and OUT/eval. A "
+        "stage whose output exists for the same inputs and config is skipped; an interrupted "
+        "training resumes.",
     )
     _config_args(p)
     p.add_argument(
@@ -146,6 +214,40 @@ def _print_metrics(eval_dir: Path) -> None:
     print(f"results: {eval_dir}")
 
 
+def _crop(args: argparse.Namespace) -> None:
+    from cellclr.crop import crop, load_sites
+
+    cfg = _config(args)
+    c = cfg.crop
+    if args.bbbc021 or args.images_table:
+        c.bbbc021 = str(args.bbbc021 or "")
+        c.images_table = str(args.images_table or "")
+    if args.channels:
+        c.channels = [x.strip() for x in args.channels.split(",")]
+    for name in ("box", "workers", "plates", "wells"):
+        if getattr(args, name) is not None:
+            setattr(c, name, getattr(args, name))
+    if args.root:
+        c.images_root = str(args.root)
+    if args.locations:
+        c.locations = str(args.locations)
+    c.skip_incomplete = c.skip_incomplete or args.skip_incomplete
+    c.illumination = c.illumination and not args.no_illumination
+    table, channels = load_sites(c)
+    summary = crop(table, channels, args.out, cfg, overwrite=args.overwrite)
+    print(
+        f"cropped {summary['cells']} cells from {summary['sites_cropped']} sites "
+        f"({summary['off_edge']} boxes off the image edge skipped); "
+        f"plates in the store: {len(summary['plates_in_store'])}"
+    )
+    if summary["skipped_incomplete"]:
+        print(
+            f"skipped {len(summary['skipped_incomplete'])} incomplete sites: "
+            + ", ".join(summary["skipped_incomplete"][:20])
+        )
+    print(f"crop store: {args.out}")
+
+
 def dispatch(args: argparse.Namespace) -> None:
     if args.verb == "import-crops":
         from cellclr.import_crops import import_crops
@@ -153,6 +255,13 @@ def dispatch(args: argparse.Namespace) -> None:
         channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
         out = import_crops(args.images, args.cells, args.out, channels, args.key, args.overwrite)
         print(f"crop store: {out}")
+    elif args.verb == "download":
+        from cellclr.download import download_bbbc021
+
+        done = download_bbbc021(args.out, args.plates, retries=args.retries)
+        print(f"{len(done)} plates in {args.out}")
+    elif args.verb == "crop":
+        _crop(args)
     elif args.verb == "train":
         from cellclr.train import train
 
@@ -179,6 +288,11 @@ def dispatch(args: argparse.Namespace) -> None:
 
         evaluate(args.profiles, args.out, _config(args, args.profiles), overwrite=args.overwrite)
         _print_metrics(args.out)
+    elif args.verb == "baseline":
+        from cellclr.pipeline import run_baseline
+
+        cfg = _config(args, args.run / "model")
+        _print_metrics(run_baseline(args.kind, cfg, args.run, args.crops, overwrite=args.overwrite))
     elif args.verb == "run":
         from cellclr.pipeline import run
 

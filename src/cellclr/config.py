@@ -25,6 +25,28 @@ class DataConfig:
 
 
 @dataclass
+class CropConfig:
+    bbbc021: str = ""  # a BBBC021 folder (metadata/ and [images/]WeekN/<plate>/)
+    images_table: str = ""  # or an image table (CSV/parquet), one path column per channel
+    images_root: str = ""  # where the table's relative paths start (default: its folder)
+    channels: list[str] = field(default_factory=list)  # channel columns of the image table
+    plates: list[str] = field(default_factory=list)  # only these plates (default: all)
+    wells: list[str] = field(default_factory=list)  # only these wells (default: all)
+    box: int = 96  # side of the square crop centred on each nucleus, in pixels
+    illumination: bool = True  # per-plate illumination correction
+    illumination_sites: int = 64  # sites sampled per plate to estimate it
+    illumination_min_sites: int = 16  # fewer complete sites: no correction (logged)
+    locations: str = ""  # folder of nucleus-centre CSVs instead of detection (DeepProfiler)
+    nucleus_smoothing: float = 1.0  # nucleus detection on the DNA channel (first channel)
+    nucleus_threshold: str = "otsu"
+    nucleus_min_area: int = 50
+    nucleus_max_area: int = 5000
+    nucleus_min_distance: int = 7
+    skip_incomplete: bool = False  # skip (and list) sites with a missing image file
+    workers: int = 0  # processes; 0 = all cores
+
+
+@dataclass
 class ModelConfig:
     arch: str = "resnet_small"  # resnet_small | resnet18 | resnet50
     stem: str = "small2"  # small (full resolution) | small2 (half) | imagenet (quarter)
@@ -76,6 +98,7 @@ class EvaluateConfig:
 
 @dataclass
 class Config:
+    crop: CropConfig = field(default_factory=CropConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -104,6 +127,10 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
+    if isinstance(default, list) and (not default or isinstance(default[0], str)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return list(value)
     if isinstance(default, list):
         if not isinstance(value, list) or len(value) != len(default):
             raise ConfigError(f"{where}: expected a list of {len(default)} numbers, got {value!r}")

@@ -10,6 +10,17 @@ from cellclr.config import Config
 
 # Keys that change how fast a stage runs, not what it produces.
 RUNTIME_KEYS = {
+    # the crop stage hashes the image table itself, and fills plates one at a time
+    "crop": (
+        "bbbc021",
+        "images_table",
+        "images_root",
+        "plates",
+        "wells",
+        "skip_incomplete",
+        "workers",
+    ),
+    "data": ("crops",),  # the store is fingerprinted by its content id
     "train": ("device", "threads", "checkpoint_every"),
     "embed": ("device", "batch_size"),
 }

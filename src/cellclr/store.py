@@ -55,6 +55,50 @@ def plate_file_stem(plate: str) -> str:
     return stem if stem not in ("", ".", "..") else f"plate_{stem}"
 
 
+def _npy_header_text(shape: tuple[int, ...]) -> bytes:
+    return repr({"descr": "<u2", "fortran_order": False, "shape": shape}).encode("latin1")
+
+
+def _npy_header(shape: tuple[int, ...], size: int) -> bytes:
+    """A version 1.0 ``.npy`` header for uint16 data, padded to exactly ``size`` bytes."""
+    text = _npy_header_text(shape)
+    return b"\x93NUMPY\x01\x00" + (size - 10).to_bytes(2, "little") + text.ljust(size - 11) + b"\n"
+
+
+class NpyAppender:
+    """Write a uint16 ``.npy`` of crops whose count is known only at the end, a block at a time.
+
+    The header reserves room for any count and is rewritten by ``close``, so memory holds one
+    block, not the plate."""
+
+    def __init__(self, path: Path, crop_shape: tuple[int, ...]) -> None:
+        self.path, self.crop_shape, self.count = path, tuple(crop_shape), 0
+        longest = 11 + len(_npy_header_text((10**15, *self.crop_shape))) + 1
+        self._size = -(-longest // 64) * 64  # numpy aligns headers to 64 bytes
+        self._fh = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self._fh.write(_npy_header((0, *self.crop_shape), self._size))
+
+    def append(self, crops: np.ndarray) -> None:
+        if crops.dtype != np.uint16 or crops.shape[1:] != self.crop_shape:
+            raise StoreError(f"{self.path}: crops must be uint16 of shape (n, {self.crop_shape})")
+        self._fh.write(np.ascontiguousarray(crops).tobytes())
+        self.count += len(crops)
+
+    def close(self) -> None:
+        self._fh.seek(0)
+        self._fh.write(_npy_header((self.count, *self.crop_shape), self._size))
+        self._fh.close()
+
+
+def write_plate_index(folder: Path, plate: str, cells: pd.DataFrame) -> None:
+    """Write a plate's rows of the cell index, pointing at ``plates/<plate>.npy``."""
+    stem = plate_file_stem(plate)
+    rows = cells.reset_index(drop=True).copy()
+    rows["Metadata_CropFile"] = f"plates/{stem}.npy"
+    rows["Metadata_CropRow"] = np.arange(len(rows), dtype=np.int64)
+    write_parquet(rows, folder / "plates" / f"{stem}.parquet")
+
+
 def write_plate(folder: Path, plate: str, images: np.ndarray, cells: pd.DataFrame) -> None:
     """Write one plate's crops and cell rows into ``folder/plates`` (each file atomically)."""
     if images.dtype != np.uint16 or images.ndim != 4:
@@ -63,13 +107,9 @@ def write_plate(folder: Path, plate: str, images: np.ndarray, cells: pd.DataFram
         raise StoreError(f"plate {plate}: {len(images)} crops but {len(cells)} cell rows")
     plates = folder / "plates"
     plates.mkdir(parents=True, exist_ok=True)
-    stem = plate_file_stem(plate)
-    with atomic_file(plates / f"{stem}.npy") as tmp, open(tmp, "wb") as fh:
+    with atomic_file(plates / f"{plate_file_stem(plate)}.npy") as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.ascontiguousarray(images))
-    rows = cells.reset_index(drop=True).copy()
-    rows["Metadata_CropFile"] = f"plates/{stem}.npy"
-    rows["Metadata_CropRow"] = np.arange(len(rows), dtype=np.int64)
-    write_parquet(rows, plates / f"{stem}.parquet")
+    write_plate_index(folder, plate, cells)
 
 
 def finalize_store(folder: Path, channels: list[str], seed: int = 0) -> None:

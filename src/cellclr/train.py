@@ -35,6 +35,18 @@ def train_fingerprint(store: CropStore, cfg: Config) -> str:
     return fingerprint("train", [store.id], cfg, ("data", "model", "augment", "train"))
 
 
+def model_meta(cfg: Config, store: CropStore) -> dict:
+    """What ``embed`` needs besides the weights: architecture, channels, view size, scaling."""
+    return {
+        "arch": cfg.model.arch,
+        "stem": cfg.model.stem,
+        "channels": list(store.channels),
+        "size": cfg.augment.size,
+        "normalize": cfg.data.normalize,
+        "normalize_min_cells": cfg.data.normalize_min_cells,
+    }
+
+
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """This epoch's shuffled batches (the incomplete last one is dropped); a function of the
     seed and epoch alone, so a resumed run sees the same order."""
@@ -139,14 +151,7 @@ def train(
                 with atomic_file(work / CHECKPOINT) as tmp:
                     torch.save(state, tmp)
 
-        meta = {
-            "arch": cfg.model.arch,
-            "stem": cfg.model.stem,
-            "channels": list(store.channels),
-            "size": cfg.augment.size,
-            "normalize": cfg.data.normalize,
-            "normalize_min_cells": cfg.data.normalize_min_cells,
-        }
+        meta = model_meta(cfg, store)
         with atomic_file(work / MODEL) as tmp:
             torch.save({"meta": meta, "encoder": model.encoder.state_dict()}, tmp)
         write_manifest(
