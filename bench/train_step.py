@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -130,25 +131,29 @@ def main() -> None:
     print(f"model alone (bound): {bound * 1e3:8.1f} ms   step / bound = {step / bound:.3f}")
     print(f"data + augmentation: {100 * data_share:8.2f} % of a step (goal <= 5%)")
 
-    # 3) augmentation throughput per core, batched on the device vs per sample
+    # Augmentation throughput, batched on the device, at the config's view size and at the
+    # paper's 96 px, next to a per-sample pipeline on one core
     x = next(iter(CropBatches(store, norm, batches[:1], device)))
-    n_views = 0
-    t0 = time.perf_counter()
+    per = f"per core, {torch.get_num_threads()} threads" if device.type == "cpu" else "on the GPU"
+    for size in dict.fromkeys([cfg.augment.size, 96]):
+        rate = augment_rate(Augmenter(replace(cfg.augment, size=size)), x, g, device)
+        if device.type == "cpu":
+            rate /= torch.get_num_threads()
+        print(f"batched augmentation, {size:3d} px: {rate:10.0f} views/s {per}")
+    albumentations_rate(x.cpu().numpy())
+
+
+def augment_rate(aug: Augmenter, x: torch.Tensor, g: torch.Generator, device) -> float:
+    aug(x, g)  # warm-up
+    n_views, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < 3.0:
         aug(x, g)
         sync(device)
         n_views += len(x)
-    rate = n_views / (time.perf_counter() - t0)
-    cores = torch.get_num_threads() if device.type == "cpu" else 1
-    print(
-        f"batched augmentation: {rate:10.0f} views/s on {device} ({rate / cores:.0f} per core)"
-        if device.type == "cpu"
-        else f"batched augmentation: {rate:10.0f} views/s on {device}"
-    )
-    albumentations_rate(x.cpu().numpy(), cfg.augment.size)
+    return n_views / (time.perf_counter() - t0)
 
 
-def albumentations_rate(batch: np.ndarray, size: int) -> None:
+def albumentations_rate(batch: np.ndarray) -> None:
     """The paper's per-sample pipeline at 96 px, on one core."""
     try:
         import albumentations as A
@@ -176,7 +181,7 @@ def albumentations_rate(batch: np.ndarray, size: int) -> None:
             pipeline(image=im)
         n += len(images)
     rate = n / (time.perf_counter() - t0)
-    print(f"per-sample albumentations (96 px, paper-like): {rate:8.0f} views/s per core")
+    print(f"per-sample albumentations,  96 px: {rate:10.0f} views/s per core (paper-like)")
 
 
 if __name__ == "__main__":

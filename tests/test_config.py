@@ -51,3 +51,12 @@ def test_shipped_configs_load():
     assert configs
     for path in configs:
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["model.arch='vgg16'", "train.optimizer='sgd'", "data.normalize='well'", "model.stem='huge'"],
+)
+def test_choices_are_checked_at_load(override):
+    with pytest.raises(ConfigError, match="is not one of"):
+        load_config(None, [override])

@@ -139,3 +139,10 @@ def test_existing_output_needs_overwrite(tmp_path, crop_files):
 def test_not_a_store(tmp_path):
     with pytest.raises(StoreError, match="not a crop store"):
         CropStore(tmp_path)
+
+
+def test_stale_scratch_output_is_replaced(tmp_path, crop_files):
+    (tmp_path / "out.partial").mkdir()  # left by a killed run
+    (tmp_path / "out.partial" / "junk").write_text("x")
+    out = import_crops(*crop_files, tmp_path / "out")
+    assert not (out / "junk").exists() and not (tmp_path / "out.partial").exists()

@@ -138,6 +138,15 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported value {value!r}")
 
 
+CHOICES = {
+    ("crop", "nucleus_threshold"): ("otsu", "li"),
+    ("data", "normalize"): ("plate", "batch", "global", "none"),
+    ("model", "arch"): ("resnet_small", "resnet18", "resnet50"),
+    ("model", "stem"): ("small", "small2", "imagenet"),
+    ("train", "optimizer"): ("adamw", "lars"),
+}
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     """Build a Config from nested dicts; unknown sections or keys are errors."""
     cfg = Config()
@@ -153,7 +162,11 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
                 known = ", ".join(f.name for f in dataclasses.fields(sect))
                 raise ConfigError(f"{source}: unknown key {section}.{key} (known: {known})")
             where = f"{source}: {section}.{key}"
-            setattr(sect, key, _coerce(value, getattr(sect, key), where))
+            value = _coerce(value, getattr(sect, key), where)
+            allowed = CHOICES.get((section, key))
+            if allowed and value not in allowed:
+                raise ConfigError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
+            setattr(sect, key, value)
     return cfg
 
 

@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -295,8 +296,10 @@ def _prepare(out: Path, fp: str, overwrite: bool) -> None:
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    # spawn, not fork: the parent may hold torch's thread pools
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    # fork starts workers at once, but is unsafe once torch's thread pools may exist
+    fork = sys.platform == "linux" and "torch" not in sys.modules
+    context = multiprocessing.get_context("fork" if fork else "spawn")
+    return ProcessPoolExecutor(workers, mp_context=context)
 
 
 def _plate_illumination(

@@ -36,19 +36,20 @@ def partial_path(out: Path) -> Path:
 
 @contextmanager
 def staged_dir(
-    out: str | Path, *, overwrite: bool = False, keep_partial: bool = False, resume: bool = False
+    out: str | Path, *, overwrite: bool = False, resumable: bool = False, resume: bool = False
 ) -> Iterator[Path]:
     """Yield a work folder that becomes ``out`` only if the block finishes without error.
 
-    ``keep_partial`` leaves the work folder behind on error (training keeps its checkpoints
-    there for ``resume``); otherwise it is removed.
+    A ``resumable`` stage (training) keeps its work folder on error, and continues it with
+    ``resume``; without either flag a leftover one is an error, so progress is never thrown
+    away silently. Other stages' leftovers are scratch and are replaced.
     """
     out = Path(out)
     work = partial_path(out)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output exists: {out} (pass --overwrite to replace it)")
-    if work.exists() and not resume:
-        if not overwrite:
+    if work.exists() and not (resumable and resume):
+        if resumable and not overwrite:
             raise OutputExistsError(
                 f"an unfinished output is at {work}: pass --resume to continue it "
                 "or --overwrite to start again"
@@ -58,7 +59,7 @@ def staged_dir(
     try:
         yield work
     except BaseException:
-        if not keep_partial:
+        if not resumable:
             shutil.rmtree(work, ignore_errors=True)
         raise
     if out.exists():

@@ -82,7 +82,7 @@ def train(
     n = len(store)
     batch_size = min(tc.batch_size, n)
     if batch_size < 2:
-        raise ValueError(f"{crops}: SimCLR needs at least 2 cells per batch, the store has {n}")
+        raise CellclrError(f"{crops}: SimCLR needs at least 2 cells, the store has {n}")
     steps = n // batch_size
 
     torch.manual_seed(tc.seed)
@@ -97,7 +97,7 @@ def train(
     aug_rng = torch.Generator(device=device).manual_seed(tc.seed)
 
     out = Path(out)
-    with staged_dir(out, overwrite=overwrite, keep_partial=True, resume=resume) as work:
+    with staged_dir(out, overwrite=overwrite, resumable=True, resume=resume) as work:
         start_epoch, log = 0, []
         ck = None
         if resume and (work / CHECKPOINT).is_file():
