@@ -16,13 +16,14 @@ def test_demo_runs_every_stage_and_reports(tmp_path, capsys):
         assert (out / stage / "stage.json").is_file(), stage
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["nsc"]["total"] == metrics["n_treatments"] == 12
-    assert (out / "baselines" / "random" / "eval" / "metrics.json").is_file()
+    for kind in ("random", "classic"):
+        assert (out / "baselines" / kind / "eval" / "metrics.json").is_file()
     assert f"{metrics['nsc']['correct']}/{metrics['nsc']['total']}" in html
     assert "random" in html
     # a second call finds everything up to date
     capsys.readouterr()
     demo(out, ["train.epochs=1", "crop.workers=1"], spec=TINY)
-    assert capsys.readouterr().out.count("up to date, skipped") == 8
+    assert capsys.readouterr().out.count("up to date, skipped") == 11
 
 
 def test_shipped_demo_config_is_small():

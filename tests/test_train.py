@@ -33,28 +33,32 @@ def test_deterministic_and_logged(store, tmp_path):
     assert not torch.equal(weights(a)["stem.0.weight"], weights(c)["stem.0.weight"])
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(store, tmp_path, monkeypatch):
-    cfg = tiny_config("train.epochs=3")
-    whole = train(store, tmp_path / "whole", cfg)
-
+def interrupt_in_epoch(monkeypatch, n: int) -> None:
+    """Make training stop with KeyboardInterrupt when its n-th epoch starts."""
     real_epoch = train_module._train_epoch
     calls = {"n": 0}
 
-    def crash_in_second_epoch(*args, **kwargs):
+    def epoch(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == n:
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_train_epoch", crash_in_second_epoch)
+    monkeypatch.setattr(train_module, "_train_epoch", epoch)
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(store, tmp_path, monkeypatch):
+    cfg = tiny_config("train.epochs=3")
+    whole = train(store, tmp_path / "whole", cfg)
     out = tmp_path / "resumed"
-    with pytest.raises(KeyboardInterrupt):
-        train(store, out, cfg)
+    with monkeypatch.context() as m:
+        interrupt_in_epoch(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train(store, out, cfg)
     partial = tmp_path / "resumed.partial"
     assert not out.exists() and (partial / CHECKPOINT).is_file()
     with pytest.raises(OutputExistsError, match="--resume"):
         train(store, out, cfg)  # an unfinished run is never silently discarded
-    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
     train(store, out, cfg, resume=True)
     assert not partial.exists()
     assert_same_weights(weights(whole), weights(out))
@@ -63,23 +67,10 @@ def test_interrupted_then_resumed_equals_uninterrupted(store, tmp_path, monkeypa
 
 
 def test_resume_refuses_another_config(store, tmp_path, monkeypatch):
-    def crash(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    cfg = tiny_config()
-    real_epoch = train_module._train_epoch
-    calls = {"n": 0}
-
-    def crash_second(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "_train_epoch", crash_second)
-    with pytest.raises(KeyboardInterrupt):
-        train(store, tmp_path / "m", cfg)
-    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    with monkeypatch.context() as m:
+        interrupt_in_epoch(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train(store, tmp_path / "m", tiny_config())
     with pytest.raises(ResumeError, match="other crops or config"):
         train(store, tmp_path / "m", tiny_config("train.lr=0.5"), resume=True)
     train(store, tmp_path / "m", tiny_config("train.lr=0.5"), resume=True, overwrite=True)

@@ -1,8 +1,10 @@
 """``cellclr baseline``: reference representations evaluated by the same later stages.
 
-``random``: the configured encoder with its random initial weights (the same seed as training),
-written as a model folder so that ``embed``, ``profile`` and ``evaluate`` run unchanged: how much
-of the result the architecture and the profiling give before any learning.
+- ``random``: the configured encoder with its random initial weights (the same seed as
+  training), written as a model folder so that ``embed`` runs unchanged: what the architecture
+  and the profiling give before any learning.
+- ``classic``: CellProfiler-style per-cell features (shape, intensity, texture; see
+  ``cellclr.classic``), written as embeddings exactly as ``embed`` writes them.
 """
 
 from __future__ import annotations
@@ -12,19 +14,20 @@ from pathlib import Path
 
 import torch
 
+from cellclr.classic import write_classic_embeddings
 from cellclr.config import Config, save_config
-from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
 from cellclr.models import build_encoder
 from cellclr.outputs import atomic_file, staged_dir, write_manifest
 from cellclr.store import CropStore
 from cellclr.train import MODEL, model_meta
 
-KINDS = ("random",)
+KINDS = ("random", "classic")
+SECTIONS = {"random": ("data", "model", "augment", "train"), "classic": ("data",)}
 
 
 def baseline_fingerprint(kind: str, store: CropStore, cfg: Config) -> str:
-    return fingerprint(f"baseline-{kind}", [store.id], cfg, ("data", "model", "augment", "train"))
+    return fingerprint(f"baseline-{kind}", [store.id], cfg, SECTIONS[kind])
 
 
 def random_model(
@@ -49,6 +52,26 @@ def random_model(
     return Path(out)
 
 
-def check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise CellclrError(f"unknown baseline {kind!r}: choose {', '.join(KINDS)}")
+def classic_embeddings(
+    crops: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
+) -> Path:
+    """Write an embeddings folder of classic features for every cell of the store."""
+    t_start = time.perf_counter()
+    store = CropStore(crops)
+    with staged_dir(out, overwrite=overwrite) as work:
+        write_classic_embeddings(
+            Path(crops),
+            work,
+            normalize=cfg.data.normalize,
+            normalize_min_cells=cfg.data.normalize_min_cells,
+            workers=cfg.crop.workers,
+        )
+        save_config(cfg, work / "config.toml")
+        write_manifest(
+            work,
+            "baseline-classic",
+            baseline_fingerprint("classic", store, cfg),
+            seconds=round(time.perf_counter() - t_start, 1),
+            crops=str(crops),
+        )
+    return Path(out)

@@ -189,23 +189,57 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser(
         "profile",
         help="aggregate cells into well and treatment profiles",
-        description="Well profile = mean of its cells; treatment profile = median"
-        " of its wells. Writes wells.parquet and treatments.parquet.",
+        description="Well profile = mean of its cells; treatment profile = median of its wells "
+        "(after profile.postprocess: none, dmso or tvn). Writes wells.parquet and "
+        "treatments.parquet. Input: an `embed` folder, or a per-cell or per-well feature table "
+        "of another tool (CellProfiler, pycytominer) with Metadata_ columns.",
     )
-    p.add_argument("--embeddings", type=Path, required=True, help="folder from `cellclr embed`")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--embeddings", type=Path, help="folder from `cellclr embed`")
+    source.add_argument("--features", type=Path, help="feature table (CSV or parquet)")
+    p.add_argument("--moa", type=Path, help="CSV of compound,concentration,moa to join")
     p.add_argument("--out", type=Path, required=True, help="profiles folder to create")
     _config_args(p, "--embeddings")
     _overwrite_arg(p)
 
     p = verbs.add_parser(
         "evaluate",
-        help="NSC, NSCB and drop of treatment profiles",
-        description="MoA evaluation as in Ljosa et al. 2013 (see the README). "
-        "Writes metrics.json, nsc.parquet and nscb.parquet.",
+        help="NSC, NSCB, drop (with intervals, k-NN, mAP) of profiles",
+        description="MoA evaluation as in Ljosa et al. 2013 (see the README), for every "
+        "post-processing variant of evaluate.variants (none, dmso, tvn), with bootstrap "
+        "intervals, k-NN voting, per-MoA accuracy and mAP. Writes metrics.json, "
+        "results.parquet, nsc.parquet and nscb.parquet. Input: a `profile` folder, or a "
+        "per-cell or per-well feature table of another tool.",
     )
-    p.add_argument("--profiles", type=Path, required=True, help="folder from `cellclr profile`")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--profiles", type=Path, help="folder from `cellclr profile`")
+    source.add_argument("--features", type=Path, help="feature table (CSV or parquet)")
+    p.add_argument("--moa", type=Path, help="CSV of compound,concentration,moa to join")
     p.add_argument("--out", type=Path, required=True, help="evaluation folder to create")
     _config_args(p, "--profiles")
+    _overwrite_arg(p)
+
+    p = verbs.add_parser(
+        "predict",
+        help="predict the MoA of new treatments from reference profiles",
+        description="For each query treatment: the MoA of its nearest reference treatment "
+        "(cosine), a confidence (similarity margin between the best and second-best MoA) and "
+        "its nearest reference treatments. Writes OUT/predictions.parquet.",
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        help="profiles folder with MoA labels, e.g. RUN/profiles",
+    )
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--query", type=Path, help="profiles folder of the new treatments")
+    query.add_argument("--query-features", type=Path, help="feature table of the new treatments")
+    query.add_argument("--query-crops", type=Path, help="crop store of the new treatments")
+    p.add_argument("--model", type=Path, help="the model folder (with --query-crops)")
+    p.add_argument("--top", type=int, default=5, help="nearest reference treatments to list")
+    p.add_argument("--out", type=Path, required=True, help="folder to create")
+    _config_args(p, "--reference")
     _overwrite_arg(p)
 
     p = verbs.add_parser(
@@ -213,9 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate a baseline representation on a run's crops",
         description="Embed, profile and evaluate a baseline with the same code as the trained "
         "model, into RUN/baselines/KIND/: 'random' is the configured encoder with random "
-        "weights.",
+        "weights, 'classic' CellProfiler-style features (shape, intensity, texture).",
     )
-    p.add_argument("--kind", required=True, choices=["random"], help="which baseline")
+    p.add_argument("--kind", required=True, choices=["random", "classic"], help="which baseline")
     p.add_argument("--crops", type=Path, help="crop store (default: RUN/crops or data.crops)")
     p.add_argument("--run", type=Path, required=True, help="run folder")
     _config_args(p, "RUN/model")
@@ -246,11 +280,20 @@ def _config(args: argparse.Namespace, upstream: Path | None = None) -> Config:
 
 
 def _print_metrics(eval_dir: Path) -> None:
-    from cellclr.evaluate import summary_line
+    from cellclr.evaluate import summary_lines
 
     metrics = json.loads((eval_dir / "metrics.json").read_text())
-    print(summary_line(metrics))
+    print("\n".join(summary_lines(metrics)))
     print(f"results: {eval_dir}")
+
+
+def _print_results(run: Path) -> None:
+    from cellclr.pipeline import collect_results, format_results
+
+    results = collect_results(run)
+    if not results.empty:
+        print(format_results(results))
+    print(f"results: {run}")
 
 
 def _crop(args: argparse.Namespace) -> None:
@@ -287,6 +330,62 @@ def _crop(args: argparse.Namespace) -> None:
     print(f"crop store: {args.out}")
 
 
+def _profile(args: argparse.Namespace) -> None:
+    from cellclr.profiles import file_fingerprint, profile, read_feature_table, write_profiles
+
+    if args.embeddings:
+        cfg = _config(args, args.embeddings)
+        print(f"profiles: {profile(args.embeddings, args.out, cfg, overwrite=args.overwrite)}")
+        return
+    cfg = _config(args)
+    wells = read_feature_table(args.features, args.moa)
+    fp = file_fingerprint("profile", args.features, cfg, ("profile",))
+    write_profiles(wells, args.out, cfg, fp, 0.0, args.overwrite, features=str(args.features))
+    print(f"profiles: {args.out}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from cellclr.evaluate import combine, evaluate, evaluate_wells, write_evaluation
+    from cellclr.profiles import file_fingerprint, read_feature_table
+
+    if args.profiles:
+        evaluate(args.profiles, args.out, _config(args, args.profiles), overwrite=args.overwrite)
+    else:
+        cfg = _config(args)
+        result = combine(evaluate_wells(read_feature_table(args.features, args.moa), cfg.evaluate))
+        fp = file_fingerprint("evaluate", args.features, cfg, ("evaluate", "profile"))
+        write_evaluation(
+            result, args.out, cfg, fp, 0.0, args.overwrite, features=str(args.features)
+        )
+    _print_metrics(args.out)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from cellclr.predict import predict
+
+    predictions = predict(
+        args.reference,
+        args.out,
+        _config(args, args.reference),
+        query_profiles=args.query,
+        query_table=args.query_features,
+        query_crops=args.query_crops,
+        model=args.model,
+        top=args.top,
+        overwrite=args.overwrite,
+    )
+    columns = [
+        "Metadata_Compound",
+        "Metadata_Concentration",
+        "Predicted_MoA",
+        "Confidence",
+        "Neighbor1_Compound",
+        "Neighbor1_Distance",
+    ]
+    print(predictions[columns].to_string(index=False, max_rows=30))
+    print(f"predictions: {args.out / 'predictions.parquet'}")
+
+
 def dispatch(args: argparse.Namespace) -> None:
     if args.verb == "import-crops":
         from cellclr.import_crops import import_crops
@@ -298,7 +397,7 @@ def dispatch(args: argparse.Namespace) -> None:
         from cellclr.demo import demo
 
         report = demo(args.out, args.set, seed=args.seed, overwrite=args.overwrite)
-        _print_metrics(args.out / "eval")
+        _print_results(args.out)
         print(f"report: {report}")
     elif args.verb == "simulate":
         from cellclr.simulate import simulate_screen
@@ -332,26 +431,22 @@ def dispatch(args: argparse.Namespace) -> None:
         )
         print(f"embeddings: {out}")
     elif args.verb == "profile":
-        from cellclr.profiles import profile
-
-        out = profile(
-            args.embeddings, args.out, _config(args, args.embeddings), overwrite=args.overwrite
-        )
-        print(f"profiles: {out}")
+        _profile(args)
     elif args.verb == "evaluate":
-        from cellclr.evaluate import evaluate
-
-        evaluate(args.profiles, args.out, _config(args, args.profiles), overwrite=args.overwrite)
-        _print_metrics(args.out)
+        _evaluate(args)
+    elif args.verb == "predict":
+        _predict(args)
     elif args.verb == "baseline":
         from cellclr.pipeline import run_baseline
 
         cfg = _config(args, args.run / "model")
-        _print_metrics(run_baseline(args.kind, cfg, args.run, args.crops, overwrite=args.overwrite))
+        run_baseline(args.kind, cfg, args.run, args.crops, overwrite=args.overwrite)
+        _print_results(args.run)
     elif args.verb == "run":
         from cellclr.pipeline import run
 
-        _print_metrics(run(_config(args), args.out, args.crops, overwrite=args.overwrite))
+        run(_config(args), args.out, args.crops, overwrite=args.overwrite)
+        _print_results(args.out)
 
 
 def main(argv: list[str] | None = None) -> int:

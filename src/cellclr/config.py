@@ -92,8 +92,20 @@ class EmbedConfig:
 
 
 @dataclass
+class ProfileConfig:
+    postprocess: str = "none"  # well profiles before the treatment median: none | dmso | tvn
+
+
+@dataclass
 class EvaluateConfig:
     control: str = "DMSO"  # the negative-control compound, not a treatment to classify
+    variants: list[str] = field(default_factory=lambda: ["none", "dmso", "tvn"])  # first: headline
+    tvn_lambda: float = 1.0  # TVN's regulariser (also for profile.postprocess = "tvn")
+    bootstrap: int = 1000  # resamples of the treatments for the 95% intervals; 0 = none
+    seed: int = 0
+    knn: list[int] = field(default_factory=lambda: [3, 5])  # k-NN voting accuracies
+    map: bool = True  # mean average precision of MoA retrieval (needs copairs)
+    baselines: list[str] = field(default_factory=list)  # `run` also evaluates: random, classic
 
 
 @dataclass
@@ -104,6 +116,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -131,6 +144,12 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
         return list(value)
+    if isinstance(default, list) and isinstance(default[0], int):
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"{where}: expected a list of integers, got {value!r}")
+        return list(value)
     if isinstance(default, list):
         if not isinstance(value, list) or len(value) != len(default):
             raise ConfigError(f"{where}: expected a list of {len(default)} numbers, got {value!r}")
@@ -141,6 +160,9 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
 CHOICES = {
     ("crop", "nucleus_threshold"): ("otsu", "li"),
     ("data", "normalize"): ("plate", "batch", "global", "none"),
+    ("evaluate", "baselines"): ("random", "classic"),
+    ("evaluate", "variants"): ("none", "dmso", "tvn"),
+    ("profile", "postprocess"): ("none", "dmso", "tvn"),
     ("model", "arch"): ("resnet_small", "resnet18", "resnet50"),
     ("model", "stem"): ("small", "small2", "imagenet"),
     ("train", "optimizer"): ("adamw", "lars"),
@@ -164,7 +186,9 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
             where = f"{source}: {section}.{key}"
             value = _coerce(value, getattr(sect, key), where)
             allowed = CHOICES.get((section, key))
-            if allowed and value not in allowed:
+            values = value if isinstance(value, list) else [value]
+            empty = not values and (section, key) == ("evaluate", "variants")
+            if allowed and (empty or any(v not in allowed for v in values)):
                 raise ConfigError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
             setattr(sect, key, value)
     return cfg

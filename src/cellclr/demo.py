@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from cellclr.config import Config, load_config
 from cellclr.outputs import MANIFEST, write_manifest
-from cellclr.pipeline import run, run_baseline
+from cellclr.pipeline import run
 from cellclr.report import write_report
 from cellclr.simulate import ScreenSpec, simulate_screen
 
@@ -45,6 +45,5 @@ def demo(
             **summary,
         )
     cfg.crop.bbbc021 = str(screen)
-    run(cfg, out, overwrite=overwrite)
-    run_baseline("random", cfg, out, overwrite=overwrite)
+    run(cfg, out, overwrite=overwrite)  # and the baselines of evaluate.baselines
     return write_report(out)

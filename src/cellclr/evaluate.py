@@ -1,4 +1,6 @@
-"""``cellclr evaluate``: NSC, NSCB and drop, as ``shared/docs/moa-evaluation.md`` defines them.
+"""``cellclr evaluate``: NSC, NSCB and drop, as ``shared/docs/moa-evaluation.md`` defines them,
+for every post-processing variant of the well profiles, with bootstrap intervals, k-NN voting,
+per-MoA accuracy and (with copairs) mAP.
 
 NSC: each annotated treatment's nearest neighbour (cosine distance) among the treatments of
 other compounds; correct when the MoAs agree. NSCB: the same, the neighbour also needing a
@@ -15,18 +17,41 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
-from cellclr.config import Config, save_config
+from cellclr.config import Config, EvaluateConfig, save_config
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
+from cellclr.moa_metrics import (
+    bootstrap_interval,
+    copairs_available,
+    knn_predictions,
+    mean_average_precision,
+    per_moa,
+)
 from cellclr.outputs import read_manifest, staged_dir, write_json, write_manifest, write_parquet
-from cellclr.profiles import TREATMENTS, feature_columns
+from cellclr.postprocess import PostprocessError, clean_features, postprocess
+from cellclr.profiles import WELLS, feature_columns, treatment_profiles
 
 REQUIRED = ["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA", "Metadata_Batch"]
 
 
 class EvaluationError(CellclrError, ValueError):
     """Profiles that cannot be evaluated."""
+
+
+@dataclass
+class Task:
+    """One neighbour task (NSC or NSCB): the query treatments, their features, and which
+    treatment may be whose neighbour."""
+
+    table: pd.DataFrame
+    x: np.ndarray
+    allowed: np.ndarray
+
+    def distances(self) -> np.ndarray:
+        unit = self.x / np.maximum(np.linalg.norm(self.x, axis=1, keepdims=True), 1e-12)
+        return 1.0 - unit @ unit.T
 
 
 @dataclass
@@ -39,47 +64,41 @@ class Evaluation:
 def single_batch_moas(treatments: pd.DataFrame) -> list[str]:
     """MoAs whose treatments all come from one batch: no NSCB neighbour can share their MoA."""
     batches = treatments["Metadata_Batch"].astype(str).str.split(",")
-    per_moa = batches.groupby(treatments["Metadata_MoA"]).agg(lambda s: set().union(*s))
-    return sorted(m for m, weeks in per_moa.items() if len(weeks) == 1)
+    per = batches.groupby(treatments["Metadata_MoA"]).agg(lambda s: set().union(*s))
+    return sorted(m for m, weeks in per.items() if len(weeks) == 1)
 
 
-def nearest_neighbours(x: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the index of the allowed row nearest by cosine distance (-1 if none) and that
-    distance. Ties go to the lower index."""
-    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    dist = 1.0 - unit @ unit.T
-    dist = np.where(allowed, dist, np.inf)
+def nearest_neighbours(distance: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the index of the nearest allowed row (-1 if none) and its distance. Ties go to
+    the lower index."""
+    dist = np.where(allowed, distance, np.inf)
     idx = np.argmin(dist, axis=1)
-    best = dist[np.arange(len(x)), idx]
+    best = dist[np.arange(len(dist)), idx]
     idx = np.where(np.isfinite(best), idx, -1)
     return idx, np.where(idx >= 0, best, np.nan)
 
 
-def _neighbour_table(t: pd.DataFrame, x: np.ndarray, allowed: np.ndarray) -> pd.DataFrame:
-    idx, dist = nearest_neighbours(x, allowed)
+def _neighbour_table(task: Task, distance: np.ndarray) -> pd.DataFrame:
+    t = task.table
+    idx, dist = nearest_neighbours(distance, task.allowed)
     table = t[REQUIRED].reset_index(drop=True).copy()
     found = idx >= 0
     for column in REQUIRED:
         values = t[column].to_numpy()[np.maximum(idx, 0)]
         table[column.replace("Metadata_", "Neighbor_")] = np.where(found, values, None)
     table["Distance"] = dist
-    table["Correct"] = found & (
-        table["Neighbor_MoA"].to_numpy() == table["Metadata_MoA"].to_numpy()
-    )
+    moa = table["Metadata_MoA"].to_numpy()
+    table["Correct"] = found & (table["Neighbor_MoA"].to_numpy() == moa)
     return table
 
 
-def _score(table: pd.DataFrame) -> dict:
-    correct, total = int(table["Correct"].sum()), len(table)
-    return {
-        "correct": correct,
-        "total": total,
-        "accuracy": correct / total if total else float("nan"),
-    }
+def _score(correct: np.ndarray) -> dict:
+    n = len(correct)
+    hits = int(np.sum(correct))
+    return {"correct": hits, "total": n, "accuracy": hits / n if n else float("nan")}
 
 
-def evaluate_treatments(treatments: pd.DataFrame, control: str = "DMSO") -> Evaluation:
-    """NSC, NSCB and drop of treatment profiles (one row per compound and concentration)."""
+def _tasks(treatments: pd.DataFrame, control: str) -> tuple[Task, Task, dict]:
     missing = [c for c in REQUIRED if c not in treatments]
     if missing:
         raise EvaluationError(f"treatment profiles lack columns {missing}")
@@ -91,75 +110,203 @@ def evaluate_treatments(treatments: pd.DataFrame, control: str = "DMSO") -> Eval
         raise EvaluationError("treatment profiles hold NaN or infinite feature values")
     is_control = treatments["Metadata_Compound"].astype(str) == control
     unannotated = treatments["Metadata_MoA"].isna() & ~is_control
-    keep = ~is_control & ~unannotated
+    keep = (~is_control & ~unannotated).to_numpy()
     t = treatments[keep].reset_index(drop=True)
     if t["Metadata_Compound"].nunique() < 2:
         raise EvaluationError("NSC needs annotated treatments of at least two compounds")
-    x = x_all[keep.to_numpy()]
+    x = x_all[keep]
     compound = t["Metadata_Compound"].astype(str).to_numpy()
     other_compound = compound[:, None] != compound[None, :]
-    nsc = _neighbour_table(t, x, other_compound)
-
     dropped = single_batch_moas(t)
     kept = ~t["Metadata_MoA"].isin(dropped).to_numpy()
-    tb = t[kept].reset_index(drop=True)
-    label = tb["Metadata_Batch"].astype(str).to_numpy()
-    allowed = other_compound[np.ix_(kept, kept)] & (label[:, None] != label[None, :])
-    nscb = _neighbour_table(tb, x[kept], allowed)
-
-    s_nsc, s_nscb = _score(nsc), _score(nscb)
-    metrics = {
-        "nsc": s_nsc,
-        "nscb": s_nscb,
-        "drop_pct": round(100 * (s_nsc["accuracy"] - s_nscb["accuracy"]), 3),
+    label = t["Metadata_Batch"].astype(str).to_numpy()[kept]
+    nscb_allowed = other_compound[np.ix_(kept, kept)] & (label[:, None] != label[None, :])
+    info = {
         "nscb_dropped_moas": dropped,
         "n_treatments": len(t),
         "n_compounds": int(t["Metadata_Compound"].nunique()),
         "n_moas": int(t["Metadata_MoA"].nunique()),
         "excluded": {"control": int(is_control.sum()), "unannotated": int(unannotated.sum())},
-        "without_neighbour": {
-            "nsc": int(nsc["Neighbor_MoA"].isna().sum()),
-            "nscb": int(nscb["Neighbor_MoA"].isna().sum()),
-        },
+    }
+    nsc = Task(t, x, other_compound)
+    nscb = Task(t[kept].reset_index(drop=True), x[kept], nscb_allowed)
+    return nsc, nscb, info
+
+
+def _task_metrics(
+    task: Task, table: pd.DataFrame, distance: np.ndarray, e: EvaluateConfig, batch: bool
+) -> dict:
+    correct = table["Correct"].to_numpy()
+    out = _score(correct)
+    out["ci95"] = list(bootstrap_interval(correct, e.bootstrap, e.seed))
+    moa = task.table["Metadata_MoA"].to_numpy()
+    out["knn"] = {
+        str(k): _score(knn_predictions(distance, task.allowed, moa, k) == moa) for k in e.knn
+    }
+    out["per_moa"] = per_moa(table)
+    out["without_neighbour"] = int(table["Neighbor_MoA"].isna().sum())
+    if e.map and copairs_available():
+        out["map"] = mean_average_precision(task.table, task.x, batch=batch)
+    return out
+
+
+def evaluate_treatments(
+    treatments: pd.DataFrame, control: str = "DMSO", e: EvaluateConfig | None = None
+) -> Evaluation:
+    """NSC, NSCB and drop of treatment profiles (one row per compound and concentration), with
+    the extras of ``e`` (intervals, k-NN, per-MoA, mAP; none when ``e`` is None)."""
+    e = e or EvaluateConfig(control=control, bootstrap=0, knn=[], map=False)
+    nsc_task, nscb_task, info = _tasks(treatments, control)
+    results = {}
+    for name, task in (("nsc", nsc_task), ("nscb", nscb_task)):
+        distance = task.distances()
+        table = _neighbour_table(task, distance)
+        results[name] = (table, _task_metrics(task, table, distance, e, batch=name == "nscb"))
+    (nsc, m_nsc), (nscb, m_nscb) = results["nsc"], results["nscb"]
+    metrics = {
+        "nsc": m_nsc,
+        "nscb": m_nscb,
+        "drop_pct": round(100 * (m_nsc["accuracy"] - m_nscb["accuracy"]), 3),
+        **info,
         "distance": "cosine",
         "batch_rule": "NSCB compares batch labels (comma-joined sorted weeks) as strings, "
         "as the reference code does",
     }
+    if e.map and not copairs_available():
+        metrics["map_note"] = "mAP needs copairs: pip install 'cellclr[eval]'"
     return Evaluation(metrics, nsc, nscb)
+
+
+def evaluate_wells(wells: pd.DataFrame, e: EvaluateConfig) -> dict[str, Evaluation | str]:
+    """Every post-processing variant of ``e.variants``: well profiles -> variant -> treatment
+    profiles -> evaluation. Constant or NaN feature columns are dropped first (and reported).
+    The first variant must succeed; another that cannot be computed (no control wells in a
+    batch, say) gives the reason instead, which is logged and kept in ``metrics.json``."""
+    wells, dropped = clean_features(wells)
+    for reason, columns in dropped.items():
+        if columns:
+            more = " ..." if len(columns) > 5 else ""
+            tqdm.write(
+                f"evaluate: dropped {len(columns)} {reason} feature columns: "
+                f"{', '.join(columns[:5])}{more}"
+            )
+    results: dict[str, Evaluation | str] = {}
+    for i, variant in enumerate(e.variants):
+        try:
+            processed, notes = postprocess(wells, variant, e.control, e.tvn_lambda)
+        except PostprocessError as error:
+            if i == 0:
+                raise
+            results[variant] = str(error)
+            tqdm.write(f"evaluate: variant {variant} not computed: {error}")
+            continue
+        for note in notes:
+            tqdm.write(f"evaluate ({variant}): {note}")
+        result = evaluate_treatments(treatment_profiles(processed), e.control, e)
+        result.metrics.update(notes=notes, dropped_features=dropped)
+        results[variant] = result
+    return results
+
+
+def combine(results: dict[str, Evaluation | str]) -> Evaluation:
+    """One Evaluation for all variants: the first variant's scores at the top level (the
+    headline), every variant under ``variants`` (skipped ones under ``skipped_variants``),
+    the neighbour tables with a Variant column."""
+    done = {v: r for v, r in results.items() if isinstance(r, Evaluation)}
+    first = next(iter(done))
+    metrics = {**done[first].metrics, "variant": first}
+    metrics["variants"] = {
+        v: {k: r.metrics[k] for k in ("nsc", "nscb", "drop_pct", "notes")} for v, r in done.items()
+    }
+    metrics["skipped_variants"] = {v: r for v, r in results.items() if isinstance(r, str)}
+    tables = {
+        name: pd.concat(
+            [getattr(r, name).assign(Variant=v) for v, r in done.items()], ignore_index=True
+        )
+        for name in ("nsc", "nscb")
+    }
+    return Evaluation(metrics, tables["nsc"], tables["nscb"])
+
+
+def results_table(metrics: dict, representation: str = "cellclr") -> pd.DataFrame:
+    """One row per variant: counts, percentages, intervals, drop, mAP and k-NN accuracy."""
+    rows = []
+    for variant, m in metrics.get("variants", {metrics.get("variant", "none"): metrics}).items():
+        row = {"representation": representation, "variant": variant}
+        for task in ("nsc", "nscb"):
+            s = m[task]
+            row[f"{task}_correct"], row[f"{task}_total"] = s["correct"], s["total"]
+            row[f"{task}_pct"] = 100 * s["accuracy"]
+            low, high = s.get("ci95", [float("nan")] * 2)
+            row[f"{task}_ci_low"], row[f"{task}_ci_high"] = 100 * low, 100 * high
+            row[f"{task}_map"] = s.get("map", float("nan"))
+            for k, knn in s.get("knn", {}).items():
+                row[f"{task}_knn{k}_pct"] = 100 * knn["accuracy"]
+        row["drop_pct"] = m["drop_pct"]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def evaluate_fingerprint(profiles_dir: Path, cfg: Config) -> str:
     return fingerprint("evaluate", [read_manifest(profiles_dir)["fingerprint"]], cfg, ("evaluate",))
 
 
-def evaluate(
-    profiles_dir: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
-) -> Evaluation:
-    """Write ``metrics.json``, ``nsc.parquet`` and ``nscb.parquet`` for a ``profile`` output."""
-    t_start = time.perf_counter()
-    profiles_dir = Path(profiles_dir)
-    fp = evaluate_fingerprint(profiles_dir, cfg)
-    treatments = pd.read_parquet(profiles_dir / TREATMENTS)
-    result = evaluate_treatments(treatments, cfg.evaluate.control)
+def write_evaluation(
+    result: Evaluation,
+    out: Path,
+    cfg: Config,
+    fp: str,
+    seconds: float,
+    overwrite: bool,
+    **source: str,
+) -> None:
     with staged_dir(out, overwrite=overwrite) as work:
         write_json(result.metrics, work / "metrics.json")
         write_parquet(result.nsc, work / "nsc.parquet")
         write_parquet(result.nscb, work / "nscb.parquet")
+        write_parquet(results_table(result.metrics), work / "results.parquet")
         save_config(cfg, work / "config.toml")
-        write_manifest(
-            work,
-            "evaluate",
-            fp,
-            seconds=round(time.perf_counter() - t_start, 1),
-            profiles=str(profiles_dir),
-        )
+        write_manifest(work, "evaluate", fp, seconds=round(seconds, 1), **source)
+
+
+def evaluate(
+    profiles_dir: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
+) -> Evaluation:
+    """Evaluate the well profiles of a ``profile`` output (every variant); write
+    ``metrics.json``, ``results.parquet``, ``nsc.parquet`` and ``nscb.parquet``."""
+    t_start = time.perf_counter()
+    profiles_dir = Path(profiles_dir)
+    fp = evaluate_fingerprint(profiles_dir, cfg)
+    result = combine(evaluate_wells(pd.read_parquet(profiles_dir / WELLS), cfg.evaluate))
+    write_evaluation(
+        result,
+        Path(out),
+        cfg,
+        fp,
+        time.perf_counter() - t_start,
+        overwrite,
+        profiles=str(profiles_dir),
+    )
     return result
 
 
+def _pct(s: dict) -> str:
+    text = f"{s['correct']}/{s['total']} ({100 * s['accuracy']:.1f}%"
+    if "ci95" in s and not np.isnan(s["ci95"][0]):
+        text += f", 95% CI {100 * s['ci95'][0]:.0f}-{100 * s['ci95'][1]:.0f}"
+    return text + ")"
+
+
 def summary_line(metrics: dict) -> str:
-    a, b = metrics["nsc"], metrics["nscb"]
-    return (
-        f"NSC {a['correct']}/{a['total']} ({100 * a['accuracy']:.1f}%)  "
-        f"NSCB {b['correct']}/{b['total']} ({100 * b['accuracy']:.1f}%)  "
-        f"drop {metrics['drop_pct']:.1f} pts"
-    )
+    drop = metrics["drop_pct"]
+    return f"NSC {_pct(metrics['nsc'])}  NSCB {_pct(metrics['nscb'])}  drop {drop:.1f} pts"
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """One line per variant (the headline variant first)."""
+    variants = metrics.get("variants") or {metrics.get("variant", "none"): metrics}
+    lines = [f"{v:5s} {summary_line(m)}" for v, m in variants.items()]
+    lines += [
+        f"{v:5s} not computed: {why}" for v, why in metrics.get("skipped_variants", {}).items()
+    ]
+    return lines

@@ -23,6 +23,7 @@ RUNTIME_KEYS = {
     "data": ("crops",),  # the store is fingerprinted by its content id
     "train": ("device", "threads", "checkpoint_every"),
     "embed": ("device", "batch_size"),
+    "evaluate": ("baselines",),
 }
 
 

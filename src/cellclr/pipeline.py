@@ -1,22 +1,27 @@
-"""``cellclr run``: train -> embed -> profile -> evaluate, skipping stages that are up to date."""
+"""``cellclr run``: (crop ->) train -> embed -> profile -> evaluate, skipping stages that are up
+to date; baselines through the same stages; one results table for all of them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 from tqdm import tqdm
 
-from cellclr.baselines import baseline_fingerprint, check_kind, random_model
+from cellclr.baselines import KINDS, baseline_fingerprint, classic_embeddings, random_model
 from cellclr.config import Config
 from cellclr.crop import crop, load_sites
 from cellclr.embed import embed, embed_fingerprint
 from cellclr.errors import CellclrError
-from cellclr.evaluate import evaluate, evaluate_fingerprint
-from cellclr.outputs import MANIFEST, OutputExistsError, read_manifest
+from cellclr.evaluate import evaluate, evaluate_fingerprint, results_table
+from cellclr.outputs import MANIFEST, OutputExistsError, read_manifest, write_parquet
 from cellclr.profiles import profile, profile_fingerprint
 from cellclr.store import CropStore
 from cellclr.train import train, train_fingerprint
+
+RESULTS = "results.parquet"
 
 
 def _up_to_date(folder: Path, fp: str) -> bool:
@@ -41,9 +46,10 @@ def _stage(
 def run(
     cfg: Config, out: str | Path, crops: str | Path | None = None, *, overwrite: bool = False
 ) -> Path:
-    """Run every stage into ``out/{crops,model,embeddings,profiles,eval}``; return the
-    evaluation folder. The crops come from ``crops``, else ``data.crops``, else the ``crop``
-    stage (when the config names a BBBC021 folder or an image table)."""
+    """Run every stage into ``out/{crops,model,embeddings,profiles,eval}``, then the baselines
+    of ``evaluate.baselines``; return the evaluation folder. The crops come from ``crops``,
+    else ``data.crops``, else the ``crop`` stage (when the config names a BBBC021 folder or an
+    image table)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     crops = crops or cfg.data.crops
@@ -65,7 +71,12 @@ def run(
         lambda ow: train(crops, model, cfg, overwrite=ow, resume=True),
         overwrite,
     )
-    return _evaluate_model(cfg, model, crops, store, out, overwrite)
+    _embed(cfg, model, crops, store, out, overwrite)
+    result = _profile_and_evaluate(cfg, out, overwrite)
+    for kind in cfg.evaluate.baselines:
+        run_baseline(kind, cfg, out, crops, overwrite=overwrite, summary=False)
+    write_results(out)
+    return result
 
 
 def run_baseline(
@@ -75,10 +86,12 @@ def run_baseline(
     crops: str | Path | None = None,
     *,
     overwrite: bool = False,
+    summary: bool = True,
 ) -> Path:
     """Evaluate a baseline on the run's crops into ``out/baselines/<kind>/``; return its
     evaluation folder."""
-    check_kind(kind)
+    if kind not in KINDS:
+        raise CellclrError(f"unknown baseline {kind!r}: choose {', '.join(KINDS)}")
     out = Path(out)
     crops = crops or cfg.data.crops or (out / "crops" if (out / "crops").is_dir() else None)
     if not crops:
@@ -86,22 +99,39 @@ def run_baseline(
     store = CropStore(crops)
     folder = out / "baselines" / kind
     folder.mkdir(parents=True, exist_ok=True)
-    model = folder / "model"
-    _stage(
-        f"baseline {kind}",
-        model,
-        lambda: baseline_fingerprint(kind, store, cfg),
-        lambda ow: random_model(crops, model, cfg, overwrite=ow),
-        overwrite,
-    )
-    return _evaluate_model(cfg, model, crops, store, folder, overwrite)
+
+    def fp() -> str:
+        return baseline_fingerprint(kind, store, cfg)
+
+    if kind == "random":
+        model = folder / "model"
+        _stage(
+            "baseline random",
+            model,
+            fp,
+            lambda ow: random_model(crops, model, cfg, overwrite=ow),
+            overwrite,
+        )
+        _embed(cfg, model, crops, store, folder, overwrite)
+    else:
+        emb = folder / "embeddings"
+        _stage(
+            "baseline classic",
+            emb,
+            fp,
+            lambda ow: classic_embeddings(crops, emb, cfg, overwrite=ow),
+            overwrite,
+        )
+    result = _profile_and_evaluate(cfg, folder, overwrite)
+    if summary:
+        write_results(out)
+    return result
 
 
-def _evaluate_model(
+def _embed(
     cfg: Config, model: Path, crops: str | Path, store: CropStore, out: Path, overwrite: bool
-) -> Path:
-    """embed -> profile -> evaluate into ``out/{embeddings,profiles,eval}``."""
-    emb, prof, ev = out / "embeddings", out / "profiles", out / "eval"
+) -> None:
+    emb = out / "embeddings"
     _stage(
         "embed",
         emb,
@@ -109,6 +139,11 @@ def _evaluate_model(
         lambda ow: embed(model, crops, emb, cfg, overwrite=ow),
         overwrite,
     )
+
+
+def _profile_and_evaluate(cfg: Config, out: Path, overwrite: bool) -> Path:
+    """embeddings -> profile -> evaluate into ``out/{profiles,eval}``."""
+    emb, prof, ev = out / "embeddings", out / "profiles", out / "eval"
     _stage(
         "profile",
         prof,
@@ -124,3 +159,48 @@ def _evaluate_model(
         overwrite,
     )
     return ev
+
+
+def collect_results(run: str | Path) -> pd.DataFrame:
+    """The results of the run and of each baseline in it, one row per representation and
+    post-processing variant."""
+    run = Path(run)
+    sources = [("cellclr", run / "eval")]
+    sources += [(p.name, p / "eval") for p in sorted((run / "baselines").glob("*"))]
+    tables = [
+        results_table(json.loads((ev / "metrics.json").read_text()), name)
+        for name, ev in sources
+        if (ev / "metrics.json").is_file()
+    ]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def write_results(run: Path) -> pd.DataFrame:
+    results = collect_results(run)
+    if not results.empty:
+        write_parquet(results, run / RESULTS)
+    return results
+
+
+def format_results(results: pd.DataFrame) -> str:
+    """The results as a Markdown table: counts, 95% intervals, drop and mAP."""
+
+    def cell(row: pd.Series, task: str) -> str:
+        text = f"{row[f'{task}_correct']}/{row[f'{task}_total']} ({row[f'{task}_pct']:.1f}%"
+        if pd.notna(row[f"{task}_ci_low"]):
+            text += f", {row[f'{task}_ci_low']:.0f}-{row[f'{task}_ci_high']:.0f}"
+        return text + ")"
+
+    def number(value: float) -> str:
+        return "n/a" if pd.isna(value) else f"{value:.3f}"
+
+    lines = [
+        "| profiles | variant | NSC (95% CI) | NSCB (95% CI) | drop | mAP | mAP batch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, r in results.iterrows():
+        lines.append(
+            f"| {r['representation']} | {r['variant']} | {cell(r, 'nsc')} | {cell(r, 'nscb')} "
+            f"| {r['drop_pct']:.1f} | {number(r['nsc_map'])} | {number(r['nscb_map'])} |"
+        )
+    return "\n".join(lines)

@@ -6,16 +6,21 @@ other column is a feature.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 from cellclr.config import Config, save_config
 from cellclr.embed import EMBEDDINGS
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
 from cellclr.outputs import read_manifest, staged_dir, write_manifest, write_parquet
+from cellclr.postprocess import postprocess
+from cellclr.store import batch_from_plate
 
 WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
 TREATMENT_KEYS = ["Metadata_Compound", "Metadata_Concentration"]
@@ -99,6 +104,59 @@ def treatment_profiles(wells: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+# CellProfiler bookkeeping columns: numbers, but not phenotypes
+BOOKKEEPING = re.compile(
+    r"^(ImageNumber|ObjectNumber|TableNumber)$|Number_Object_Number$|Location_"
+)
+
+
+def read_feature_table(path: str | Path, moa: str | Path | None = None) -> pd.DataFrame:
+    """Well profiles from a per-cell or per-well feature table of another tool (CellProfiler,
+    pycytominer): ``Metadata_*`` columns plus numeric features. Per-cell tables (a well on
+    several rows) are averaged per well. CellProfiler's bookkeeping columns (ImageNumber,
+    ObjectNumber, ``*Location_*``) are not features and are dropped. ``moa``: a CSV of
+    compound, concentration, moa to join when the table has no ``Metadata_MoA``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProfileError(f"feature table not found: {path}")
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    missing = [c for c in WELL_KEYS + TREATMENT_KEYS if c not in table]
+    if missing:
+        raise ProfileError(f"{path}: missing columns {missing}")
+    table = table.drop(columns=[c for c in feature_columns(table) if BOOKKEEPING.search(c)])
+    text = [c for c in feature_columns(table) if not pd.api.types.is_numeric_dtype(table[c])]
+    if text:
+        raise ProfileError(
+            f"{path}: non-numeric columns {text[:5]} are neither features nor Metadata_ columns"
+            " (rename them Metadata_... or drop them)"
+        )
+    table["Metadata_Concentration"] = table["Metadata_Concentration"].astype(float)
+    if "Metadata_Batch" not in table:
+        table["Metadata_Batch"] = table["Metadata_Plate"].astype(str).map(batch_from_plate)
+    if moa is not None:
+        table = _join_moa(table, Path(moa))
+    if "Metadata_MoA" not in table:
+        table["Metadata_MoA"] = None
+    if table.duplicated(WELL_KEYS).any():
+        return well_profiles(table)
+    _check_features(table, str(path))
+    return table
+
+
+def _join_moa(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    from cellclr.bbbc021 import read_moa
+
+    moa = read_moa(path)
+    key = pd.MultiIndex.from_arrays(
+        [moa["compound"].astype(str), moa["concentration"].astype(float).round(6)]
+    )
+    lookup = pd.Series(moa["moa"].to_numpy(), index=key)
+    wanted = pd.MultiIndex.from_arrays(
+        [table["Metadata_Compound"].astype(str), table["Metadata_Concentration"].round(6)]
+    )
+    return table.assign(Metadata_MoA=lookup.reindex(wanted).to_numpy())
+
+
 def profile(
     embeddings_dir: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
 ) -> Path:
@@ -106,24 +164,63 @@ def profile(
     t_start = time.perf_counter()
     embeddings_dir = Path(embeddings_dir)
     fp = profile_fingerprint(embeddings_dir, cfg)
-    cells = pd.read_parquet(embeddings_dir / EMBEDDINGS)
+    wells = well_profiles(pd.read_parquet(embeddings_dir / EMBEDDINGS))
+    write_profiles(
+        wells,
+        Path(out),
+        cfg,
+        fp,
+        time.perf_counter() - t_start,
+        overwrite,
+        embeddings=str(embeddings_dir),
+    )
+    return Path(out)
+
+
+def write_profiles(
+    wells: pd.DataFrame,
+    out: Path,
+    cfg: Config,
+    fp: str,
+    seconds: float,
+    overwrite: bool,
+    **source: str,
+) -> None:
+    """``wells.parquet`` (the raw well means) and ``treatments.parquet`` (the median of the
+    wells after ``profile.postprocess``)."""
+    t_start = time.perf_counter()
+    processed, notes = postprocess(
+        wells, cfg.profile.postprocess, cfg.evaluate.control, cfg.evaluate.tvn_lambda
+    )
+    for note in notes:
+        tqdm.write(f"profile ({cfg.profile.postprocess}): {note}")
+    treatments = treatment_profiles(processed)
     with staged_dir(out, overwrite=overwrite) as work:
-        wells = well_profiles(cells)
         write_parquet(wells, work / WELLS)
-        treatments = treatment_profiles(wells)
         write_parquet(treatments, work / TREATMENTS)
         save_config(cfg, work / "config.toml")
         write_manifest(
             work,
             "profile",
             fp,
-            seconds=round(time.perf_counter() - t_start, 1),
-            embeddings=str(embeddings_dir),
+            seconds=round(seconds + time.perf_counter() - t_start, 1),
             n_wells=len(wells),
             n_treatments=len(treatments),
+            postprocess_notes=notes,
+            **source,
         )
-    return Path(out)
 
 
 def profile_fingerprint(embeddings_dir: Path, cfg: Config) -> str:
-    return fingerprint("profile", [read_manifest(embeddings_dir)["fingerprint"]], cfg, ())
+    inputs = [
+        read_manifest(embeddings_dir)["fingerprint"],
+        cfg.evaluate.control,
+        str(cfg.evaluate.tvn_lambda),
+    ]
+    return fingerprint("profile", inputs, cfg, ("profile",))
+
+
+def file_fingerprint(stage: str, path: Path, cfg: Config, sections: tuple[str, ...]) -> str:
+    """A stage's fingerprint when its input is a file of another tool: the file's content."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return fingerprint(stage, [digest], cfg, sections)

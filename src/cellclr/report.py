@@ -166,6 +166,13 @@ def _load_config(run: Path) -> dict[str, Any]:
     return {}
 
 
+def _headline(table: pd.DataFrame, metrics: dict[str, Any]) -> pd.DataFrame:
+    """The neighbour rows of the headline post-processing variant (all rows of older runs)."""
+    if "Variant" not in table:
+        return table
+    return table[table["Variant"] == metrics.get("variant", "none")].reset_index(drop=True)
+
+
 def load_run(run: Path) -> RunData:
     """Read a finished run; raise ``ReportError`` naming the first missing required file."""
     run = Path(run)
@@ -174,6 +181,7 @@ def load_run(run: Path) -> RunData:
             raise ReportError(
                 f"{run} is not a finished cellclr run: {run / 'eval' / name} is missing"
             )
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
     notes: dict[str, str] = {}
     log_path = run / "model" / "train_log.jsonl"
     train_log = None
@@ -196,9 +204,9 @@ def load_run(run: Path) -> RunData:
         notes["cells"] = why
     return RunData(
         path=run,
-        metrics=json.loads((run / "eval" / "metrics.json").read_text()),
-        nsc=pd.read_parquet(run / "eval" / "nsc.parquet"),
-        nscb=pd.read_parquet(run / "eval" / "nscb.parquet"),
+        metrics=metrics,
+        nsc=_headline(pd.read_parquet(run / "eval" / "nsc.parquet"), metrics),
+        nscb=_headline(pd.read_parquet(run / "eval" / "nscb.parquet"), metrics),
         config=_load_config(run),
         train_log=train_log,
         profiles=profiles,
@@ -348,18 +356,67 @@ def _header(run: RunData) -> str:
 def _results(run: RunData) -> str:
     runs = [("cellclr (this run)", "SimCLR embeddings", run.metrics)]
     runs += [(name, BASELINE_NOTES.get(name, ""), m) for name, m in run.baselines.items()]
-    rows = [
+    rows = []
+    for name, about, m in runs:
+        variants = m.get("variants") or {m.get("variant", "none"): m}
+        for i, (variant, v) in enumerate(variants.items()):
+            label = [_e(name), f'<span class="muted">{_e(about)}</span>'] if i == 0 else ["", ""]
+            rows.append(
+                [
+                    *label,
+                    _e(variant),
+                    _score(v["nsc"]),
+                    _ci(v["nsc"]),
+                    _score(v["nscb"]),
+                    _ci(v["nscb"]),
+                    _e(_drop(v)),
+                    _map(v["nsc"]),
+                    _map(v["nscb"]),
+                ]
+            )
+    table = _table(
         [
-            _e(name),
-            f'<span class="muted">{_e(about)}</span>',
-            _score(m["nsc"]),
-            _score(m["nscb"]),
-            _e(_drop(m)),
-        ]
-        for name, about, m in runs
+            "Profiles",
+            "",
+            "Post-processing",
+            "NSC",
+            "95% CI",
+            "NSCB",
+            "95% CI",
+            "Drop",
+            "mAP",
+            "mAP (batch)",
+        ],
+        rows,
+        right=set(range(3, 10)),
+        main={0},
+    )
+    explain = (
+        "<p class=muted>Post-processing of the well profiles: none; dmso = per-plate "
+        "standardisation to the DMSO wells; tvn = typical variation normalisation (DMSO "
+        "whitening, then CORAL per batch). 95% CI: bootstrap over treatments. mAP: mean "
+        "average precision of MoA retrieval among the treatments of other compounds (and, for "
+        "the batch column, other batches).</p>"
+    )
+    skipped = [
+        _note(f"{name}: post-processing {v} not computed: {why}")
+        for name, _, m in runs
+        for v, why in m.get("skipped_variants", {}).items()
     ]
-    table = _table(["Profiles", "", "NSC", "NSCB", "Drop"], rows, right={2, 3, 4}, main={0})
-    return table + (_note(run.notes["results"]) if "results" in run.notes else "")
+    note = _note(run.notes["results"]) if "results" in run.notes else ""
+    return table + explain + "".join(skipped) + note
+
+
+def _ci(m: dict[str, Any]) -> str:
+    low, high = m.get("ci95", [None, None])
+    if low is None or pd.isna(low):
+        return "–"
+    return f"{100 * low:.0f}–{100 * high:.0f}%"
+
+
+def _map(m: dict[str, Any]) -> str:
+    value = m.get("map")
+    return "–" if value is None or pd.isna(value) else f"{value:.3f}"
 
 
 def _training(run: RunData) -> str:
