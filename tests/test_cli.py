@@ -158,3 +158,112 @@ def test_random_baseline_uses_the_same_stages(tmp_path, store, capsys):
     capsys.readouterr()
     assert main(["baseline", "--kind", "random", "--run", str(run), "--crops", str(store)]) == 0
     assert capsys.readouterr().out.count("up to date, skipped") == 4
+
+
+def test_feature_tables_of_other_tools_evaluate_like_our_profiles(tmp_path, store, capsys):
+    run = tmp_path / "run"
+    assert main(["run", "--crops", str(store), "--out", str(run), *sets()]) == 0
+    ours = json.loads((run / "eval" / "metrics.json").read_text())
+
+    # a CellProfiler-style per-well table: bookkeeping columns, no MoA or batch columns
+    wells = pd.read_parquet(run / "profiles" / "wells.parquet")
+    moa = wells[["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA"]].drop_duplicates()
+    moa.columns = ["compound", "concentration", "moa"]
+    moa.to_csv(tmp_path / "moa.csv", index=False)
+    table = wells.drop(columns=["Metadata_MoA", "Metadata_Batch", "Metadata_Cells"])
+    table.insert(0, "ImageNumber", range(len(table)))
+    table["Nuclei_Location_Center_X"] = 10.0
+    table.to_csv(tmp_path / "cp_wells.csv", index=False)
+    assert (
+        main(
+            [
+                "evaluate",
+                "--features",
+                str(tmp_path / "cp_wells.csv"),
+                "--moa",
+                str(tmp_path / "moa.csv"),
+                "--out",
+                str(tmp_path / "cp"),
+                *sets(),
+            ]
+        )
+        == 0
+    )
+    theirs = json.loads((tmp_path / "cp" / "metrics.json").read_text())
+    for variant, m in ours["variants"].items():
+        for task in ("nsc", "nscb"):
+            assert theirs["variants"][variant][task]["correct"] == m[task]["correct"]
+            assert theirs["variants"][variant][task]["total"] == m[task]["total"]
+    assert theirs["dropped_features"] == ours["dropped_features"]
+
+    # a per-cell table (pycytominer-style) is averaged per well first: the same result again
+    cells = pd.read_parquet(run / "embeddings" / "embeddings.parquet")
+    cells.to_parquet(tmp_path / "cells.parquet")
+    assert (
+        main(
+            [
+                "evaluate",
+                "--features",
+                str(tmp_path / "cells.parquet"),
+                "--out",
+                str(tmp_path / "pc"),
+                *sets(),
+            ]
+        )
+        == 0
+    )
+    per_cell = json.loads((tmp_path / "pc" / "metrics.json").read_text())
+    assert per_cell["nsc"]["correct"] == ours["nsc"]["correct"]
+
+    # text columns that are not Metadata_ are refused, naming them
+    table.assign(Image_FileName_DNA="a.tif").to_csv(tmp_path / "bad.csv", index=False)
+    assert (
+        main(["evaluate", "--features", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "bad")])
+        == 2
+    )
+    assert "Image_FileName_DNA" in capsys.readouterr().err
+
+
+def test_predict_from_crops(tmp_path, store, capsys):
+    run = tmp_path / "run"
+    assert main(["run", "--crops", str(store), "--out", str(run), *sets()]) == 0
+    out = tmp_path / "pred"
+    assert (
+        main(
+            [
+                "predict",
+                "--reference",
+                str(run / "profiles"),
+                "--query-crops",
+                str(store),
+                "--model",
+                str(run / "model"),
+                "--out",
+                str(out),
+                "--top",
+                "2",
+            ]
+        )
+        == 0
+    )
+    p = pd.read_parquet(out / "predictions.parquet")
+    assert len(p) == 6  # the annotated treatments; DMSO is not a query
+    assert {"Predicted_MoA", "Confidence", "Neighbor2_Distance"} <= set(p.columns)
+    assert (p["Neighbor1_Compound"] != p["Metadata_Compound"]).all()
+    # the same query as profiles gives the same predictions
+    assert (
+        main(
+            [
+                "predict",
+                "--reference",
+                str(run / "profiles"),
+                "--query",
+                str(run / "profiles"),
+                "--out",
+                str(tmp_path / "p2"),
+            ]
+        )
+        == 0
+    )
+    again = pd.read_parquet(tmp_path / "p2" / "predictions.parquet")
+    pd.testing.assert_series_equal(again["Predicted_MoA"], p["Predicted_MoA"])

@@ -9,7 +9,8 @@ between them, and measured:
   and upper quartile of each channel;
 - ``Cells_Texture_*_<channel>_3``: Haralick (grey-level co-occurrence) contrast, homogeneity,
   energy, correlation, angular second moment and dissimilarity at distance 3, averaged over
-  4 angles, on the cell quantised to 16 grey levels over [0, 1];
+  4 angles, on the cell quantised to 16 grey levels between the 1st and 99th percentile of
+  the channel in the cell (texture apart from brightness, which the intensities measure);
 - ``Cells_RadialDistribution_FracAtD_<channel>_<k>of4``: the fraction of the channel's
   intensity in the cell that lies in each of 4 rings from the nucleus centre (0) to the cell
   edge (1), with CellProfiler's normalised distance d_centre / (d_centre + d_edge).
@@ -209,10 +210,13 @@ def _intensity(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def _texture(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(``TEXTURE``, C) Haralick features of each channel in ``mask`` (non-empty), over the
-    co-occurring pixel pairs inside it; a channel without any such pair scores as constant."""
+    co-occurring pixel pairs inside it, quantised between the channel's 1st and 99th
+    percentile there; a constant channel, or one without any such pair, scores as constant."""
     rr, cc = np.nonzero(mask)
     box = (slice(rr.min(), rr.max() + 1), slice(cc.min(), cc.max() + 1))
-    levels = np.clip((image[:, *box] * GREY_LEVELS).astype(np.int64), 0, GREY_LEVELS - 1)
+    low, high = np.percentile(image[:, rr, cc], [1, 99], axis=1)[:, :, None, None]
+    scale = GREY_LEVELS / np.maximum(high - low, 1e-6)
+    levels = np.clip(((image[:, *box] - low) * scale).astype(np.int64), 0, GREY_LEVELS - 1)
     levels = np.where(mask[box], levels + 1, 0).astype(np.uint8)  # 0: outside the cell
     pairs = [
         graycomatrix(q, [GLCM_DISTANCE], GLCM_ANGLES, GREY_LEVELS + 1, symmetric=True)[1:, 1:, 0]

@@ -30,7 +30,7 @@ from cellclr.moa_metrics import (
     per_moa,
 )
 from cellclr.outputs import read_manifest, staged_dir, write_json, write_manifest, write_parquet
-from cellclr.postprocess import PostprocessError, clean_features, postprocess
+from cellclr.postprocess import POSTPROCESSING, PostprocessError, clean_features, postprocess
 from cellclr.profiles import WELLS, feature_columns, treatment_profiles
 
 REQUIRED = ["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA", "Metadata_Batch"]
@@ -228,10 +228,19 @@ def combine(results: dict[str, Evaluation | str]) -> Evaluation:
     return Evaluation(metrics, tables["nsc"], tables["nscb"])
 
 
+def variants(metrics: dict) -> dict[str, dict]:
+    """The scores of each post-processing variant, the headline first, then in the order of
+    ``POSTPROCESSING`` (``metrics.json`` stores them with sorted keys)."""
+    headline = metrics.get("variant", "none")
+    found = metrics.get("variants") or {headline: metrics}
+    order = sorted(found, key=lambda v: (v != headline, POSTPROCESSING.index(v)))
+    return {v: found[v] for v in order}
+
+
 def results_table(metrics: dict, representation: str = "cellclr") -> pd.DataFrame:
     """One row per variant: counts, percentages, intervals, drop, mAP and k-NN accuracy."""
     rows = []
-    for variant, m in metrics.get("variants", {metrics.get("variant", "none"): metrics}).items():
+    for variant, m in variants(metrics).items():
         row = {"representation": representation, "variant": variant}
         for task in ("nsc", "nscb"):
             s = m[task]
@@ -304,8 +313,7 @@ def summary_line(metrics: dict) -> str:
 
 def summary_lines(metrics: dict) -> list[str]:
     """One line per variant (the headline variant first)."""
-    variants = metrics.get("variants") or {metrics.get("variant", "none"): metrics}
-    lines = [f"{v:5s} {summary_line(m)}" for v, m in variants.items()]
+    lines = [f"{v:5s} {summary_line(m)}" for v, m in variants(metrics).items()]
     lines += [
         f"{v:5s} not computed: {why}" for v, why in metrics.get("skipped_variants", {}).items()
     ]

@@ -123,7 +123,8 @@ def read_feature_table(path: str | Path, moa: str | Path | None = None) -> pd.Da
     missing = [c for c in WELL_KEYS + TREATMENT_KEYS if c not in table]
     if missing:
         raise ProfileError(f"{path}: missing columns {missing}")
-    table = table.drop(columns=[c for c in feature_columns(table) if BOOKKEEPING.search(c)])
+    bookkeeping = [c for c in feature_columns(table) if BOOKKEEPING.search(c)]
+    table = table.drop(columns=bookkeeping).copy()  # one block: cheap columns to add
     text = [c for c in feature_columns(table) if not pd.api.types.is_numeric_dtype(table[c])]
     if text:
         raise ProfileError(

@@ -31,6 +31,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from cellclr.errors import CellclrError
+from cellclr.evaluate import variants
 from cellclr.outputs import atomic_file
 from cellclr.profiles import feature_columns
 from cellclr.store import CropStore, StoreError
@@ -73,7 +74,7 @@ table{border-collapse:collapse;font-size:.88rem;margin:6px 0 10px}
 th,td{padding:3px 12px;text-align:left;border-bottom:1px solid #e4e7eb;vertical-align:top}
 th{background:#f0f4f8;font-weight:600}
 tbody tr:nth-child(even) td{background:#fafbfc}
-td.r,th.r{text-align:right;font-variant-numeric:tabular-nums}
+td.r,th.r{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.main td{font-weight:600}
 tr.main td .muted{font-weight:400}
 .ok{color:#1a7f37;font-weight:700}
@@ -358,8 +359,7 @@ def _results(run: RunData) -> str:
     runs += [(name, BASELINE_NOTES.get(name, ""), m) for name, m in run.baselines.items()]
     rows = []
     for name, about, m in runs:
-        variants = m.get("variants") or {m.get("variant", "none"): m}
-        for i, (variant, v) in enumerate(variants.items()):
+        for i, (variant, v) in enumerate(variants(m).items()):
             label = [_e(name), f'<span class="muted">{_e(about)}</span>'] if i == 0 else ["", ""]
             rows.append(
                 [
