@@ -32,19 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from scipy import ndimage
 from skimage.feature import graycomatrix, graycoprops
 from skimage.measure import perimeter
 from skimage.morphology import convex_hull_image
 from tqdm import tqdm
 
+from cellclr.outputs import EMBEDDINGS, EmbeddingWriter
 from cellclr.store import CropStore
-
-# As in cellclr.embed, which is not imported here because it loads torch.
-EMBEDDINGS = "embeddings.parquet"
-ROWS_PER_GROUP = 65536
 
 SIGMA = 1.0  # Gaussian smoothing (pixels) before thresholding
 MIN_NUCLEUS_AREA = 10  # foreground components of the first channel smaller than this are noise
@@ -340,24 +335,7 @@ def write_classic_embeddings(
         values = standardize_columns(values)
     path = Path(out) / EMBEDDINGS
     metadata = store.cells[[c for c in store.cells.columns if c.startswith("Metadata_")]]
-    _write(path, metadata, values.astype(np.float32), feature_names(store.channels))
-    return path
-
-
-def _write(path: Path, metadata: pd.DataFrame, values: np.ndarray, names: list[str]) -> None:
-    """Metadata and features side by side, in row groups of ``ROWS_PER_GROUP``."""
-    writer = None
-    for start in range(0, len(values), ROWS_PER_GROUP):
-        stop = start + ROWS_PER_GROUP
-        frame = pd.concat(
-            [
-                metadata.iloc[start:stop].reset_index(drop=True),
-                pd.DataFrame(values[start:stop], columns=names),
-            ],
-            axis=1,
-        )
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if writer is None:
-            writer = pq.ParquetWriter(path, table.schema)
-        writer.write_table(table)
+    writer = EmbeddingWriter(path, metadata, feature_names(store.channels))
+    writer.append(values)
     writer.close()
+    return path

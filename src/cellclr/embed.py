@@ -6,9 +6,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
@@ -17,13 +14,17 @@ from cellclr.config import Config, save_config
 from cellclr.fingerprint import fingerprint
 from cellclr.loader import CropBatches, resolve_device
 from cellclr.models import build_encoder
-from cellclr.outputs import read_manifest, staged_dir, write_manifest
+from cellclr.outputs import (
+    EMBEDDINGS,
+    EmbeddingWriter,
+    read_manifest,
+    staged_dir,
+    write_manifest,
+)
 from cellclr.store import CropStore, StoreError
 from cellclr.train import MODEL, autocast
 
-EMBEDDINGS = "embeddings.parquet"
 FEATURE_PREFIX = "emb_"
-ROWS_PER_GROUP = 65536  # parquet row group size: memory stays flat on large stores
 
 
 def load_encoder(model_dir: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -70,31 +71,12 @@ def embed(
     names = [f"{FEATURE_PREFIX}{i:04d}" for i in range(encoder.out_dim)]
 
     with staged_dir(out, overwrite=overwrite) as work:
-        writer = None
-        pending: list[np.ndarray] = []
-        done = 0
-
-        def flush() -> None:
-            nonlocal writer, done, pending
-            feats = np.concatenate(pending)
-            frame = metadata.iloc[done : done + len(feats)].reset_index(drop=True)
-            frame = pd.concat([frame, pd.DataFrame(feats, columns=names)], axis=1)
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(work / EMBEDDINGS, table.schema)
-            writer.write_table(table)
-            done += len(feats)
-            pending = []
-
+        writer = EmbeddingWriter(work / EMBEDDINGS, metadata, names)
         with torch.inference_mode(), autocast(device):
             for x in tqdm(
                 CropBatches(store, norm, batches, device), desc="embed", unit="batch", disable=None
             ):
-                pending.append(encoder(resize(x, meta["size"])).float().cpu().numpy())
-                if sum(len(p) for p in pending) >= ROWS_PER_GROUP:
-                    flush()
-        if pending:
-            flush()
+                writer.append(encoder(resize(x, meta["size"])).float().cpu().numpy())
         writer.close()
         save_config(cfg, work / "config.toml")
         write_manifest(

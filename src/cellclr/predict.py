@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from cellclr.config import Config, save_config
-from cellclr.embed import EMBEDDINGS, embed
+from cellclr.embed import embed
 from cellclr.errors import CellclrError
-from cellclr.outputs import staged_dir, write_manifest, write_parquet
+from cellclr.outputs import EMBEDDINGS, staged_dir, write_manifest, write_parquet
 from cellclr.postprocess import postprocess
 from cellclr.profiles import (
     TREATMENTS,

@@ -15,10 +15,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from cellclr.config import Config, save_config
-from cellclr.embed import EMBEDDINGS
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
-from cellclr.outputs import read_manifest, staged_dir, write_manifest, write_parquet
+from cellclr.outputs import EMBEDDINGS, read_manifest, staged_dir, write_manifest, write_parquet
 from cellclr.postprocess import postprocess
 from cellclr.store import batch_from_plate
 
