@@ -5,6 +5,7 @@ import pytest
 
 from cellclr.cli import main
 from cellclr.config import load_config
+from cellclr.store import CropStore
 
 from .conftest import TINY_OVERRIDES
 
@@ -267,3 +268,75 @@ def test_predict_from_crops(tmp_path, store, capsys):
     )
     again = pd.read_parquet(tmp_path / "p2" / "predictions.parquet")
     pd.testing.assert_series_equal(again["Predicted_MoA"], p["Predicted_MoA"])
+
+    # with TVN, reference and query are normalised together: crops and profiles agree again
+    for name, query in (
+        ("t1", ["--query-crops", str(store), "--model", str(run / "model")]),
+        ("t2", ["--query", str(run / "profiles")]),
+    ):
+        assert (
+            main(
+                [
+                    "predict",
+                    "--reference",
+                    str(run / "profiles"),
+                    *query,
+                    "--out",
+                    str(tmp_path / name),
+                    "--set",
+                    "profile.postprocess='tvn'",
+                ]
+            )
+            == 0
+        )
+    t1 = pd.read_parquet(tmp_path / "t1" / "predictions.parquet")
+    t2 = pd.read_parquet(tmp_path / "t2" / "predictions.parquet")
+    pd.testing.assert_frame_equal(t1, t2, check_exact=False, rtol=1e-5)
+    assert (t1["Neighbor1_Compound"] != t1["Metadata_Compound"]).all()
+
+
+def test_baselines_from_other_crops_are_left_out_of_the_results(tmp_path, store):
+    from cellclr.pipeline import collect_results
+
+    run = tmp_path / "run"
+    assert main(["run", "--crops", str(store), "--out", str(run), *sets()]) == 0
+    assert main(["baseline", "--kind", "random", "--run", str(run), "--crops", str(store)]) == 0
+    assert set(collect_results(run)["representation"]) == {"cellclr", "random"}
+    manifest = run / "baselines" / "random" / "embeddings" / "stage.json"
+    manifest.write_text(manifest.read_text().replace(CropStore(store).id, "another-store"))
+    assert set(collect_results(run)["representation"]) == {"cellclr"}
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["download", "bbbc021", "--out", "x", "--retries", "0"], "below the minimum"),
+        (["crop", "--bbbc021", "x", "--out", "y", "--box", "abc"], "not an integer"),
+    ],
+)
+def test_bad_numbers_are_refused_by_the_parser(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bad_config_values_are_one_line(tmp_path, store, capsys):
+    assert (
+        main(
+            [
+                "train",
+                "--crops",
+                str(store),
+                "--out",
+                str(tmp_path / "m"),
+                "--set",
+                "train.checkpoint_every=0",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("cellclr: error:") and "checkpoint_every" in err and "Traceback" not in err
+    )
+    assert not (tmp_path / "m").exists() and not (tmp_path / "m.partial").exists()

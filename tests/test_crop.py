@@ -255,3 +255,22 @@ def test_real_fields_of_view(tmp_path, capsys):
     assert 10 <= len(store) <= 250  # MCF-7 nuclei in one 1280x1024 field
     assert store.crop_shape == (3, 96, 96) and store.read(np.arange(3)).dtype == np.uint16
     assert (store.cells["Metadata_Site"] == 1).all()
+
+
+def test_more_wells_or_late_files_recrop_the_plate_keeping_what_was_there(tmp_path):
+    table = write_plates(tmp_path / "images", plates=("Week1_1",))
+    out = tmp_path / "crops"
+    assert main(crop_args(table, out, "--wells", "B02")) == 0
+    assert set(CropStore(out).cells["Metadata_Well"]) == {"B02"}
+    assert main(crop_args(table, out, "--wells", "C03")) == 0  # B02 is kept
+    assert set(CropStore(out).cells["Metadata_Well"]) == {"B02", "C03"}
+
+    late = tmp_path / "images" / "Week1_1" / "C03_s2_Actin.tif"
+    kept = late.read_bytes()
+    late.unlink()
+    assert main(crop_args(table, tmp_path / "c2", "--skip-incomplete")) == 0
+    n_before = len(CropStore(tmp_path / "c2"))
+    late.write_bytes(kept)  # the file arrives (a finished download)
+    assert main(crop_args(table, tmp_path / "c2", "--skip-incomplete")) == 0
+    assert len(CropStore(tmp_path / "c2")) == n_before + len(CENTRES)
+    assert (pd.read_parquet(tmp_path / "c2" / "sites.parquet")["status"] == "ok").all()

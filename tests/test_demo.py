@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from cellclr.demo import demo, demo_config
 
 from .test_simulate import TINY
@@ -30,3 +32,12 @@ def test_shipped_demo_config_is_small():
     cfg = demo_config()
     assert cfg.model.arch == "resnet_small" and cfg.augment.size == cfg.crop.box == 48
     assert cfg.train.epochs <= 15
+
+
+def test_demo_refuses_another_screen_without_overwrite(tmp_path):
+    from cellclr.outputs import OutputExistsError
+
+    out = tmp_path / "demo"
+    demo(out, ["train.epochs=1", "crop.workers=1"], spec=TINY)
+    with pytest.raises(OutputExistsError, match="another simulated screen"):
+        demo(out, ["train.epochs=1", "crop.workers=1"], spec=TINY, seed=1)

@@ -258,3 +258,19 @@ def test_tvn_without_controls_is_an_error_or_a_recorded_skip():
     metrics = combine(evaluate_wells(wells, EvaluateConfig(variants=["none", "tvn"]))).metrics
     assert list(metrics["variants"]) == ["none"]
     assert "no control wells" in metrics["skipped_variants"]["tvn"]
+
+
+def test_one_batch_only_gives_an_empty_nscb_not_a_crash(tmp_path):
+    from cellclr.outputs import write_json
+
+    rows = [
+        (c, 1.0, m, "Week1", deg(a))
+        for c, m, a in [("a", "M1", 0), ("b", "M1", 5), ("c", "M2", 60), ("d", "M2", 65)]
+    ]
+    result = evaluate_treatments(table(rows))
+    assert result.metrics["nsc"]["correct"] == 4
+    assert result.metrics["nscb"]["total"] == 0 and "nscb_note" in result.metrics
+    write_json(result.metrics, tmp_path / "m.json")  # strict JSON: NaN is written as null
+    import json
+
+    assert json.loads((tmp_path / "m.json").read_text())["nscb"]["accuracy"] is None

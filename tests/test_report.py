@@ -67,6 +67,9 @@ def test_default_output_is_in_the_run_folder(finished_run: Path) -> None:
     try:
         assert write_report(finished_run) == finished_run / "report.html"
         assert (finished_run / "report.html").stat().st_size > 0
+        with pytest.raises(CellclrError, match="--overwrite"):
+            write_report(finished_run)  # an existing report is kept ...
+        write_report(finished_run, overwrite=True)  # ... unless asked
     finally:
         (finished_run / "report.html").unlink(missing_ok=True)
 

@@ -146,3 +146,19 @@ def test_stale_scratch_output_is_replaced(tmp_path, crop_files):
     (tmp_path / "out.partial" / "junk").write_text("x")
     out = import_crops(*crop_files, tmp_path / "out")
     assert not (out / "junk").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_store_id_covers_pixels_and_channel_names(tmp_path, crop_files):
+    images = np.load(crop_files[0])["images"]
+    cells = pd.read_csv(crop_files[1])
+    base = CropStore(import_crops(*crop_files, tmp_path / "a", ["DNA", "Tubulin", "Actin"])).id
+    np.savez(tmp_path / "half.npz", images=images // 2)
+    halved = import_crops(
+        tmp_path / "half.npz", crop_files[1], tmp_path / "b", ["DNA", "Tubulin", "Actin"]
+    )
+    renamed = import_crops(*crop_files, tmp_path / "c", ["Actin", "Tubulin", "DNA"])
+    assert len({base, CropStore(halved).id, CropStore(renamed).id}) == 3
+    assert (
+        CropStore(import_crops(*crop_files, tmp_path / "d", ["DNA", "Tubulin", "Actin"])).id == base
+    )
+    assert len(cells) == len(images)

@@ -71,7 +71,7 @@ def test_resume_refuses_another_config(store, tmp_path, monkeypatch):
         interrupt_in_epoch(m, 2)
         with pytest.raises(KeyboardInterrupt):
             train(store, tmp_path / "m", tiny_config())
-    with pytest.raises(ResumeError, match="other crops or config"):
+    with pytest.raises(ResumeError, match="other crops, config or kind of device"):
         train(store, tmp_path / "m", tiny_config("train.lr=0.5"), resume=True)
     train(store, tmp_path / "m", tiny_config("train.lr=0.5"), resume=True, overwrite=True)
     assert (tmp_path / "m" / MODEL).is_file()
@@ -80,3 +80,21 @@ def test_resume_refuses_another_config(store, tmp_path, monkeypatch):
 def test_lars_trains(store, tmp_path):
     out = train(store, tmp_path / "lars", tiny_config("train.optimizer='lars'", "train.lr=0.3"))
     assert all(torch.isfinite(v).all() for v in weights(out).values() if v.is_floating_point())
+
+
+def test_resume_from_an_older_checkpoint_rolls_the_log_back(store, tmp_path, monkeypatch):
+    cfg = tiny_config("train.epochs=4", "train.checkpoint_every=2")
+    whole = train(store, tmp_path / "whole", cfg)
+    out = tmp_path / "resumed"
+    with monkeypatch.context() as m:
+        interrupt_in_epoch(m, 4)  # epochs 1-3 done, the last checkpoint after epoch 2
+        with pytest.raises(KeyboardInterrupt):
+            train(store, out, cfg)
+    partial_log = (tmp_path / "resumed.partial" / LOG).read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in partial_log] == [1, 2, 3]
+    train(store, out, cfg, resume=True)
+    assert_same_weights(weights(whole), weights(out))
+    log = [json.loads(line) for line in (out / LOG).read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4]
+    whole_log = [json.loads(line) for line in (whole / LOG).read_text().splitlines()]
+    assert [r["loss"] for r in log] == [r["loss"] for r in whole_log]

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from cellclr.config import AugmentConfig
+from cellclr.config import AugmentConfig, ConfigError
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -35,15 +35,15 @@ class Augmenter:
         self.cfg = cfg
         lo, hi = cfg.crop_scale
         if cfg.crop and not 0 < lo <= hi <= 1:
-            raise ValueError(
+            raise ConfigError(
                 f"augment.crop_scale must satisfy 0 < low <= high <= 1, got {cfg.crop_scale}"
             )
         if cfg.crop and not 0 < cfg.crop_ratio[0] <= cfg.crop_ratio[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"augment.crop_ratio must satisfy 0 < low <= high, got {cfg.crop_ratio}"
             )
         if cfg.blur_p > 0 and not 0 < cfg.blur_sigma[0] <= cfg.blur_sigma[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"augment.blur_sigma must satisfy 0 < low <= high, got {cfg.blur_sigma}"
             )
 
@@ -70,7 +70,7 @@ class Augmenter:
         cfg = self.cfg
         b, dev = x.shape[0], x.device
         if cfg.rotate90 and x.shape[-1] != x.shape[-2]:
-            raise ValueError(f"augment.rotate90 needs square crops, got {tuple(x.shape[-2:])}")
+            raise ConfigError(f"augment.rotate90 needs square crops, got {tuple(x.shape[-2:])}")
         ones = torch.ones(b, device=dev)
         w, h = ones, ones  # half-sizes of the sampled box in normalised coordinates
         if cfg.crop:

@@ -73,5 +73,6 @@ def classic_embeddings(
             baseline_fingerprint("classic", store, cfg),
             seconds=round(time.perf_counter() - t_start, 1),
             crops=str(crops),
+            store=store.id,
         )
     return Path(out)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cellclr.images import ImageTableError, check_image_table
@@ -35,6 +36,22 @@ def read_moa(path: Path) -> pd.DataFrame:
     if missing:
         raise ImageTableError(f"{path}: missing columns {sorted(missing)}")
     return moa
+
+
+def moa_of(moa: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:
+    """The MoA of each row's (Metadata_Compound, Metadata_Concentration), from a table of
+    compound, concentration, moa (None where it has none); concentrations match to 1e-6."""
+    key = pd.MultiIndex.from_arrays(
+        [moa["compound"].astype(str), moa["concentration"].astype(float).round(6)]
+    )
+    lookup = pd.Series(moa["moa"].to_numpy(), index=key)
+    wanted = pd.MultiIndex.from_arrays(
+        [
+            table["Metadata_Compound"].astype(str),
+            table["Metadata_Concentration"].astype(float).round(6),
+        ]
+    )
+    return lookup.reindex(wanted).to_numpy()
 
 
 def image_root(root: Path) -> Path:
@@ -63,15 +80,7 @@ def bbbc021_image_table(root: str | Path) -> pd.DataFrame:
         }
     )
     table["Metadata_Batch"] = table["Metadata_Plate"].map(batch_from_plate)
-    moa = read_moa(_find(root, MOA_CSV))
-    key = pd.MultiIndex.from_arrays(
-        [moa["compound"].astype(str), moa["concentration"].astype(float).round(6)]
-    )
-    lookup = pd.Series(moa["moa"].to_numpy(), index=key)
-    wanted = pd.MultiIndex.from_arrays(
-        [table["Metadata_Compound"], table["Metadata_Concentration"].round(6)]
-    )
-    table["Metadata_MoA"] = lookup.reindex(wanted).to_numpy()
+    table["Metadata_MoA"] = moa_of(read_moa(_find(root, MOA_CSV)), table)
     for ours, theirs in CHANNELS.items():
         table[ours] = [
             str(images / p / f)

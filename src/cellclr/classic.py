@@ -22,10 +22,7 @@ finite for any crop, empty or constant ones included.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +37,7 @@ from tqdm import tqdm
 
 from cellclr.outputs import EMBEDDINGS, EmbeddingWriter
 from cellclr.store import CropStore
+from cellclr.workers import process_pool
 
 SIGMA = 1.0  # Gaussian smoothing (pixels) before thresholding
 MIN_NUCLEUS_AREA = 10  # foreground components of the first channel smaller than this are noise
@@ -276,14 +274,6 @@ def _chunk_features(task: tuple[str, np.ndarray, np.ndarray, np.ndarray]) -> np.
     return classic_features(scaled, store.channels).to_numpy()
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    # fork starts workers at once, but is unsafe once torch's thread pools may exist
-    fork = sys.platform == "linux" and "torch" not in sys.modules
-    return ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("fork" if fork else "spawn")
-    )
-
-
 def standardize_columns(values: np.ndarray) -> np.ndarray:
     """Z-score each column (mean 0, std 1); a constant column becomes 0."""
     varies = values.max(0) > values.min(0)
@@ -323,7 +313,7 @@ def write_classic_embeddings(
     with ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=n, desc="classic", unit="cell", disable=None))
         if workers > 1:
-            results = stack.enter_context(_pool(workers)).map(_chunk_features, tasks)
+            results = stack.enter_context(process_pool(workers)).map(_chunk_features, tasks)
         else:
             stack.callback(_open_store.cache_clear)
             results = map(_chunk_features, tasks)
@@ -335,7 +325,6 @@ def write_classic_embeddings(
         values = standardize_columns(values)
     path = Path(out) / EMBEDDINGS
     metadata = store.cells[[c for c in store.cells.columns if c.startswith("Metadata_")]]
-    writer = EmbeddingWriter(path, metadata, feature_names(store.channels))
-    writer.append(values)
-    writer.close()
+    with EmbeddingWriter(path, metadata, feature_names(store.channels)) as writer:
+        writer.append(values)
     return path

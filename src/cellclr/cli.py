@@ -10,6 +10,7 @@ from pathlib import Path
 from cellclr import __version__
 from cellclr.config import Config, load_config
 from cellclr.errors import CellclrError
+from cellclr.outputs import check_new_output
 
 EPILOG = """\
 typical use:
@@ -20,6 +21,21 @@ typical use:
 Every stage writes into its own folder, with the resolved config (config.toml) and a manifest
 (stage.json); an existing output is replaced only with --overwrite.
 """
+
+
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum, {low}")
+        return value
+
+    return parse
 
 
 def _config_args(p: argparse.ArgumentParser, default_from: str | None = None) -> None:
@@ -102,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run", type=Path, required=True, help="run folder (from `cellclr run`)")
     p.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html)")
+    _overwrite_arg(p)
 
     p = verbs.add_parser(
         "download",
@@ -112,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", choices=["bbbc021"])
     p.add_argument("--out", type=Path, required=True, help="folder to download into")
     p.add_argument("--plates", nargs="+", help="only these plates, e.g. Week1_22123")
-    p.add_argument("--retries", type=int, default=5, help="attempts per file (default: 5)")
+    p.add_argument("--retries", type=_at_least(1), default=5, help="attempts per file (default: 5)")
 
     p = verbs.add_parser(
         "crop",
@@ -139,10 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--root", type=Path, help="where relative image paths start (default: the table's folder)"
     )
     p.add_argument("--out", type=Path, required=True, help="crop store folder")
-    p.add_argument("--box", type=int, help="crop side in pixels (default: 96)")
+    p.add_argument("--box", type=_at_least(8), help="crop side in pixels (default: 96)")
     p.add_argument("--plates", nargs="+", help="only these plates")
     p.add_argument("--wells", nargs="+", help="only these wells")
-    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--workers", type=_at_least(0), help="processes (default: all cores)")
     p.add_argument(
         "--locations",
         type=Path,
@@ -237,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--query-features", type=Path, help="feature table of the new treatments")
     query.add_argument("--query-crops", type=Path, help="crop store of the new treatments")
     p.add_argument("--model", type=Path, help="the model folder (with --query-crops)")
-    p.add_argument("--top", type=int, default=5, help="nearest reference treatments to list")
+    p.add_argument(
+        "--top", type=_at_least(1), default=5, help="nearest reference treatments to list"
+    )
     p.add_argument("--out", type=Path, required=True, help="folder to create")
     _config_args(p, "--reference")
     _overwrite_arg(p)
@@ -338,8 +357,9 @@ def _profile(args: argparse.Namespace) -> None:
         print(f"profiles: {profile(args.embeddings, args.out, cfg, overwrite=args.overwrite)}")
         return
     cfg = _config(args)
+    check_new_output(args.out, args.overwrite)
     wells = read_feature_table(args.features, args.moa)
-    fp = file_fingerprint("profile", args.features, cfg, ("profile",))
+    fp = file_fingerprint("profile", [args.features, args.moa], cfg, ("profile",))
     write_profiles(wells, args.out, cfg, fp, 0.0, args.overwrite, features=str(args.features))
     print(f"profiles: {args.out}")
 
@@ -352,8 +372,9 @@ def _evaluate(args: argparse.Namespace) -> None:
         evaluate(args.profiles, args.out, _config(args, args.profiles), overwrite=args.overwrite)
     else:
         cfg = _config(args)
+        check_new_output(args.out, args.overwrite)
         result = combine(evaluate_wells(read_feature_table(args.features, args.moa), cfg.evaluate))
-        fp = file_fingerprint("evaluate", args.features, cfg, ("evaluate", "profile"))
+        fp = file_fingerprint("evaluate", [args.features, args.moa], cfg, ("evaluate",))
         write_evaluation(
             result, args.out, cfg, fp, 0.0, args.overwrite, features=str(args.features)
         )
@@ -408,7 +429,7 @@ def dispatch(args: argparse.Namespace) -> None:
     elif args.verb == "report":
         from cellclr.report import write_report
 
-        print(f"report: {write_report(args.run, args.out)}")
+        print(f"report: {write_report(args.run, args.out, overwrite=args.overwrite)}")
     elif args.verb == "download":
         from cellclr.download import download_bbbc021
 

@@ -169,6 +169,59 @@ CHOICES = {
 }
 
 
+TINY = 1e-12  # "greater than zero"
+RANGES = {  # inclusive bounds (None: unbounded); lists are checked element by element
+    ("augment", "size"): (8, None),
+    ("augment", "crop_scale"): (TINY, 1.0),
+    ("augment", "crop_ratio"): (TINY, None),
+    ("augment", "brightness"): (0.0, 1.0),
+    ("augment", "contrast"): (0.0, 1.0),
+    ("augment", "blur_p"): (0.0, 1.0),
+    ("augment", "blur_sigma"): (TINY, None),
+    ("augment", "noise_p"): (0.0, 1.0),
+    ("augment", "noise_std"): (0.0, None),
+    ("crop", "box"): (8, None),
+    ("crop", "illumination_sites"): (1, None),
+    ("crop", "illumination_min_sites"): (1, None),
+    ("crop", "nucleus_smoothing"): (0.0, None),
+    ("crop", "nucleus_min_area"): (1, None),
+    ("crop", "nucleus_max_area"): (1, None),
+    ("crop", "nucleus_min_distance"): (1, None),
+    ("crop", "workers"): (0, None),
+    ("data", "normalize_min_cells"): (1, None),
+    ("embed", "batch_size"): (1, None),
+    ("evaluate", "bootstrap"): (0, None),
+    ("evaluate", "knn"): (1, None),
+    ("evaluate", "tvn_lambda"): (0.0, None),
+    ("model", "proj_hidden"): (1, None),
+    ("model", "proj_dim"): (1, None),
+    ("train", "epochs"): (1, None),
+    ("train", "batch_size"): (2, None),
+    ("train", "lr"): (TINY, None),
+    ("train", "weight_decay"): (0.0, None),
+    ("train", "warmup_epochs"): (0, None),
+    ("train", "temperature"): (TINY, None),
+    ("train", "checkpoint_every"): (1, None),
+    ("train", "threads"): (0, None),
+}
+INTERVALS = {("augment", "crop_scale"), ("augment", "crop_ratio"), ("augment", "blur_sigma")}
+
+
+def _check_value(section: str, key: str, value: Any, where: str) -> None:
+    values = value if isinstance(value, list) else [value]
+    allowed = CHOICES.get((section, key))
+    empty = not values and (section, key) == ("evaluate", "variants")
+    if allowed and (empty or any(v not in allowed for v in values)):
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
+    low, high = RANGES.get((section, key), (None, None))
+    for v in values:
+        if (low is not None and v < low) or (high is not None and v > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ConfigError(f"{where}: {v!r} is out of range (must be {bounds})")
+    if (section, key) in INTERVALS and value[0] > value[1]:
+        raise ConfigError(f"{where}: {value!r} must be [low, high] with low <= high")
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     """Build a Config from nested dicts; unknown sections or keys are errors."""
     cfg = Config()
@@ -185,11 +238,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
                 raise ConfigError(f"{source}: unknown key {section}.{key} (known: {known})")
             where = f"{source}: {section}.{key}"
             value = _coerce(value, getattr(sect, key), where)
-            allowed = CHOICES.get((section, key))
-            values = value if isinstance(value, list) else [value]
-            empty = not values and (section, key) == ("evaluate", "variants")
-            if allowed and (empty or any(v not in allowed for v in values)):
-                raise ConfigError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
+            _check_value(section, key, value, where)
             setattr(sect, key, value)
     return cfg
 

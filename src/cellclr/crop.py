@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import functools
 import json
-import multiprocessing
 import os
 import shutil
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -37,7 +35,14 @@ from cellclr.illumination import (
 from cellclr.images import SITE_KEYS, read_image_table, select_sites
 from cellclr.nuclei import NucleusParams, detect_nuclei, read_locations
 from cellclr.outputs import OutputExistsError, write_json, write_manifest, write_parquet
-from cellclr.store import NpyAppender, finalize_store, plate_file_stem, write_plate_index
+from cellclr.store import (
+    NpyAppender,
+    finalize_store,
+    plate_file_stem,
+    write_digest,
+    write_plate_index,
+)
+from cellclr.workers import process_pool
 
 LOCATION = ["Nuclei_Location_Center_X", "Nuclei_Location_Center_Y"]
 CROP_MANIFEST = "crop.json"
@@ -214,9 +219,13 @@ def crop(
     fp = table_fingerprint(table, channels, cfg)
     selected = select_sites(table, c.plates, c.wells)
     _prepare(out, fp, overwrite)
-    todo = selected[[not plate_done(out, p) for p in selected["Metadata_Plate"]]]
-    absent = missing_files(todo, channels) if len(todo) else pd.Series(dtype=str)
-    incomplete = todo[absent != ""].assign(missing=absent[absent != ""])
+    # every site of the selected plates, checked once for missing files
+    rows = table[table["Metadata_Plate"].isin(set(selected["Metadata_Plate"]))]
+    absent = missing_files(rows, channels) if len(rows) else pd.Series(dtype=str)
+    keys = pd.MultiIndex.from_frame(rows[SITE_KEYS])
+    is_selected = keys.isin(pd.MultiIndex.from_frame(selected[SITE_KEYS]))
+    flagged = is_selected & (absent != "").to_numpy()
+    incomplete = rows[flagged].assign(missing=absent[flagged].to_numpy())
     if len(incomplete) and not c.skip_incomplete:
         first = incomplete.iloc[0]
         raise CropError(
@@ -224,9 +233,8 @@ def crop(
             f"{first['Metadata_Well']} s{first['Metadata_Site']}; {len(incomplete)} "
             "incomplete sites in all; --skip-incomplete skips them)"
         )
-    todo = todo[absent == ""] if len(todo) else todo
-    complete = table[table["Metadata_Plate"].isin(set(todo["Metadata_Plate"]))]
-    complete = complete[missing_files(complete, channels) == ""] if len(complete) else complete
+    complete = rows[(absent == "").to_numpy()]
+    todo = _sites_to_crop(out, complete, is_selected[(absent == "").to_numpy()])
     params = nucleus_params(c)
     workers = c.workers or os.cpu_count() or 1
     records: list[dict] = [
@@ -241,7 +249,7 @@ def crop(
     ]
     plates_done = []
     bar = tqdm(total=len(todo), desc="crop", unit="site", disable=None)
-    pool = _pool(workers) if workers > 1 and len(todo) > 1 else None
+    pool = process_pool(workers) if workers > 1 and len(todo) > 1 else None
     try:
         for plate, sites in todo.groupby("Metadata_Plate", sort=True):
             plate_sites = complete[complete["Metadata_Plate"] == plate]
@@ -275,6 +283,30 @@ def crop(
     return summary
 
 
+def _sites_to_crop(out: Path, complete: pd.DataFrame, selected: np.ndarray) -> pd.DataFrame:
+    """The sites to crop: for each plate with a selected site not cropped yet (a new well, a
+    file that has appeared since), the plate again, with the sites it held before."""
+    done = _cropped_sites(out)
+    keys = pd.MultiIndex.from_frame(complete[SITE_KEYS])
+    was_cropped = keys.isin(done) if len(done) else np.zeros(len(complete), dtype=bool)
+    parts = []
+    for plate, idx in complete.groupby("Metadata_Plate", sort=True).indices.items():
+        wanted = selected[idx] | was_cropped[idx]
+        if plate_done(out, str(plate)) and was_cropped[idx][selected[idx]].all():
+            continue
+        parts.append(complete.iloc[idx[wanted]])
+    return pd.concat(parts) if parts else complete.iloc[:0]
+
+
+def _cropped_sites(out: Path) -> pd.MultiIndex:
+    """The sites that earlier runs cropped into the store (``sites.parquet``, status ok)."""
+    path = out / "sites.parquet"
+    if not path.is_file():
+        return pd.MultiIndex.from_tuples([], names=SITE_KEYS)
+    sites = pd.read_parquet(path)
+    return pd.MultiIndex.from_frame(sites.loc[sites["status"] == "ok", SITE_KEYS])
+
+
 def _prepare(out: Path, fp: str, overwrite: bool) -> None:
     """Create ``out``, or check that the plates already in it were cropped the same way (then
     they are kept and only missing plates are cropped, with or without ``overwrite``)."""
@@ -293,13 +325,6 @@ def _prepare(out: Path, fp: str, overwrite: bool) -> None:
         raise OutputExistsError(f"output exists and is not a crop folder: {out}")
     (out / "plates").mkdir(parents=True, exist_ok=True)
     write_json({"fingerprint": fp}, out / CROP_MANIFEST)
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    # fork starts workers at once, but is unsafe once torch's thread pools may exist
-    fork = sys.platform == "linux" and "torch" not in sys.modules
-    context = multiprocessing.get_context("fork" if fork else "spawn")
-    return ProcessPoolExecutor(workers, mp_context=context)
 
 
 def _plate_illumination(
@@ -364,11 +389,12 @@ def _crop_plate(
             records.append(result.record)
             bar.update()
     finally:
-        writer.close()
+        digest = writer.close()
     if writer.count == 0:
         tmp.unlink()
         raise CropError(f"plate {plate}: no cells were found in {len(sites)} sites")
     os.replace(tmp, out / "plates" / f"{stem}.npy")
+    write_digest(out / "plates" / f"{stem}.npy", digest)
     write_plate_index(out, plate, pd.concat(cells, ignore_index=True))
     return records
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from dataclasses import asdict
 from importlib.resources import files
 from pathlib import Path
 
 from tqdm import tqdm
 
 from cellclr.config import Config, load_config
-from cellclr.outputs import MANIFEST, write_manifest
+from cellclr.outputs import MANIFEST, OutputExistsError, read_manifest, write_manifest
 from cellclr.pipeline import run
 from cellclr.report import write_report
 from cellclr.simulate import ScreenSpec, simulate_screen
@@ -33,17 +36,20 @@ def demo(
     out = Path(out)
     cfg = demo_config(overrides)
     screen = out / "screen"
-    if not (screen / MANIFEST).is_file():
+    spec = spec or ScreenSpec()
+    fp = hashlib.sha256(json.dumps([seed, asdict(spec)], sort_keys=True).encode()).hexdigest()[:16]
+    made = (screen / MANIFEST).is_file() and read_manifest(screen)["fingerprint"] == fp
+    if not made:
+        if screen.exists() and not overwrite:
+            raise OutputExistsError(
+                f"{screen} holds another simulated screen (seed or size): pass --overwrite"
+            )
         tqdm.write(f"[demo] simulate -> {screen}")
         t0 = time.perf_counter()
         summary = simulate_screen(screen, seed=seed, spec=spec, overwrite=overwrite)
         write_manifest(
-            screen,
-            "simulate",
-            f"seed-{seed}",
-            seconds=round(time.perf_counter() - t0, 1),
-            **summary,
+            screen, "simulate", fp, seconds=round(time.perf_counter() - t0, 1), seed=seed, **summary
         )
     cfg.crop.bbbc021 = str(screen)
     run(cfg, out, overwrite=overwrite)  # and the baselines of evaluate.baselines
-    return write_report(out)
+    return write_report(out, overwrite=True)  # a view of the run: rewritten every time

@@ -40,9 +40,9 @@ def load_encoder(model_dir: str | Path, device: torch.device) -> tuple[torch.nn.
 
 
 def embed_fingerprint(model_dir: Path, store: CropStore, cfg: Config) -> str:
-    return fingerprint(
-        "embed", [read_manifest(model_dir)["fingerprint"], store.id], cfg, ("embed",)
-    )
+    device = resolve_device(cfg.embed.device).type  # CUDA embeds in bf16
+    inputs = [read_manifest(model_dir)["fingerprint"], store.id, device]
+    return fingerprint("embed", inputs, cfg, ("embed",))
 
 
 def embed(
@@ -71,13 +71,14 @@ def embed(
     names = [f"{FEATURE_PREFIX}{i:04d}" for i in range(encoder.out_dim)]
 
     with staged_dir(out, overwrite=overwrite) as work:
-        writer = EmbeddingWriter(work / EMBEDDINGS, metadata, names)
-        with torch.inference_mode(), autocast(device):
-            for x in tqdm(
-                CropBatches(store, norm, batches, device), desc="embed", unit="batch", disable=None
-            ):
+        batches_on_device = CropBatches(store, norm, batches, device)
+        with (
+            EmbeddingWriter(work / EMBEDDINGS, metadata, names) as writer,
+            torch.inference_mode(),
+            autocast(device),
+        ):
+            for x in tqdm(batches_on_device, desc="embed", unit="batch", disable=None):
                 writer.append(encoder(resize(x, meta["size"])).float().cpu().numpy())
-        writer.close()
         save_config(cfg, work / "config.toml")
         write_manifest(
             work,
@@ -86,6 +87,7 @@ def embed(
             seconds=round(time.perf_counter() - t_start, 1),
             model=str(model_dir),
             crops=str(crops),
+            store=store.id,
             n_cells=n,
             n_features=len(names),
         )

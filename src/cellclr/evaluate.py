@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cellclr.columns import feature_columns, unit_rows
 from cellclr.config import Config, EvaluateConfig, save_config
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
@@ -29,9 +30,16 @@ from cellclr.moa_metrics import (
     mean_average_precision,
     per_moa,
 )
-from cellclr.outputs import read_manifest, staged_dir, write_json, write_manifest, write_parquet
+from cellclr.outputs import (
+    check_new_output,
+    read_manifest,
+    staged_dir,
+    write_json,
+    write_manifest,
+    write_parquet,
+)
 from cellclr.postprocess import POSTPROCESSING, PostprocessError, clean_features, postprocess
-from cellclr.profiles import WELLS, feature_columns, treatment_profiles
+from cellclr.profiles import WELLS, treatment_profiles
 
 REQUIRED = ["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA", "Metadata_Batch"]
 
@@ -50,7 +58,7 @@ class Task:
     allowed: np.ndarray
 
     def distances(self) -> np.ndarray:
-        unit = self.x / np.maximum(np.linalg.norm(self.x, axis=1, keepdims=True), 1e-12)
+        unit = unit_rows(self.x)
         return 1.0 - unit @ unit.T
 
 
@@ -72,6 +80,8 @@ def nearest_neighbours(distance: np.ndarray, allowed: np.ndarray) -> tuple[np.nd
     """Per row, the index of the nearest allowed row (-1 if none) and its distance. Ties go to
     the lower index."""
     dist = np.where(allowed, distance, np.inf)
+    if dist.size == 0:  # no query, or no candidate at all (one batch only, for NSCB)
+        return np.full(len(dist), -1), np.full(len(dist), np.nan)
     idx = np.argmin(dist, axis=1)
     best = dist[np.arange(len(dist)), idx]
     idx = np.where(np.isfinite(best), idx, -1)
@@ -123,6 +133,11 @@ def _tasks(treatments: pd.DataFrame, control: str) -> tuple[Task, Task, dict]:
     nscb_allowed = other_compound[np.ix_(kept, kept)] & (label[:, None] != label[None, :])
     info = {
         "nscb_dropped_moas": dropped,
+        **(
+            {"nscb_note": "every MoA lies in a single batch: NSCB has no query"}
+            if not kept.any()
+            else {}
+        ),
         "n_treatments": len(t),
         "n_compounds": int(t["Metadata_Compound"].nunique()),
         "n_moas": int(t["Metadata_MoA"].nunique()),
@@ -245,13 +260,13 @@ def results_table(metrics: dict, representation: str = "cellclr") -> pd.DataFram
         for task in ("nsc", "nscb"):
             s = m[task]
             row[f"{task}_correct"], row[f"{task}_total"] = s["correct"], s["total"]
-            row[f"{task}_pct"] = 100 * s["accuracy"]
-            low, high = s.get("ci95", [float("nan")] * 2)
-            row[f"{task}_ci_low"], row[f"{task}_ci_high"] = 100 * low, 100 * high
-            row[f"{task}_map"] = s.get("map", float("nan"))
+            row[f"{task}_pct"] = 100 * _number(s["accuracy"])
+            low, high = s.get("ci95") or [None, None]
+            row[f"{task}_ci_low"], row[f"{task}_ci_high"] = 100 * _number(low), 100 * _number(high)
+            row[f"{task}_map"] = _number(s.get("map"))
             for k, knn in s.get("knn", {}).items():
-                row[f"{task}_knn{k}_pct"] = 100 * knn["accuracy"]
-        row["drop_pct"] = m["drop_pct"]
+                row[f"{task}_knn{k}_pct"] = 100 * _number(knn["accuracy"])
+        row["drop_pct"] = _number(m["drop_pct"])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -284,6 +299,7 @@ def evaluate(
     """Evaluate the well profiles of a ``profile`` output (every variant); write
     ``metrics.json``, ``results.parquet``, ``nsc.parquet`` and ``nscb.parquet``."""
     t_start = time.perf_counter()
+    check_new_output(out, overwrite)
     profiles_dir = Path(profiles_dir)
     fp = evaluate_fingerprint(profiles_dir, cfg)
     result = combine(evaluate_wells(pd.read_parquet(profiles_dir / WELLS), cfg.evaluate))
@@ -299,15 +315,20 @@ def evaluate(
     return result
 
 
+def _number(value: float | None) -> float:
+    """A score from metrics.json, where NaN is stored as null."""
+    return float("nan") if value is None else float(value)
+
+
 def _pct(s: dict) -> str:
-    text = f"{s['correct']}/{s['total']} ({100 * s['accuracy']:.1f}%"
-    if "ci95" in s and not np.isnan(s["ci95"][0]):
+    text = f"{s['correct']}/{s['total']} ({100 * _number(s['accuracy']):.1f}%"
+    if s.get("ci95") and not np.isnan(_number(s["ci95"][0])):
         text += f", 95% CI {100 * s['ci95'][0]:.0f}-{100 * s['ci95'][1]:.0f}"
     return text + ")"
 
 
 def summary_line(metrics: dict) -> str:
-    drop = metrics["drop_pct"]
+    drop = _number(metrics["drop_pct"])
     return f"NSC {_pct(metrics['nsc'])}  NSCB {_pct(metrics['nscb'])}  drop {drop:.1f} pts"
 
 

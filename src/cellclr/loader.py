@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from cellclr.errors import CellclrError
 from cellclr.store import CropStore, Normalization
 
 
@@ -19,7 +20,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} was asked for but CUDA is not available")
+        raise CellclrError(f"device {name!r} was asked for but CUDA is not available")
     return device
 
 

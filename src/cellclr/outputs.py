@@ -39,6 +39,12 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def check_new_output(out: str | Path, overwrite: bool) -> None:
+    """Refuse an existing output before any work is done (unless ``overwrite``)."""
+    if Path(out).exists() and not overwrite:
+        raise OutputExistsError(f"output exists: {out} (pass --overwrite to replace it)")
+
+
 @contextmanager
 def staged_dir(
     out: str | Path, *, overwrite: bool = False, resumable: bool = False, resume: bool = False
@@ -51,8 +57,7 @@ def staged_dir(
     """
     out = Path(out)
     work = partial_path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"output exists: {out} (pass --overwrite to replace it)")
+    check_new_output(out, overwrite)
     if work.exists() and not (resumable and resume):
         if resumable and not overwrite:
             raise OutputExistsError(
@@ -97,9 +102,23 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
+def _plain(obj: Any) -> Any:
+    """NaN and infinities become None (JSON has no NaN); numpy scalars become Python ones."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(obj: Any, path: str | Path) -> None:
+    """Strict JSON (NaN written as null), atomically."""
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(_plain(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def write_manifest(folder: Path, stage: str, fingerprint: str, **extra: Any) -> None:
@@ -141,6 +160,15 @@ class EmbeddingWriter:
             self._writer.write_table(table)
             self._done += len(block)
 
+    def __enter__(self) -> EmbeddingWriter:
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if error_type is None:
+            self.close()
+        elif self._writer is not None:
+            self._writer.close()  # release the file; the caller's staged folder is discarded
+
     def close(self) -> None:
         if self._pending:
             self._flush()
@@ -150,3 +178,23 @@ class EmbeddingWriter:
             raise RuntimeError(
                 f"{self.path}: {self._done} feature rows for {len(self.metadata)} cells"
             )
+
+
+def current_baselines(run: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The baselines of a run folder (``baselines/<name>/``) made from the run's own crop store,
+    and the names of those left out (made from other crops, or unfinished)."""
+    run = Path(run)
+    own = _store_of(run / "embeddings")
+    kept, stale = [], []
+    for folder in sorted(p for p in (run / "baselines").glob("*") if p.is_dir()):
+        finished = (folder / "eval" / "metrics.json").is_file()
+        if finished and (own is None or _store_of(folder / "embeddings") in (own, None)):
+            kept.append((folder.name, folder))
+        else:
+            stale.append(folder.name)
+    return kept, stale
+
+
+def _store_of(embeddings: Path) -> str | None:
+    path = embeddings / MANIFEST
+    return json.loads(path.read_text()).get("store") if path.is_file() else None

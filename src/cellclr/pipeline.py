@@ -16,7 +16,13 @@ from cellclr.crop import crop, load_sites
 from cellclr.embed import embed, embed_fingerprint
 from cellclr.errors import CellclrError
 from cellclr.evaluate import evaluate, evaluate_fingerprint, results_table
-from cellclr.outputs import MANIFEST, OutputExistsError, read_manifest, write_parquet
+from cellclr.outputs import (
+    MANIFEST,
+    OutputExistsError,
+    current_baselines,
+    read_manifest,
+    write_parquet,
+)
 from cellclr.profiles import profile, profile_fingerprint
 from cellclr.store import CropStore
 from cellclr.train import train, train_fingerprint
@@ -165,8 +171,10 @@ def collect_results(run: str | Path) -> pd.DataFrame:
     """The results of the run and of each baseline in it, one row per representation and
     post-processing variant."""
     run = Path(run)
-    sources = [("cellclr", run / "eval")]
-    sources += [(p.name, p / "eval") for p in sorted((run / "baselines").glob("*"))]
+    baselines, stale = current_baselines(run)
+    for name in stale:
+        tqdm.write(f"results: baselines/{name} left out (unfinished, or made from other crops)")
+    sources = [("cellclr", run / "eval"), *((name, folder / "eval") for name, folder in baselines)]
     tables = [
         results_table(json.loads((ev / "metrics.json").read_text()), name)
         for name, ev in sources

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cellclr.columns import feature_columns
 from cellclr.errors import CellclrError
 
 POSTPROCESSING = ("none", "dmso", "tvn")
@@ -27,10 +28,6 @@ class PostprocessError(CellclrError, ValueError):
     """Wells that cannot be post-processed as asked."""
 
 
-def _features(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if not c.startswith("Metadata_")]
-
-
 def _shorten(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
 
@@ -38,7 +35,7 @@ def _shorten(items: list[str], n: int = 5) -> str:
 def clean_features(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """Drop the feature columns holding NaN or +-inf (``"nonfinite"``) or constant across all
     rows (``"constant"``); return the rest and the dropped columns by reason."""
-    features = _features(df)
+    features = feature_columns(df)
     non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(df[c])]
     if non_numeric:
         raise PostprocessError(f"non-numeric feature columns: {_shorten(non_numeric)}")
@@ -63,7 +60,7 @@ def _checked(wells: pd.DataFrame, control: str, needed: list[str]) -> tuple[list
     missing = [c for c in [COMPOUND, *needed] if c not in wells]
     if missing:
         raise PostprocessError(f"well profiles lack columns {missing}")
-    features = _features(wells)
+    features = feature_columns(wells)
     if not features:
         raise PostprocessError("well profiles have no feature columns")
     if not np.isfinite(wells[features].to_numpy(np.float64)).all():

@@ -9,14 +9,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cellclr.columns import feature_columns, unit_rows
 from cellclr.config import Config, save_config
 from cellclr.embed import embed
 from cellclr.errors import CellclrError
-from cellclr.outputs import EMBEDDINGS, staged_dir, write_manifest, write_parquet
+from cellclr.outputs import (
+    EMBEDDINGS,
+    check_new_output,
+    staged_dir,
+    write_manifest,
+    write_parquet,
+)
 from cellclr.postprocess import postprocess
 from cellclr.profiles import (
-    TREATMENTS,
-    feature_columns,
+    WELLS,
     read_feature_table,
     treatment_profiles,
     well_profiles,
@@ -27,10 +33,6 @@ KEYS = ["Metadata_Compound", "Metadata_Concentration"]
 
 class PredictError(CellclrError, ValueError):
     """Profiles that cannot be compared."""
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def predict_moa(
@@ -57,7 +59,8 @@ def predict_moa(
         raise PredictError("the reference profiles hold no treatment with a MoA")
     q = query[query["Metadata_Compound"].astype(str) != control].reset_index(drop=True)
     similarity = (
-        _unit(q[features].to_numpy(np.float64)) @ _unit(ref[features].to_numpy(np.float64)).T
+        unit_rows(q[features].to_numpy(np.float64))
+        @ unit_rows(ref[features].to_numpy(np.float64)).T
     )
     same = (
         q["Metadata_Compound"].astype(str).to_numpy()[:, None]
@@ -91,6 +94,24 @@ def predict_moa(
     return pd.DataFrame(rows)
 
 
+SOURCE = "Metadata_PredictSource"
+
+
+def joint_treatments(
+    reference_wells: pd.DataFrame, query_wells: pd.DataFrame, method: str, control: str, lam: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Treatment profiles of reference and query after one post-processing of their raw wells
+    together: TVN or DMSO standardisation fitted on both, so both share one feature basis."""
+    both = pd.concat(
+        [reference_wells.assign(**{SOURCE: "reference"}), query_wells.assign(**{SOURCE: "query"})],
+        ignore_index=True,
+    )
+    both, _ = postprocess(both, method, control, lam)
+    reference = treatment_profiles(both[both[SOURCE] == "reference"].drop(columns=SOURCE))
+    query = treatment_profiles(both[both[SOURCE] == "query"].drop(columns=SOURCE))
+    return reference, query
+
+
 def predict(
     reference: str | Path,
     out: str | Path,
@@ -105,28 +126,29 @@ def predict(
 ) -> pd.DataFrame:
     """Predict the MoA of the query treatments against ``reference`` (a ``profile`` folder)
     into ``out/predictions.parquet``. The query is a ``profile`` folder, a feature table of
-    another tool, or a crop store embedded with ``model`` (then profiled into ``out``)."""
+    another tool, or a crop store embedded with ``model`` (then profiled into ``out``). Both
+    start from raw well profiles, post-processed together (``profile.postprocess``)."""
     t_start = time.perf_counter()
     given = [q for q in (query_profiles, query_table, query_crops) if q is not None]
     if len(given) != 1:
         raise PredictError("give exactly one query: profiles, a feature table, or crops + model")
     if query_crops is not None and model is None:
         raise PredictError("a query given as crops needs the --model that made the reference")
-    ref = pd.read_parquet(Path(reference) / TREATMENTS)
+    check_new_output(out, overwrite)
+    reference_wells = pd.read_parquet(Path(reference) / WELLS)
     with staged_dir(out, overwrite=overwrite) as work:
         if query_profiles is not None:
-            query = pd.read_parquet(Path(query_profiles) / TREATMENTS)
+            wells = pd.read_parquet(Path(query_profiles) / WELLS)
+        elif query_table is not None:
+            wells = read_feature_table(query_table)
         else:
-            if query_table is not None:
-                wells = read_feature_table(query_table)
-            else:
-                embeddings = embed(model, query_crops, work / "embeddings", cfg)
-                wells = well_profiles(pd.read_parquet(embeddings / EMBEDDINGS))
-            wells, _ = postprocess(
-                wells, cfg.profile.postprocess, cfg.evaluate.control, cfg.evaluate.tvn_lambda
-            )
-            query = treatment_profiles(wells)
-        predictions = predict_moa(ref, query, cfg.evaluate.control, top)
+            embeddings = embed(model, query_crops, work / "embeddings", cfg)
+            wells = well_profiles(pd.read_parquet(embeddings / EMBEDDINGS))
+        e = cfg.evaluate
+        ref, query = joint_treatments(
+            reference_wells, wells, cfg.profile.postprocess, e.control, e.tvn_lambda
+        )
+        predictions = predict_moa(ref, query, e.control, top)
         write_parquet(predictions, work / "predictions.parquet")
         save_config(cfg, work / "config.toml")
         write_manifest(

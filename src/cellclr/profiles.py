@@ -14,10 +14,19 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from cellclr.bbbc021 import moa_of, read_moa
+from cellclr.columns import feature_columns, metadata_columns
 from cellclr.config import Config, save_config
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
-from cellclr.outputs import EMBEDDINGS, read_manifest, staged_dir, write_manifest, write_parquet
+from cellclr.outputs import (
+    EMBEDDINGS,
+    check_new_output,
+    read_manifest,
+    staged_dir,
+    write_manifest,
+    write_parquet,
+)
 from cellclr.postprocess import postprocess
 from cellclr.store import batch_from_plate
 
@@ -29,14 +38,6 @@ WELLS, TREATMENTS = "wells.parquet", "treatments.parquet"
 
 class ProfileError(CellclrError, ValueError):
     """Features or metadata that cannot be aggregated as asked."""
-
-
-def feature_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if not c.startswith("Metadata_")]
-
-
-def metadata_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c.startswith("Metadata_")]
 
 
 def _check_features(df: pd.DataFrame, source: str) -> list[str]:
@@ -134,7 +135,7 @@ def read_feature_table(path: str | Path, moa: str | Path | None = None) -> pd.Da
     if "Metadata_Batch" not in table:
         table["Metadata_Batch"] = table["Metadata_Plate"].astype(str).map(batch_from_plate)
     if moa is not None:
-        table = _join_moa(table, Path(moa))
+        table["Metadata_MoA"] = moa_of(read_moa(Path(moa)), table)
     if "Metadata_MoA" not in table:
         table["Metadata_MoA"] = None
     if table.duplicated(WELL_KEYS).any():
@@ -143,25 +144,12 @@ def read_feature_table(path: str | Path, moa: str | Path | None = None) -> pd.Da
     return table
 
 
-def _join_moa(table: pd.DataFrame, path: Path) -> pd.DataFrame:
-    from cellclr.bbbc021 import read_moa
-
-    moa = read_moa(path)
-    key = pd.MultiIndex.from_arrays(
-        [moa["compound"].astype(str), moa["concentration"].astype(float).round(6)]
-    )
-    lookup = pd.Series(moa["moa"].to_numpy(), index=key)
-    wanted = pd.MultiIndex.from_arrays(
-        [table["Metadata_Compound"].astype(str), table["Metadata_Concentration"].round(6)]
-    )
-    return table.assign(Metadata_MoA=lookup.reindex(wanted).to_numpy())
-
-
 def profile(
     embeddings_dir: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
 ) -> Path:
     """Write ``wells.parquet`` and ``treatments.parquet`` from an ``embed`` output."""
     t_start = time.perf_counter()
+    check_new_output(out, overwrite)
     embeddings_dir = Path(embeddings_dir)
     fp = profile_fingerprint(embeddings_dir, cfg)
     wells = well_profiles(pd.read_parquet(embeddings_dir / EMBEDDINGS))
@@ -220,7 +208,11 @@ def profile_fingerprint(embeddings_dir: Path, cfg: Config) -> str:
     return fingerprint("profile", inputs, cfg, ("profile",))
 
 
-def file_fingerprint(stage: str, path: Path, cfg: Config, sections: tuple[str, ...]) -> str:
-    """A stage's fingerprint when its input is a file of another tool: the file's content."""
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    return fingerprint(stage, [digest], cfg, sections)
+def file_fingerprint(
+    stage: str, paths: list[Path | None], cfg: Config, sections: tuple[str, ...]
+) -> str:
+    """A stage's fingerprint when its inputs are files of another tool: their contents (and the
+    control and TVN lambda that post-processing uses)."""
+    digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for p in paths if p]
+    inputs = [*digests, cfg.evaluate.control, str(cfg.evaluate.tvn_lambda)]
+    return fingerprint(stage, inputs, cfg, sections)

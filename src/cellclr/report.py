@@ -30,10 +30,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from cellclr.columns import feature_columns, unit_rows
 from cellclr.errors import CellclrError
 from cellclr.evaluate import variants
-from cellclr.outputs import atomic_file
-from cellclr.profiles import feature_columns
+from cellclr.outputs import atomic_file, check_new_output, current_baselines
 from cellclr.store import CropStore, StoreError
 
 DPI = 150  # PNG resolution; images are shown at 96 CSS pixels per figure inch
@@ -141,16 +141,13 @@ def _find_store(run: Path) -> tuple[CropStore | None, str]:
 
 
 def _load_baselines(run: Path, notes: dict[str, str]) -> dict[str, dict[str, Any]]:
-    baselines = {}
-    skipped = []
-    for folder in sorted(p for p in (run / "baselines").glob("*") if p.is_dir()):
-        metrics = _read_json(folder / "eval" / "metrics.json")
-        if "nsc" in metrics and "nscb" in metrics:
-            baselines[folder.name] = metrics
-        else:
-            skipped.append(folder.name)
-    if skipped:
-        notes["results"] = f"baselines without a readable eval/metrics.json: {', '.join(skipped)}."
+    found, stale = current_baselines(run)
+    baselines = {name: _read_json(folder / "eval" / "metrics.json") for name, folder in found}
+    if stale:
+        notes["results"] = (
+            f"left out: baselines/{', baselines/'.join(stale)} (unfinished, or made from other "
+            "crops than this run)."
+        )
     elif not baselines:
         notes["results"] = "no baselines in this run (baselines/<name>/eval/metrics.json)."
     return baselines
@@ -540,7 +537,7 @@ def _confusion(run: RunData) -> str:
 def _pca2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The first two principal components of the L2-normalised rows, and their variance
     fractions."""
-    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    unit = unit_rows(x)
     centred = unit - unit.mean(axis=0)
     u, s, _ = np.linalg.svd(centred, full_matrices=False)
     k = min(2, len(s))
@@ -780,11 +777,13 @@ def render(run: RunData) -> str:
     )
 
 
-def write_report(run: Path, out: Path | None = None) -> Path:
-    """Write the HTML report of a finished run (default ``run/report.html``); return its path."""
+def write_report(run: Path, out: Path | None = None, *, overwrite: bool = False) -> Path:
+    """Write the HTML report of a finished run (default ``run/report.html``); return its path.
+    An existing report is replaced only with ``overwrite``."""
     run = Path(run)
-    page = render(load_run(run))
     out = Path(out) if out is not None else run / "report.html"
+    check_new_output(out, overwrite)
+    page = render(load_run(run))
     with atomic_file(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return out

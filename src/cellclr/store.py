@@ -78,17 +78,44 @@ class NpyAppender:
         self._size = -(-longest // 64) * 64  # numpy aligns headers to 64 bytes
         self._fh = open(path, "wb")  # noqa: SIM115 (closed by close())
         self._fh.write(_npy_header((0, *self.crop_shape), self._size))
+        self._hash = hashlib.sha256()
 
     def append(self, crops: np.ndarray) -> None:
         if crops.dtype != np.uint16 or crops.shape[1:] != self.crop_shape:
             raise StoreError(f"{self.path}: crops must be uint16 of shape (n, {self.crop_shape})")
-        self._fh.write(np.ascontiguousarray(crops).tobytes())
+        data = np.ascontiguousarray(crops).tobytes()
+        self._fh.write(data)
+        self._hash.update(data)
         self.count += len(crops)
 
-    def close(self) -> None:
+    def close(self) -> str:
+        """Finish the file; return the SHA-256 of its crops (see ``write_digest``)."""
         self._fh.seek(0)
         self._fh.write(_npy_header((self.count, *self.crop_shape), self._size))
         self._fh.close()
+        self._hash.update(repr((self.count, *self.crop_shape)).encode())
+        return self._hash.hexdigest()
+
+
+def write_digest(npy: Path, digest: str) -> None:
+    """Keep the content hash of a plate's crops beside them (``<plate>.npy.sha256``), computed
+    while writing, so that the store's id covers the pixels without reading them again."""
+    with atomic_file(npy.with_name(npy.name + ".sha256")) as tmp:
+        tmp.write_text(digest + "\n")
+
+
+def _digest(npy: Path) -> str:
+    """The recorded content hash of a plate's crops, or (for a store written before hashes
+    were kept) one computed from the file."""
+    recorded = npy.with_name(npy.name + ".sha256")
+    if recorded.is_file():
+        return recorded.read_text().strip()
+    array = np.load(npy, mmap_mode="r")
+    h = hashlib.sha256()
+    for start in range(0, len(array), 4096):
+        h.update(np.ascontiguousarray(array[start : start + 4096]).tobytes())
+    h.update(repr(array.shape).encode())
+    return h.hexdigest()
 
 
 def write_plate_index(folder: Path, plate: str, cells: pd.DataFrame) -> None:
@@ -108,13 +135,19 @@ def write_plate(folder: Path, plate: str, images: np.ndarray, cells: pd.DataFram
         raise StoreError(f"plate {plate}: {len(images)} crops but {len(cells)} cell rows")
     plates = folder / "plates"
     plates.mkdir(parents=True, exist_ok=True)
-    with atomic_file(plates / f"{plate_file_stem(plate)}.npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(images))
+    npy = plates / f"{plate_file_stem(plate)}.npy"
+    with atomic_file(npy) as tmp:
+        writer = NpyAppender(tmp, images.shape[1:])
+        writer.append(images)
+        digest = writer.close()
+    write_digest(npy, digest)
     write_plate_index(folder, plate, cells)
 
 
 def finalize_store(folder: Path, channels: list[str], seed: int = 0) -> None:
-    """Join the per-plate indexes, compute normalisation statistics, write ``store.json``."""
+    """Join the per-plate indexes, compute normalisation statistics, write ``store.json`` (last:
+    its id hashes the index, the channel names and every plate's pixels)."""
+    (folder / "store.json").unlink(missing_ok=True)  # a store is valid only once finalized
     parts = sorted((folder / "plates").glob("*.parquet"))
     if not parts:
         raise StoreError(f"{folder}: no plates were written")
@@ -132,8 +165,9 @@ def finalize_store(folder: Path, channels: list[str], seed: int = 0) -> None:
     write_parquet(_intensity_stats(cells, arrays, channels, seed), folder / "normalization.parquet")
     digest = hashlib.sha256()
     digest.update(pd.util.hash_pandas_object(cells, index=False).values.tobytes())
+    digest.update(repr(list(channels)).encode())
     for f in sorted(arrays):
-        digest.update(f"{f}:{arrays[f].shape}:{(folder / f).stat().st_size}".encode())
+        digest.update(f"{f}:{_digest(folder / f)}".encode())
     write_json(
         {
             "format_version": FORMAT_VERSION,

@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from cellclr.augment import Augmenter
-from cellclr.config import Config, save_config
+from cellclr.config import Config, ConfigError, save_config
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
 from cellclr.loader import CropBatches, resolve_device
@@ -32,7 +32,9 @@ class ResumeError(CellclrError, RuntimeError):
 
 
 def train_fingerprint(store: CropStore, cfg: Config) -> str:
-    return fingerprint("train", [store.id], cfg, ("data", "model", "augment", "train"))
+    """The crops, the config and the kind of device (CUDA trains in bf16: other numbers)."""
+    device = resolve_device(cfg.train.device).type
+    return fingerprint("train", [store.id, device], cfg, ("data", "model", "augment", "train"))
 
 
 def model_meta(cfg: Config, store: CropStore) -> dict:
@@ -79,6 +81,12 @@ def train(
         torch.set_num_threads(tc.threads)
     device = resolve_device(tc.device)
     norm = store.normalization(cfg.data.normalize, cfg.data.normalize_min_cells)
+    _, height, width = store.crop_shape
+    if cfg.augment.rotate90 and height != width:
+        raise ConfigError(
+            f"{crops}: crops are {height}x{width}; augment.rotate90 needs square crops "
+            "(--set augment.rotate90=false)"
+        )
     n = len(store)
     batch_size = min(tc.batch_size, n)
     if batch_size < 2:
@@ -107,7 +115,7 @@ def train(
                 ck = None
             elif ck["fingerprint"] != fp:
                 raise ResumeError(
-                    f"{work / CHECKPOINT} was made with other crops or config; "
+                    f"{work / CHECKPOINT} was made with other crops, config or kind of device; "
                     "pass --overwrite to start again"
                 )
         if ck is not None:
