@@ -198,6 +198,7 @@ def test_bad_tiffs_are_named(tmp_path, capsys, damage, message):
     assert main(crop_args(table, tmp_path / "crops", "--no-illumination")) == 2
     err = capsys.readouterr().err
     assert message in err and "B02_s1_Tubulin.tif" in err
+    assert not list((tmp_path / "crops").rglob("*.tmp"))  # no half-written plate is left
 
 
 def test_table_without_required_columns(tmp_path):

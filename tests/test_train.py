@@ -29,6 +29,8 @@ def test_deterministic_and_logged(store, tmp_path):
     assert [r["epoch"] for r in log] == [1, 2]
     assert all(r["loss"] > 0 and r["images_per_s"] > 0 and r["lr"] >= 0 for r in log)
     assert (a / "config.toml").is_file() and (a / "stage.json").is_file()
+    # 28 cells a plate, under normalize_min_cells: the plates borrow wider statistics, on record
+    assert json.loads((a / "stage.json").read_text())["normalization"] == {"global": 2}
     c = train(store, tmp_path / "c", tiny_config("train.seed=1"))
     assert not torch.equal(weights(a)["stem.0.weight"], weights(c)["stem.0.weight"])
 

@@ -35,6 +35,7 @@ from skimage.measure import perimeter
 from skimage.morphology import convex_hull_image
 from tqdm import tqdm
 
+from cellclr.columns import metadata_columns
 from cellclr.outputs import EMBEDDINGS, EmbeddingWriter
 from cellclr.store import CropStore
 from cellclr.workers import process_pool
@@ -324,7 +325,7 @@ def write_classic_embeddings(
     if standardize:
         values = standardize_columns(values)
     path = Path(out) / EMBEDDINGS
-    metadata = store.cells[[c for c in store.cells.columns if c.startswith("Metadata_")]]
+    metadata = store.cells[metadata_columns(store.cells)]
     with EmbeddingWriter(path, metadata, feature_names(store.channels)) as writer:
         writer.append(values)
     return path

@@ -10,7 +10,6 @@ from pathlib import Path
 from cellclr import __version__
 from cellclr.config import Config, load_config
 from cellclr.errors import CellclrError
-from cellclr.outputs import check_new_output
 
 EPILOG = """\
 typical use:
@@ -350,6 +349,7 @@ def _crop(args: argparse.Namespace) -> None:
 
 
 def _profile(args: argparse.Namespace) -> None:
+    from cellclr.outputs import check_new_output
     from cellclr.profiles import file_fingerprint, profile, read_feature_table, write_profiles
 
     if args.embeddings:
@@ -366,6 +366,7 @@ def _profile(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from cellclr.evaluate import combine, evaluate, evaluate_wells, write_evaluation
+    from cellclr.outputs import check_new_output
     from cellclr.profiles import file_fingerprint, read_feature_table
 
     if args.profiles:

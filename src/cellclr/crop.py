@@ -3,8 +3,10 @@
 Plate by plate: a plate's illumination functions are estimated from a sample of its sites and
 saved (``illum/<plate>.npz``); then a process pool handles its sites, one site's images at a time
 per worker, and the main process streams the crops into ``plates/<plate>.npy``. A plate whose
-files exist is skipped, so a rerun (or one job per plate on a cluster, with ``--plates``)
-continues where the last stopped. The crop store is (re)built from the finished plates at the end.
+selected sites are all in ``sites.parquet`` is skipped, so a rerun (or one job per plate on a
+cluster, with ``--plates``) continues where the last stopped; a plate with new sites (more wells,
+files that arrived since) is cropped again with the sites it held. The crop store is (re)built
+from the finished plates at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 import tifffile
 from tqdm import tqdm
 
+from cellclr.columns import metadata_columns
 from cellclr.config import Config, CropConfig, save_config
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
@@ -169,7 +172,7 @@ def load_sites(c: CropConfig) -> tuple[pd.DataFrame, list[str]]:
 def table_fingerprint(table: pd.DataFrame, channels: list[str], cfg: Config) -> str:
     """The crop stage's fingerprint: the table (file names, not folders) and crop settings."""
     names = table[channels].map(lambda p: Path(p).name)
-    meta = table[[c for c in table.columns if c.startswith("Metadata_")]]
+    meta = table[metadata_columns(table)]
     digest = pd.util.hash_pandas_object(pd.concat([meta, names], axis=1), index=False).sum()
     return fingerprint("crop", [str(int(digest)), *channels], cfg, ("crop",))
 
@@ -360,7 +363,7 @@ def _crop_plate(
     bar: tqdm,
 ) -> list[dict]:
     stem = plate_file_stem(plate)
-    meta_cols = [col for col in sites.columns if col.startswith("Metadata_")]
+    meta_cols = metadata_columns(sites)
     tasks = []
     for _, row in sites.iterrows():
         locations = None
@@ -388,8 +391,11 @@ def _crop_plate(
             cells.append(result.cells)
             records.append(result.record)
             bar.update()
-    finally:
-        digest = writer.close()
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)  # no half-written plate is left behind
+        raise
+    digest = writer.close()
     if writer.count == 0:
         tmp.unlink()
         raise CropError(f"plate {plate}: no cells were found in {len(sites)} sites")

@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from cellclr.augment import resize
+from cellclr.columns import metadata_columns
 from cellclr.config import Config, save_config
 from cellclr.fingerprint import fingerprint
 from cellclr.loader import CropBatches, resolve_device
@@ -67,7 +68,7 @@ def embed(
     norm = store.normalization(meta["normalize"], meta["normalize_min_cells"])
     n, bs = len(store), cfg.embed.batch_size
     batches = [np.arange(i, min(i + bs, n)) for i in range(0, n, bs)]
-    metadata = store.cells[[c for c in store.cells.columns if c.startswith("Metadata_")]]
+    metadata = store.cells[metadata_columns(store.cells)]
     names = [f"{FEATURE_PREFIX}{i:04d}" for i in range(encoder.out_dim)]
 
     with staged_dir(out, overwrite=overwrite) as work:

@@ -81,6 +81,13 @@ def train(
         torch.set_num_threads(tc.threads)
     device = resolve_device(tc.device)
     norm = store.normalization(cfg.data.normalize, cfg.data.normalize_min_cells)
+    levels = norm.source["level"].value_counts().to_dict()
+    borrowed = norm.source[norm.source["level"] != cfg.data.normalize]["Metadata_Plate"]
+    if len(borrowed):
+        tqdm.write(
+            f"normalisation: {len(borrowed)} plates with fewer than "
+            f"{cfg.data.normalize_min_cells} cells use wider statistics ({levels})"
+        )
     _, height, width = store.crop_shape
     if cfg.augment.rotate90 and height != width:
         raise ConfigError(
@@ -169,6 +176,7 @@ def train(
             seconds=round(time.perf_counter() - t_start, 1),
             crops=str(crops),
             device=str(device),
+            normalization=levels,
             final_loss=log[-1]["loss"] if log else None,
         )
     return out
