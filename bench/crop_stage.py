@@ -21,8 +21,8 @@ import pandas as pd
 import tifffile
 
 from cellclr.config import load_config
-from cellclr.crop import crop
-from cellclr.images import read_image_table
+from cellclr.images.crop import crop
+from cellclr.images.table import read_image_table
 
 CHANNELS = ["DNA", "Tubulin", "Actin"]
 

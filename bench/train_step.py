@@ -21,15 +21,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cellclr.augment import Augmenter
 from cellclr.config import load_config
-from cellclr.loader import CropBatches, resolve_device
-from cellclr.loss import nt_xent
-from cellclr.models import SimCLR, build_encoder
-from cellclr.optim import build_optimizer
+from cellclr.learning.augment import Augmenter
+from cellclr.learning.backbones import SimCLR, build_encoder
+from cellclr.learning.batches import CropBatches, resolve_device
+from cellclr.learning.losses.nt_xent import nt_xent
+from cellclr.learning.optim import build_optimizer
+from cellclr.learning.train import autocast, epoch_batches
 from cellclr.outputs import staged_dir
-from cellclr.store import CropStore, finalize_store, write_plate
-from cellclr.train import autocast, epoch_batches
+from cellclr.store.reader import CropStore, finalize_store, write_plate
 
 
 def synthetic_store(folder: Path, n: int = 2048, size: int = 68, channels: int = 3) -> Path:

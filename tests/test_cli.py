@@ -3,11 +3,10 @@ import json
 import pandas as pd
 import pytest
 
-from cellclr.cli import main
+from cellclr.cli.verbs import main
 from cellclr.config import load_config
-from cellclr.store import CropStore
-
-from .conftest import TINY_OVERRIDES
+from cellclr.store.reader import CropStore
+from tests.helpers import TINY_OVERRIDES
 
 
 def sets(*extra):
@@ -139,7 +138,7 @@ def test_help(verb, capsys):
 def test_random_baseline_uses_the_same_stages(tmp_path, store, capsys):
     import torch
 
-    from cellclr.models import build_encoder
+    from cellclr.learning.backbones import build_encoder
 
     run = tmp_path / "run"
     assert main(["run", "--crops", str(store), "--out", str(run), *sets()]) == 0

@@ -5,10 +5,9 @@ import json
 import numpy as np
 import pandas as pd
 
-from cellclr.cli import main
-from cellclr.store import CropStore
-
-from .test_cli import sets
+from cellclr.cli.verbs import main
+from cellclr.store.reader import CropStore
+from tests.test_cli import sets
 
 
 def test_real_crops_through_run(shared_singlecell, tmp_path, capsys):

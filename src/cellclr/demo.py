@@ -12,10 +12,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cellclr.config import Config, load_config
+from cellclr.images.simulate import ScreenSpec, simulate_screen
 from cellclr.outputs import MANIFEST, OutputExistsError, read_manifest, write_manifest
 from cellclr.pipeline import run
-from cellclr.report import write_report
-from cellclr.simulate import ScreenSpec, simulate_screen
+from cellclr.report.page import write_report
 
 
 def demo_config(overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from cellclr.baselines import KINDS, baseline_fingerprint, classic_embeddings, random_model
+from cellclr.baselines.stages import KINDS, baseline_fingerprint, classic_embeddings, random_model
 from cellclr.config import Config
-from cellclr.crop import crop, load_sites
-from cellclr.embed import embed, embed_fingerprint
 from cellclr.errors import CellclrError
-from cellclr.evaluate import evaluate, evaluate_fingerprint, results_table
+from cellclr.images.crop import crop, load_sites
+from cellclr.learning.embed import embed, embed_fingerprint
+from cellclr.learning.train import train, train_fingerprint
 from cellclr.outputs import (
     MANIFEST,
     OutputExistsError,
@@ -23,9 +23,9 @@ from cellclr.outputs import (
     read_manifest,
     write_parquet,
 )
-from cellclr.profiles import profile, profile_fingerprint
-from cellclr.store import CropStore
-from cellclr.train import train, train_fingerprint
+from cellclr.profiling.evaluate import evaluate, evaluate_fingerprint, results_table
+from cellclr.profiling.profiles import profile, profile_fingerprint
+from cellclr.store.reader import CropStore
 
 RESULTS = "results.parquet"
 

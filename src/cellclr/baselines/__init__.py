@@ -1,0 +1,1 @@
+"""Reference representations evaluated by the same later stages as a trained model."""

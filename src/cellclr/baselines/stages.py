@@ -1,0 +1,78 @@
+"""``cellclr baseline``: reference representations evaluated by the same later stages.
+
+- ``random``: the configured encoder with its random initial weights (the same seed as
+  training), written as a model folder so that ``embed`` runs unchanged: what the architecture
+  and the profiling give before any learning.
+- ``classic``: CellProfiler-style per-cell features (shape, intensity, texture; see
+  ``cellclr.baselines.classic``), written as embeddings exactly as ``embed`` writes them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from cellclr.baselines.classic import write_classic_embeddings
+from cellclr.config import Config, save_config
+from cellclr.fingerprint import fingerprint
+from cellclr.learning.backbones import build_encoder
+from cellclr.learning.train import MODEL, model_meta
+from cellclr.outputs import atomic_file, staged_dir, write_manifest
+from cellclr.store.reader import CropStore
+
+KINDS = ("random", "classic")
+SECTIONS = {"random": ("data", "model", "augment", "train"), "classic": ("data",)}
+
+
+def baseline_fingerprint(kind: str, store: CropStore, cfg: Config) -> str:
+    return fingerprint(f"baseline-{kind}", [store.id], cfg, SECTIONS[kind])
+
+
+def random_model(
+    crops: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
+) -> Path:
+    """Write a model folder holding the untrained encoder (initialised with ``train.seed``)."""
+    t_start = time.perf_counter()
+    store = CropStore(crops)
+    torch.manual_seed(cfg.train.seed)
+    encoder = build_encoder(cfg.model.arch, len(store.channels), cfg.model.stem)
+    with staged_dir(out, overwrite=overwrite) as work:
+        with atomic_file(work / MODEL) as tmp:
+            torch.save({"meta": model_meta(cfg, store), "encoder": encoder.state_dict()}, tmp)
+        save_config(cfg, work / "config.toml")
+        write_manifest(
+            work,
+            "baseline-random",
+            baseline_fingerprint("random", store, cfg),
+            seconds=round(time.perf_counter() - t_start, 1),
+            crops=str(crops),
+        )
+    return Path(out)
+
+
+def classic_embeddings(
+    crops: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
+) -> Path:
+    """Write an embeddings folder of classic features for every cell of the store."""
+    t_start = time.perf_counter()
+    store = CropStore(crops)
+    with staged_dir(out, overwrite=overwrite) as work:
+        write_classic_embeddings(
+            Path(crops),
+            work,
+            normalize=cfg.data.normalize,
+            normalize_min_cells=cfg.data.normalize_min_cells,
+            workers=cfg.crop.workers,
+        )
+        save_config(cfg, work / "config.toml")
+        write_manifest(
+            work,
+            "baseline-classic",
+            baseline_fingerprint("classic", store, cfg),
+            seconds=round(time.perf_counter() - t_start, 1),
+            crops=str(crops),
+            store=store.id,
+        )
+    return Path(out)

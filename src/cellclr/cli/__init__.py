@@ -1,0 +1,1 @@
+"""The ``cellclr`` command line."""

@@ -1,0 +1,91 @@
+"""BBBC021 (Caie et al. 2010; MoAs from Ljosa et al. 2013) as an image table.
+
+Reads the Broad's ``BBBC021_v1_image.csv`` and ``BBBC021_v1_moa.csv`` exactly as published
+(quoted fields; the moa file has old-Mac CR-only line endings), takes the site from the file name
+(``..._B02_s3_w1...tif`` -> 3) and the batch from the plate's week (``Week4_27521`` -> ``Week4``),
+and joins the MoA of each (compound, concentration).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cellclr.images.table import ImageTableError, check_image_table
+from cellclr.store.reader import batch_from_plate
+
+CHANNELS = {"DNA": "DAPI", "Tubulin": "Tubulin", "Actin": "Actin"}  # ours: the CSV's names
+IMAGE_CSV, MOA_CSV = "BBBC021_v1_image.csv", "BBBC021_v1_moa.csv"
+
+
+def _find(root: Path, name: str) -> Path:
+    for candidate in (root / "metadata" / name, root / name):
+        if candidate.is_file():
+            return candidate
+    raise ImageTableError(f"{name} not found in {root / 'metadata'} or {root}")
+
+
+def read_moa(path: Path) -> pd.DataFrame:
+    """The MoA table (compound, concentration, moa), whatever its line endings."""
+    text = path.read_bytes().decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+    moa = pd.read_csv(io.StringIO(text))
+    missing = {"compound", "concentration", "moa"} - set(moa.columns)
+    if missing:
+        raise ImageTableError(f"{path}: missing columns {sorted(missing)}")
+    return moa
+
+
+def moa_of(moa: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:
+    """The MoA of each row's (Metadata_Compound, Metadata_Concentration), from a table of
+    compound, concentration, moa (None where it has none); concentrations match to 1e-6."""
+    key = pd.MultiIndex.from_arrays(
+        [moa["compound"].astype(str), moa["concentration"].astype(float).round(6)]
+    )
+    lookup = pd.Series(moa["moa"].to_numpy(), index=key)
+    wanted = pd.MultiIndex.from_arrays(
+        [
+            table["Metadata_Compound"].astype(str),
+            table["Metadata_Concentration"].astype(float).round(6),
+        ]
+    )
+    return lookup.reindex(wanted).to_numpy()
+
+
+def image_root(root: Path) -> Path:
+    """Where the ``WeekN/WeekN_NNNNN`` folders are: ``root/images`` if present, else ``root``."""
+    return root / "images" if (root / "images").is_dir() else root
+
+
+def bbbc021_image_table(root: str | Path) -> pd.DataFrame:
+    """The image table of a BBBC021 folder (``metadata/`` plus ``[images/]WeekN/<plate>/``)."""
+    root = Path(root).resolve()
+    image_csv = _find(root, IMAGE_CSV)
+    raw = pd.read_csv(image_csv)
+    images = image_root(root)
+    site = raw["Image_FileName_DAPI"].str.extract(r"_s(\d+)_", expand=False)
+    if site.isna().any():
+        bad = raw.loc[site.isna(), "Image_FileName_DAPI"].iloc[0]
+        raise ImageTableError(f"{image_csv}: no site (_sN_) in file name {bad!r}")
+    table = pd.DataFrame(
+        {
+            "Metadata_Plate": raw["Image_Metadata_Plate_DAPI"].astype(str),
+            "Metadata_Well": raw["Image_Metadata_Well_DAPI"].astype(str),
+            "Metadata_Site": site.astype(int),
+            "Metadata_Replicate": raw["Replicate"],
+            "Metadata_Compound": raw["Image_Metadata_Compound"].astype(str),
+            "Metadata_Concentration": raw["Image_Metadata_Concentration"].astype(float),
+        }
+    )
+    table["Metadata_Batch"] = table["Metadata_Plate"].map(batch_from_plate)
+    table["Metadata_MoA"] = moa_of(read_moa(_find(root, MOA_CSV)), table)
+    for ours, theirs in CHANNELS.items():
+        table[ours] = [
+            str(images / p / f)
+            for p, f in zip(
+                raw[f"Image_PathName_{theirs}"], raw[f"Image_FileName_{theirs}"], strict=True
+            )
+        ]
+    return check_image_table(table, list(CHANNELS), str(image_csv))

@@ -1,0 +1,89 @@
+"""Batches of crops for training and embedding: read from the memory-mapped store in a
+background thread, moved to the device as uint16, normalised there."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from cellclr.errors import CellclrError
+from cellclr.store.reader import CropStore, Normalization
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; an explicit CUDA device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CellclrError(f"device {name!r} was asked for but CUDA is not available")
+    return device
+
+
+class CropBatches:
+    """Iterate over normalised float batches (B, C, H, W), channels-last, on ``device``.
+
+    Each batch is scaled per cell and channel to ``(x - low) / (high - low)`` with the
+    statistics of the cell's plate (see ``CropStore.normalization``).
+    """
+
+    def __init__(
+        self,
+        store: CropStore,
+        norm: Normalization,
+        batches: Sequence[np.ndarray],
+        device: torch.device,
+        prefetch: int = 3,
+    ) -> None:
+        self.store, self.batches, self.device, self.prefetch = store, batches, device, prefetch
+        self.groups = torch.from_numpy(norm.group_of_cell)
+        self.low = torch.from_numpy(norm.low).to(device)
+        self.scale = torch.from_numpy(1.0 / (norm.high - norm.low)).to(device)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def _read(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        crops = torch.from_numpy(self.store.read(indices))
+        groups = self.groups[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
+        if self.device.type == "cuda":
+            crops, groups = crops.pin_memory(), groups.pin_memory()
+        return crops, groups
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for indices in self.batches:
+                    if stop.is_set():
+                        return
+                    q.put(self._read(indices))
+                q.put(None)
+            except BaseException as e:  # handed to the consumer, raised there
+                q.put(e)
+
+        thread = threading.Thread(target=produce, daemon=True)
+        thread.start()
+        try:
+            while (item := q.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                crops, groups = item
+                crops = crops.to(self.device, non_blocking=True)
+                groups = groups.to(self.device, non_blocking=True)
+                x = crops.float()
+                x = (x - self.low[groups][:, :, None, None]) * self.scale[groups][:, :, None, None]
+                yield x.contiguous(memory_format=torch.channels_last)
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(timeout=0.05)

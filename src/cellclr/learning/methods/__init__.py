@@ -1,0 +1,1 @@
+"""Self-supervised methods: the model (backbone plus heads) that a training step optimises."""

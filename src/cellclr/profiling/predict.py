@@ -1,0 +1,162 @@
+"""``cellclr predict``: the likely MoA of new treatments, from reference treatments with known
+MoAs (nearest neighbours by cosine distance in profile space)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cellclr.config import Config, save_config
+from cellclr.errors import CellclrError
+from cellclr.learning.embed import embed
+from cellclr.metadata import feature_columns, unit_rows
+from cellclr.outputs import (
+    EMBEDDINGS,
+    check_new_output,
+    staged_dir,
+    write_manifest,
+    write_parquet,
+)
+from cellclr.profiling.postprocess import postprocess
+from cellclr.profiling.profiles import (
+    WELLS,
+    read_feature_table,
+    treatment_profiles,
+    well_profiles,
+)
+
+KEYS = ["Metadata_Compound", "Metadata_Concentration"]
+
+
+class PredictError(CellclrError, ValueError):
+    """Profiles that cannot be compared."""
+
+
+def predict_moa(
+    reference: pd.DataFrame, query: pd.DataFrame, control: str = "DMSO", top: int = 5
+) -> pd.DataFrame:
+    """For each query treatment: the predicted MoA (that of its nearest reference treatment),
+    a confidence (the margin in cosine similarity between the best and the second-best MoA,
+    each MoA scored by its nearest treatment; the best similarity itself when the reference has
+    one MoA), and its ``top`` nearest reference treatments with their distances.
+
+    Reference treatments of the query's own compound are left out (a new compound has none;
+    for a known one this asks the NSC question), as are controls and those without a MoA."""
+    features = feature_columns(reference)
+    missing = [c for c in features if c not in query]
+    if missing or not features:
+        raise PredictError(
+            f"query profiles lack {len(missing)} reference features, e.g. "
+            f"{missing[:3]}: were both made by the same model and settings?"
+        )
+    ref = reference[
+        reference["Metadata_MoA"].notna() & (reference["Metadata_Compound"].astype(str) != control)
+    ].reset_index(drop=True)
+    if ref["Metadata_MoA"].nunique() < 1:
+        raise PredictError("the reference profiles hold no treatment with a MoA")
+    q = query[query["Metadata_Compound"].astype(str) != control].reset_index(drop=True)
+    similarity = (
+        unit_rows(q[features].to_numpy(np.float64))
+        @ unit_rows(ref[features].to_numpy(np.float64)).T
+    )
+    same = (
+        q["Metadata_Compound"].astype(str).to_numpy()[:, None]
+        == ref["Metadata_Compound"].astype(str).to_numpy()[None, :]
+    )
+    similarity = np.where(same, -np.inf, similarity)
+    moas = ref["Metadata_MoA"].astype(str).to_numpy()
+    rows = []
+    for i in range(len(q)):
+        order = np.argsort(-similarity[i], kind="stable")
+        order = order[np.isfinite(similarity[i, order])]
+        if len(order) == 0:
+            raise PredictError(
+                f"no reference treatment of another compound for {q.loc[i, 'Metadata_Compound']}"
+            )
+        best_per_moa = pd.Series(similarity[i, order], index=moas[order]).groupby(level=0).max()
+        best_per_moa = best_per_moa.sort_values(ascending=False)
+        second = best_per_moa.iloc[1] if len(best_per_moa) > 1 else 0.0
+        row = {k: q.loc[i, k] for k in KEYS}
+        row["Predicted_MoA"] = moas[order[0]]
+        row["Confidence"] = float(best_per_moa.iloc[0] - second)
+        row["Second_MoA"] = best_per_moa.index[1] if len(best_per_moa) > 1 else None
+        for rank, j in enumerate(order[:top], start=1):
+            row[f"Neighbor{rank}_Compound"] = ref.loc[j, "Metadata_Compound"]
+            row[f"Neighbor{rank}_Concentration"] = ref.loc[j, "Metadata_Concentration"]
+            row[f"Neighbor{rank}_MoA"] = moas[j]
+            row[f"Neighbor{rank}_Distance"] = float(1.0 - similarity[i, j])
+        if "Metadata_MoA" in q and pd.notna(q.loc[i, "Metadata_MoA"]):
+            row["Metadata_MoA"] = q.loc[i, "Metadata_MoA"]  # known answer, for checking
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+SOURCE = "Metadata_PredictSource"
+
+
+def joint_treatments(
+    reference_wells: pd.DataFrame, query_wells: pd.DataFrame, method: str, control: str, lam: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Treatment profiles of reference and query after one post-processing of their raw wells
+    together: TVN or DMSO standardisation fitted on both, so both share one feature basis."""
+    both = pd.concat(
+        [reference_wells.assign(**{SOURCE: "reference"}), query_wells.assign(**{SOURCE: "query"})],
+        ignore_index=True,
+    )
+    both, _ = postprocess(both, method, control, lam)
+    reference = treatment_profiles(both[both[SOURCE] == "reference"].drop(columns=SOURCE))
+    query = treatment_profiles(both[both[SOURCE] == "query"].drop(columns=SOURCE))
+    return reference, query
+
+
+def predict(
+    reference: str | Path,
+    out: str | Path,
+    cfg: Config,
+    *,
+    query_profiles: str | Path | None = None,
+    query_table: str | Path | None = None,
+    query_crops: str | Path | None = None,
+    model: str | Path | None = None,
+    top: int = 5,
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Predict the MoA of the query treatments against ``reference`` (a ``profile`` folder)
+    into ``out/predictions.parquet``. The query is a ``profile`` folder, a feature table of
+    another tool, or a crop store embedded with ``model`` (then profiled into ``out``). Both
+    start from raw well profiles, post-processed together (``profile.postprocess``)."""
+    t_start = time.perf_counter()
+    given = [q for q in (query_profiles, query_table, query_crops) if q is not None]
+    if len(given) != 1:
+        raise PredictError("give exactly one query: profiles, a feature table, or crops + model")
+    if query_crops is not None and model is None:
+        raise PredictError("a query given as crops needs the --model that made the reference")
+    check_new_output(out, overwrite)
+    reference_wells = pd.read_parquet(Path(reference) / WELLS)
+    with staged_dir(out, overwrite=overwrite) as work:
+        if query_profiles is not None:
+            wells = pd.read_parquet(Path(query_profiles) / WELLS)
+        elif query_table is not None:
+            wells = read_feature_table(query_table)
+        else:
+            embeddings = embed(model, query_crops, work / "embeddings", cfg)
+            wells = well_profiles(pd.read_parquet(embeddings / EMBEDDINGS))
+        e = cfg.evaluate
+        ref, query = joint_treatments(
+            reference_wells, wells, cfg.profile.postprocess, e.control, e.tvn_lambda
+        )
+        predictions = predict_moa(ref, query, e.control, top)
+        write_parquet(predictions, work / "predictions.parquet")
+        save_config(cfg, work / "config.toml")
+        write_manifest(
+            work,
+            "predict",
+            "",
+            seconds=round(time.perf_counter() - t_start, 1),
+            reference=str(reference),
+            n_queries=len(predictions),
+        )
+    return predictions

@@ -1,0 +1,108 @@
+import dataclasses
+
+import pytest
+import torch
+
+from cellclr.config import AugmentConfig
+from cellclr.learning.augment import Augmenter, resize
+
+ALL_OFF = dict(
+    crop=False, flip=False, rotate90=False, brightness=0.0, contrast=0.0, blur_p=0.0, noise_p=0.0
+)
+
+
+def batch(b=6, c=3, s=24, seed=0):
+    return torch.rand(b, c, s, s, generator=torch.Generator().manual_seed(seed))
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 5])
+def test_shape_dtype_channels(channels):
+    aug = Augmenter(AugmentConfig(size=16))
+    out = aug(batch(c=channels), gen())
+    assert out.shape == (6, channels, 16, 16)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+def test_identity_when_all_off():
+    x = batch()
+    out = Augmenter(AugmentConfig(size=24, **ALL_OFF))(x, gen())
+    assert torch.equal(out, x)
+    assert out is not x  # the caller's batch is never modified in place
+
+
+def test_all_off_with_other_size_is_a_plain_resize():
+    x = batch()
+    out = Augmenter(AugmentConfig(size=12, **ALL_OFF))(x, gen())
+    torch.testing.assert_close(out, resize(x, 12))
+
+
+def test_views_differ_per_sample():
+    x = batch(b=1).expand(8, -1, -1, -1).contiguous()  # eight copies of one image
+    out = Augmenter(AugmentConfig(size=16))(x, gen())
+    flat = out.flatten(1)
+    distances = torch.cdist(flat, flat)
+    off_diagonal = distances[~torch.eye(8, dtype=torch.bool)]
+    assert (off_diagonal > 1e-3).all()
+
+
+def test_seeded_and_input_untouched():
+    x = batch()
+    before = x.clone()
+    aug = Augmenter(AugmentConfig(size=16))
+    assert torch.equal(aug(x, gen(5)), aug(x, gen(5)))
+    assert not torch.equal(aug(x, gen(5)), aug(x, gen(6)))
+    assert torch.equal(x, before)
+
+
+def test_flips_and_rotations_only_permute_pixels():
+    x = batch()
+    cfg = AugmentConfig(size=24, **{**ALL_OFF, "flip": True, "rotate90": True})
+    out = Augmenter(cfg)(x, gen())
+    torch.testing.assert_close(out.flatten(2).sort(dim=2).values, x.flatten(2).sort(dim=2).values)
+    # each output is one of the 8 symmetries of its input
+    for i in range(len(x)):
+        candidates = [torch.rot90(v, k, (1, 2)) for v in (x[i], x[i].flip(2)) for k in range(4)]
+        assert any(torch.allclose(out[i], c, atol=1e-5) for c in candidates)
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [("brightness", 0.5), ("contrast", 0.5), ("blur_p", 1.0), ("noise_p", 1.0), ("crop", True)],
+)
+def test_each_operation_alone_changes_the_image(name, value):
+    x = batch()
+    cfg = dataclasses.replace(AugmentConfig(size=24, **ALL_OFF), **{name: value})
+    out = Augmenter(cfg)(x, gen())
+    assert out.shape == x.shape
+    assert not torch.allclose(out, x, atol=1e-4)
+
+
+def test_brightness_scales_each_channel_by_one_factor():
+    x = batch() + 0.1
+    out = Augmenter(AugmentConfig(size=24, **{**ALL_OFF, "brightness": 0.3}))(x, gen())
+    ratio = out / x
+    spread = ratio.flatten(2).std(dim=2)
+    assert spread.max() < 1e-5
+    factors = ratio.flatten(2)[..., 0]
+    assert ((factors >= 0.7) & (factors <= 1.3)).all()
+    assert factors.std() > 0.01  # channels and samples get their own factors
+
+
+def test_blur_keeps_the_mean_and_smooths():
+    x = batch(s=32)
+    cfg = AugmentConfig(size=32, **{**ALL_OFF, "blur_p": 1.0, "blur_sigma": [1.5, 2.0]})
+    out = Augmenter(cfg)(x, gen())
+    torch.testing.assert_close(out.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=5e-3, rtol=0)
+    assert out.std() < 0.5 * x.std()
+
+
+def test_invalid_settings_are_named():
+    with pytest.raises(ValueError, match="crop_scale"):
+        Augmenter(AugmentConfig(crop_scale=[0.0, 1.0]))
+    with pytest.raises(ValueError, match="rotate90 needs square"):
+        Augmenter(AugmentConfig(size=8))(torch.rand(2, 3, 10, 12), gen())

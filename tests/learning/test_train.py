@@ -1,0 +1,101 @@
+import json
+
+import pytest
+import torch
+
+import cellclr.learning.train as train_module
+from cellclr.learning.train import CHECKPOINT, LOG, MODEL, ResumeError, train
+from cellclr.outputs import OutputExistsError
+from tests.helpers import tiny_config
+
+
+def weights(folder):
+    return torch.load(folder / MODEL, weights_only=True)["encoder"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_deterministic_and_logged(store, tmp_path):
+    cfg = tiny_config()
+    a = train(store, tmp_path / "a", cfg)
+    b = train(store, tmp_path / "b", cfg)
+    assert_same_weights(weights(a), weights(b))
+    log = [json.loads(line) for line in (a / LOG).read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert all(r["loss"] > 0 and r["images_per_s"] > 0 and r["lr"] >= 0 for r in log)
+    assert (a / "config.toml").is_file() and (a / "stage.json").is_file()
+    # 28 cells a plate, under normalize_min_cells: the plates borrow wider statistics, on record
+    assert json.loads((a / "stage.json").read_text())["normalization"] == {"global": 2}
+    c = train(store, tmp_path / "c", tiny_config("train.seed=1"))
+    assert not torch.equal(weights(a)["stem.0.weight"], weights(c)["stem.0.weight"])
+
+
+def interrupt_in_epoch(monkeypatch, n: int) -> None:
+    """Make training stop with KeyboardInterrupt when its n-th epoch starts."""
+    real_epoch = train_module._train_epoch
+    calls = {"n": 0}
+
+    def epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_epoch", epoch)
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(store, tmp_path, monkeypatch):
+    cfg = tiny_config("train.epochs=3")
+    whole = train(store, tmp_path / "whole", cfg)
+    out = tmp_path / "resumed"
+    with monkeypatch.context() as m:
+        interrupt_in_epoch(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train(store, out, cfg)
+    partial = tmp_path / "resumed.partial"
+    assert not out.exists() and (partial / CHECKPOINT).is_file()
+    with pytest.raises(OutputExistsError, match="--resume"):
+        train(store, out, cfg)  # an unfinished run is never silently discarded
+    train(store, out, cfg, resume=True)
+    assert not partial.exists()
+    assert_same_weights(weights(whole), weights(out))
+    log = [json.loads(line)["epoch"] for line in (out / LOG).read_text().splitlines()]
+    assert log == [1, 2, 3]
+
+
+def test_resume_refuses_another_config(store, tmp_path, monkeypatch):
+    with monkeypatch.context() as m:
+        interrupt_in_epoch(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train(store, tmp_path / "m", tiny_config())
+    with pytest.raises(ResumeError, match="other crops, config or kind of device"):
+        train(store, tmp_path / "m", tiny_config("train.lr=0.5"), resume=True)
+    train(store, tmp_path / "m", tiny_config("train.lr=0.5"), resume=True, overwrite=True)
+    assert (tmp_path / "m" / MODEL).is_file()
+
+
+def test_lars_trains(store, tmp_path):
+    out = train(store, tmp_path / "lars", tiny_config("train.optimizer='lars'", "train.lr=0.3"))
+    assert all(torch.isfinite(v).all() for v in weights(out).values() if v.is_floating_point())
+
+
+def test_resume_from_an_older_checkpoint_rolls_the_log_back(store, tmp_path, monkeypatch):
+    cfg = tiny_config("train.epochs=4", "train.checkpoint_every=2")
+    whole = train(store, tmp_path / "whole", cfg)
+    out = tmp_path / "resumed"
+    with monkeypatch.context() as m:
+        interrupt_in_epoch(m, 4)  # epochs 1-3 done, the last checkpoint after epoch 2
+        with pytest.raises(KeyboardInterrupt):
+            train(store, out, cfg)
+    partial_log = (tmp_path / "resumed.partial" / LOG).read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in partial_log] == [1, 2, 3]
+    train(store, out, cfg, resume=True)
+    assert_same_weights(weights(whole), weights(out))
+    log = [json.loads(line) for line in (out / LOG).read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4]
+    whole_log = [json.loads(line) for line in (whole / LOG).read_text().splitlines()]
+    assert [r["loss"] for r in log] == [r["loss"] for r in whole_log]

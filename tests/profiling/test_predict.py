@@ -1,0 +1,52 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellclr.profiling.predict import PredictError, predict_moa
+
+
+def profiles(rows):
+    meta = pd.DataFrame(
+        [r[:3] for r in rows],
+        columns=["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA"],
+    )
+    return pd.concat([meta, pd.DataFrame([r[3] for r in rows], columns=["f0", "f1"])], axis=1)
+
+
+def test_hand_made_prediction():
+    a = np.deg2rad
+    reference = profiles(
+        [
+            ("s1", 1.0, "stabilizer", [np.cos(a(0)), np.sin(a(0))]),
+            ("s2", 1.0, "stabilizer", [np.cos(a(10)), np.sin(a(10))]),
+            ("d1", 1.0, "destabilizer", [np.cos(a(90)), np.sin(a(90))]),
+            ("DMSO", 0.0, "DMSO", [np.cos(a(5)), np.sin(a(5))]),  # controls never vote
+        ]
+    )
+    query = profiles(
+        [
+            ("new", 3.0, None, [np.cos(a(20)), np.sin(a(20))]),
+            (
+                "s1",
+                3.0,
+                "stabilizer",
+                [np.cos(a(80)), np.sin(a(80))],
+            ),  # its own compound is skipped
+        ]
+    )
+    p = predict_moa(reference, query, top=2).set_index("Metadata_Compound")
+    assert p.loc["new", "Predicted_MoA"] == "stabilizer"
+    assert p.loc["new", "Neighbor1_Compound"] == "s2"
+    assert p.loc["new", "Neighbor1_Distance"] == pytest.approx(1 - np.cos(a(10)))
+    assert p.loc["new", "Neighbor2_Compound"] == "s1"
+    # confidence: best stabilizer similarity (cos 10) minus best destabilizer one (cos 70)
+    assert p.loc["new", "Confidence"] == pytest.approx(np.cos(a(10)) - np.cos(a(70)))
+    assert p.loc["new", "Second_MoA"] == "destabilizer"
+    assert p.loc["s1", "Predicted_MoA"] == "destabilizer"  # s1 itself is not a candidate
+    assert p.loc["s1", "Neighbor1_Compound"] == "d1"
+
+
+def test_mismatched_features():
+    reference = profiles([("s1", 1.0, "m", [1, 0])])
+    with pytest.raises(PredictError, match="lack"):
+        predict_moa(reference, reference.drop(columns="f1"))

@@ -1,0 +1,71 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellclr.profiling.profiles import ProfileError, treatment_profiles, well_profiles
+
+
+def cells_table():
+    rng = np.random.default_rng(0)
+    rows = []
+    for plate, week in [("Week1_1", "Week1"), ("Week2_1", "Week2")]:
+        for well, compound, conc, moa in [
+            ("A01", "x", 1.0, "M1"),
+            ("A02", "x", 3.0, "M1"),
+            ("A03", "DMSO", 0.0, "DMSO"),
+        ]:
+            for site in (1, 2):
+                rows.append((plate, well, site, compound, conc, moa, week))
+    cells = pd.DataFrame(
+        rows,
+        columns=[
+            "Metadata_Plate",
+            "Metadata_Well",
+            "Metadata_Site",
+            "Metadata_Compound",
+            "Metadata_Concentration",
+            "Metadata_MoA",
+            "Metadata_Batch",
+        ],
+    )
+    cells = pd.concat([cells] * 3, ignore_index=True)
+    feats = pd.DataFrame(rng.normal(size=(len(cells), 4)), columns=[f"f{i}" for i in range(4)])
+    return pd.concat([cells, feats], axis=1)
+
+
+def test_well_mean_and_treatment_median():
+    cells = cells_table()
+    wells = well_profiles(cells)
+    assert len(wells) == 6
+    assert "Metadata_Site" not in wells  # varies within a well
+    one = cells[(cells.Metadata_Plate == "Week2_1") & (cells.Metadata_Well == "A02")]
+    row = wells[(wells.Metadata_Plate == "Week2_1") & (wells.Metadata_Well == "A02")].iloc[0]
+    np.testing.assert_allclose(
+        row[["f0", "f1", "f2", "f3"]].to_numpy(float),
+        one[["f0", "f1", "f2", "f3"]].mean().to_numpy(),
+    )
+    assert row["Metadata_Cells"] == len(one)
+
+    treatments = treatment_profiles(wells)
+    assert len(treatments) == 3
+    t = treatments[(treatments.Metadata_Compound == "x") & (treatments.Metadata_Concentration == 3)]
+    t = t.iloc[0]
+    assert t["Metadata_Batch"] == "Week1,Week2" and t["Metadata_Wells"] == 2
+    expected = wells[(wells.Metadata_Compound == "x") & (wells.Metadata_Concentration == 3)]
+    np.testing.assert_allclose(
+        t[["f0", "f1"]].to_numpy(float), expected[["f0", "f1"]].median().to_numpy()
+    )
+
+
+def test_inconsistent_metadata_and_bad_features():
+    cells = cells_table()
+    bad = cells.copy()
+    bad.loc[0, "Metadata_MoA"] = "other"
+    with pytest.raises(ProfileError, match="Metadata_MoA differs within 1 wells"):
+        well_profiles(bad)
+    nan = cells.copy()
+    nan.loc[3, "f2"] = np.nan
+    with pytest.raises(ProfileError, match="NaN in feature columns \\['f2'\\]"):
+        well_profiles(nan)
+    with pytest.raises(ProfileError, match="no feature columns"):
+        well_profiles(cells[[c for c in cells if c.startswith("Metadata_")]])

@@ -1,0 +1,110 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellclr.errors import CellclrError
+from cellclr.pipeline import run
+from cellclr.report.page import ReportError, _composite, write_report
+from cellclr.store.import_crops import import_crops
+from tests.helpers import make_crop_files, tiny_config
+
+HEADINGS = [
+    "Results",
+    "Training",
+    "Nearest neighbours",
+    "MoA confusion",
+    "Treatment profile map",
+    "Example cells",
+    "Config and stage timings",
+]
+PNG = '<img src="data:image/png;base64,'
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny finished run with its crop store in run/crops and a fake 'random' baseline."""
+    tmp = tmp_path_factory.mktemp("report")
+    images, cells = make_crop_files(tmp / "input")
+    folder = tmp / "run"
+    crops = import_crops(images, cells, folder / "crops", ["DNA", "Tubulin", "Actin"])
+    run(tiny_config(), out=folder, crops=crops)
+    baseline = folder / "baselines" / "random"
+    (baseline / "eval").mkdir(parents=True)
+    metrics = {"nsc": {"correct": 1, "total": 6}, "nscb": {"correct": 0, "total": 6}}
+    (baseline / "eval" / "metrics.json").write_text(json.dumps({**metrics, "drop_pct": 16.667}))
+    shutil.copytree(folder / "profiles", baseline / "profiles")
+    return folder
+
+
+def test_report_is_self_contained_and_complete(finished_run: Path, tmp_path: Path) -> None:
+    out = write_report(finished_run, tmp_path / "report.html")
+    assert out == tmp_path / "report.html" and out.is_file()
+    page = out.read_text()
+    assert 'src="http' not in page and "<script src" not in page and "<link" not in page
+    for heading in HEADINGS:
+        assert f"<h2>{heading}</h2>" in page
+    positions = [page.index(f"<h2>{h}</h2>") for h in HEADINGS]
+    assert positions == sorted(positions)
+
+    metrics = json.loads((finished_run / "eval" / "metrics.json").read_text())
+    for key in ("nsc", "nscb"):
+        assert f"{metrics[key]['correct']}/{metrics[key]['total']} (" in page
+    assert "<td>random</td>" in page and "1/6 (16.7%)" in page and "16.7 points" in page
+    # training, confusion, one map each for the run and the baseline, example cells
+    assert page.count(PNG) >= 5
+    nsc = pd.read_parquet(finished_run / "eval" / "nsc.parquet")
+    for compound, conc in zip(nsc["Metadata_Compound"], nsc["Metadata_Concentration"], strict=True):
+        assert f'{compound} <span class="muted">{conc:g}</span>' in page
+    assert "<pre>" in page and "[train]" in page and "epochs = 2" in page
+
+
+def test_default_output_is_in_the_run_folder(finished_run: Path) -> None:
+    try:
+        assert write_report(finished_run) == finished_run / "report.html"
+        assert (finished_run / "report.html").stat().st_size > 0
+        with pytest.raises(CellclrError, match="--overwrite"):
+            write_report(finished_run)  # an existing report is kept ...
+        write_report(finished_run, overwrite=True)  # ... unless asked
+    finally:
+        (finished_run / "report.html").unlink(missing_ok=True)
+
+
+def test_missing_optional_parts_give_notes(finished_run: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    shutil.copytree(finished_run, bare, ignore=shutil.ignore_patterns("crops", "baselines"))
+    manifest = bare / "model" / "stage.json"
+    stage = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**stage, "crops": str(tmp_path / "gone")}))
+    (bare / "model" / "train_log.jsonl").unlink()
+
+    page = write_report(bare, tmp_path / "bare.html").read_text()
+    assert "the crop store could not be opened" in page
+    assert "no training log" in page
+    assert "no baselines in this run" in page
+    assert page.count(PNG) == 2  # confusion and the run's map
+    for heading in HEADINGS:
+        assert f"<h2>{heading}</h2>" in page
+
+
+def test_unfinished_run_is_an_error(finished_run: Path, tmp_path: Path) -> None:
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(finished_run, unfinished, ignore=shutil.ignore_patterns("crops", "eval"))
+    with pytest.raises(ReportError, match=r"eval/metrics\.json is missing") as info:
+        write_report(unfinished)
+    assert isinstance(info.value, CellclrError)
+    assert not (unfinished / "report.html").exists()
+
+
+def test_composite_draws_dna_blue_tubulin_green_actin_red() -> None:
+    crops = np.zeros((3, 3, 4, 4), np.uint16)
+    for c in range(3):
+        crops[c, c] = 1000  # crop c is bright in channel c only
+    rgb = _composite(crops)
+    assert rgb.shape == (3, 4, 4, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    assert [int(rgb[c].mean(axis=(0, 1)).argmax()) for c in range(3)] == [2, 1, 0]
+    five = _composite(np.random.default_rng(0).integers(0, 4000, (2, 5, 4, 4)).astype(np.uint16))
+    assert five.shape == (2, 4, 4, 3) and five.max() <= 1

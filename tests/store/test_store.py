@@ -1,0 +1,161 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from cellclr.outputs import OutputExistsError
+from cellclr.store.import_crops import import_crops
+from cellclr.store.reader import CropStore, StoreError
+from tests.helpers import make_crop_files
+
+
+def test_round_trip(store, crop_files):
+    images = np.load(crop_files[0])["images"]
+    cells = pd.read_csv(crop_files[1])
+    s = CropStore(store)
+    assert len(s) == len(images) and s.channels == ["DNA", "Tubulin", "Actin"]
+    assert s.crop_shape == images.shape[1:]
+    # the index may be reordered by plate; each row still points at its own crop
+    order = np.random.default_rng(0).permutation(len(s))
+    got = s.read(order)
+    original_row = s.cells["Metadata_CellIndex"].to_numpy()
+    np.testing.assert_array_equal(got, images[original_row[order]])
+    pd.testing.assert_frame_equal(
+        s.cells[cells.columns].sort_values("Metadata_CellIndex").reset_index(drop=True), cells
+    )
+    assert got.dtype == np.uint16
+    for column in [
+        "Metadata_Plate",
+        "Metadata_Well",
+        "Metadata_Site",
+        "Metadata_Compound",
+        "Metadata_Concentration",
+        "Metadata_MoA",
+        "Metadata_Batch",
+        "Metadata_CropFile",
+        "Metadata_CropRow",
+    ]:
+        assert column in s.cells
+    assert set(s.cells["Metadata_Batch"]) == {"Week1", "Week2"}
+    assert all((store / f).is_file() for f in s.files)
+
+
+def test_five_channels(tmp_path):
+    images, cells = make_crop_files(tmp_path / "in", n_channels=5)
+    names = ["DNA", "ER", "RNA", "AGP", "Mito"]
+    s = CropStore(import_crops(images, cells, tmp_path / "store", names))
+    assert s.channels == names and s.read(np.arange(3)).shape == (3, 5, 20, 20)
+
+
+def test_normalisation_levels(store):
+    s = CropStore(store)
+    stats = pd.read_parquet(store / "normalization.parquet")
+    assert set(stats["level"]) == {"plate", "batch", "global"}
+    n_plate = s.normalization("plate", min_cells=1)
+    assert set(n_plate.source["level"]) == {"plate"}
+    # 28 cells per plate: with min_cells above that each plate falls back to its batch ...
+    assert set(s.normalization("plate", min_cells=29).source["level"]) == {"global"}
+    # ... whose 28 cells are too few as well, so to the global statistics
+    g = s.normalization("global")
+    assert np.allclose(g.low, g.low[0]) and (g.high > g.low).all()
+    images = s.read(np.arange(len(s))).astype(np.float64)
+    lo = np.percentile(images.transpose(1, 0, 2, 3).reshape(3, -1), 1.0, axis=1)
+    np.testing.assert_allclose(g.low[0], lo, rtol=1e-5)
+    none = s.normalization("none")
+    assert (none.low == 0).all() and (none.high == 65535).all()
+
+
+def _write(tmp_path, images, cells):
+    np.savez(tmp_path / "x.npz", images=images)
+    cells.to_csv(tmp_path / "x.csv", index=False)
+    return tmp_path / "x.npz", tmp_path / "x.csv"
+
+
+def _assert_nothing_written(tmp_path):
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda im, c: (im, c.iloc[:-1]), "rows but the images hold"),
+        (
+            lambda im, c: (im, c.drop(columns=["Metadata_Well"])),
+            "missing required columns Metadata_Well",
+        ),
+        (
+            lambda im, c: (
+                im.astype(np.float32)
+                * np.where(np.arange(len(im)) == 3, np.nan, 1)[:, None, None, None],
+                c,
+            ),
+            "NaN or infinite values in 1 crops \\(first: \\[3\\]\\)",
+        ),
+        (lambda im, c: (im.astype(np.int32) - 5000, c), "negative values"),
+        (lambda im, c: (im.astype(np.float32) + 0.5, c), "fractional values"),
+        (
+            lambda im, c: (
+                im,
+                c.assign(
+                    Metadata_Compound=np.where(np.arange(len(c)) == 2, None, c["Metadata_Compound"])
+                ),
+            ),
+            "Metadata_Compound is empty in 1 rows",
+        ),
+    ],
+)
+def test_bad_input_is_named_and_nothing_is_left(tmp_path, crop_files, change, message):
+    images = np.load(crop_files[0])["images"]
+    cells = pd.read_csv(crop_files[1])
+    paths = _write(tmp_path, *change(images, cells))
+    with pytest.raises(StoreError, match=message):
+        import_crops(*paths, tmp_path / "out")
+    _assert_nothing_written(tmp_path)
+
+
+def test_missing_files_and_keys(tmp_path, crop_files):
+    with pytest.raises(StoreError, match="images file not found"):
+        import_crops(tmp_path / "none.npz", crop_files[1], tmp_path / "out")
+    with pytest.raises(StoreError, match="no array 'crops'"):
+        import_crops(crop_files[0], crop_files[1], tmp_path / "out", key="crops")
+    with pytest.raises(StoreError, match="3 channels but 2 names"):
+        import_crops(*crop_files, tmp_path / "out", ["DNA", "Actin"])
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(StoreError, match="cannot read the crops"):
+        import_crops(tmp_path / "broken.npz", crop_files[1], tmp_path / "out")
+    _assert_nothing_written(tmp_path)
+
+
+def test_existing_output_needs_overwrite(tmp_path, crop_files):
+    out = import_crops(*crop_files, tmp_path / "out")
+    first_id = CropStore(out).id
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        import_crops(*crop_files, out)
+    import_crops(*crop_files, out, overwrite=True)
+    assert CropStore(out).id == first_id  # same input, same content id
+    assert not (tmp_path / "out.partial").exists() and not (tmp_path / "out.old").exists()
+
+
+def test_not_a_store(tmp_path):
+    with pytest.raises(StoreError, match="not a crop store"):
+        CropStore(tmp_path)
+
+
+def test_stale_scratch_output_is_replaced(tmp_path, crop_files):
+    (tmp_path / "out.partial").mkdir()  # left by a killed run
+    (tmp_path / "out.partial" / "junk").write_text("x")
+    out = import_crops(*crop_files, tmp_path / "out")
+    assert not (out / "junk").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_store_id_covers_pixels_and_channel_names(tmp_path, crop_files):
+    images = np.load(crop_files[0])["images"]
+    base = CropStore(import_crops(*crop_files, tmp_path / "a", ["DNA", "Tubulin", "Actin"])).id
+    np.savez(tmp_path / "half.npz", images=images // 2)
+    halved = import_crops(
+        tmp_path / "half.npz", crop_files[1], tmp_path / "b", ["DNA", "Tubulin", "Actin"]
+    )
+    renamed = import_crops(*crop_files, tmp_path / "c", ["Actin", "Tubulin", "DNA"])
+    assert len({base, CropStore(halved).id, CropStore(renamed).id}) == 3
+    assert (
+        CropStore(import_crops(*crop_files, tmp_path / "d", ["DNA", "Tubulin", "Actin"])).id == base
+    )
