@@ -29,7 +29,7 @@ from cellclr.learning.losses.nt_xent import nt_xent
 from cellclr.learning.optim import build_optimizer
 from cellclr.learning.train import autocast, epoch_batches
 from cellclr.outputs import staged_dir
-from cellclr.store.reader import CropStore, finalize_store, write_plate
+from cellclr.store import CropStore, finalize_store, write_plate
 
 
 def synthetic_store(folder: Path, n: int = 2048, size: int = 68, channels: int = 3) -> Path:

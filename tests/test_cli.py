@@ -5,7 +5,7 @@ import pytest
 
 from cellclr.cli.verbs import main
 from cellclr.config import load_config
-from cellclr.store.reader import CropStore
+from cellclr.store import CropStore
 from tests.helpers import TINY_OVERRIDES
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from cellclr.cli.verbs import main
-from cellclr.store.reader import CropStore
+from cellclr.store import CropStore
 from tests.test_cli import sets
 
 

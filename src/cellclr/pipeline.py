@@ -25,7 +25,7 @@ from cellclr.outputs import (
 )
 from cellclr.profiling.evaluate import evaluate, evaluate_fingerprint, results_table
 from cellclr.profiling.profiles import profile, profile_fingerprint
-from cellclr.store.reader import CropStore
+from cellclr.store import CropStore
 
 RESULTS = "results.parquet"
 

@@ -13,8 +13,8 @@ from cellclr.baselines.classic import (
     segment,
     write_classic_embeddings,
 )
+from cellclr.store import CropStore
 from cellclr.store.import_crops import import_crops
-from cellclr.store.reader import CropStore
 from tests.helpers import make_crop_files
 
 CHANNELS = ["DNA", "Tubulin", "Actin"]

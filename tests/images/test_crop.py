@@ -11,7 +11,7 @@ from cellclr.cli.verbs import main
 from cellclr.images.bbbc021 import bbbc021_image_table
 from cellclr.images.crop import CropError, crop
 from cellclr.images.table import ImageTableError, read_image_table
-from cellclr.store.reader import CropStore
+from cellclr.store import CropStore
 from tests.helpers import SHARED, tiny_config
 
 SIZE = 160

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from cellclr.outputs import OutputExistsError
+from cellclr.store import CropStore, StoreError
 from cellclr.store.import_crops import import_crops
-from cellclr.store.reader import CropStore, StoreError
 from tests.helpers import make_crop_files
 
 

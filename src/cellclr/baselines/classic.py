@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from cellclr.metadata import metadata_columns
 from cellclr.outputs import EMBEDDINGS, EmbeddingWriter
-from cellclr.store.reader import CropStore
+from cellclr.store import CropStore
 from cellclr.workers import process_pool
 
 SIGMA = 1.0  # Gaussian smoothing (pixels) before thresholding

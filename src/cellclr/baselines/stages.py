@@ -20,7 +20,7 @@ from cellclr.fingerprint import fingerprint
 from cellclr.learning.backbones import build_encoder
 from cellclr.learning.train import MODEL, model_meta
 from cellclr.outputs import atomic_file, staged_dir, write_manifest
-from cellclr.store.reader import CropStore
+from cellclr.store import CropStore
 
 KINDS = ("random", "classic")
 SECTIONS = {"random": ("data", "model", "augment", "train"), "classic": ("data",)}

@@ -8,14 +8,12 @@ and joins the MoA of each (compound, concentration).
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from cellclr.images.table import ImageTableError, check_image_table
-from cellclr.store.reader import batch_from_plate
+from cellclr.metadata import batch_from_plate, moa_of, read_moa
 
 CHANNELS = {"DNA": "DAPI", "Tubulin": "Tubulin", "Actin": "Actin"}  # ours: the CSV's names
 IMAGE_CSV, MOA_CSV = "BBBC021_v1_image.csv", "BBBC021_v1_moa.csv"
@@ -26,32 +24,6 @@ def _find(root: Path, name: str) -> Path:
         if candidate.is_file():
             return candidate
     raise ImageTableError(f"{name} not found in {root / 'metadata'} or {root}")
-
-
-def read_moa(path: Path) -> pd.DataFrame:
-    """The MoA table (compound, concentration, moa), whatever its line endings."""
-    text = path.read_bytes().decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
-    moa = pd.read_csv(io.StringIO(text))
-    missing = {"compound", "concentration", "moa"} - set(moa.columns)
-    if missing:
-        raise ImageTableError(f"{path}: missing columns {sorted(missing)}")
-    return moa
-
-
-def moa_of(moa: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:
-    """The MoA of each row's (Metadata_Compound, Metadata_Concentration), from a table of
-    compound, concentration, moa (None where it has none); concentrations match to 1e-6."""
-    key = pd.MultiIndex.from_arrays(
-        [moa["compound"].astype(str), moa["concentration"].astype(float).round(6)]
-    )
-    lookup = pd.Series(moa["moa"].to_numpy(), index=key)
-    wanted = pd.MultiIndex.from_arrays(
-        [
-            table["Metadata_Compound"].astype(str),
-            table["Metadata_Concentration"].astype(float).round(6),
-        ]
-    )
-    return lookup.reindex(wanted).to_numpy()
 
 
 def image_root(root: Path) -> Path:

@@ -38,13 +38,9 @@ from cellclr.images.nuclei import NucleusParams, detect_nuclei, read_locations
 from cellclr.images.table import SITE_KEYS, read_image_table, select_sites
 from cellclr.metadata import metadata_columns
 from cellclr.outputs import OutputExistsError, write_json, write_manifest, write_parquet
-from cellclr.store.reader import (
-    NpyAppender,
-    finalize_store,
-    plate_file_stem,
-    write_digest,
-    write_plate_index,
-)
+from cellclr.store import finalize_store
+from cellclr.store.format import plate_file_stem
+from cellclr.store.writer import NpyAppender, write_digest, write_plate_index
 from cellclr.workers import process_pool
 
 LOCATION = ["Nuclei_Location_Center_X", "Nuclei_Location_Center_Y"]

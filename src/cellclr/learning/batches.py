@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from cellclr.errors import CellclrError
-from cellclr.store.reader import CropStore, Normalization
+from cellclr.store import CropStore, Normalization
 
 
 def resolve_device(name: str) -> torch.device:

@@ -23,7 +23,7 @@ from cellclr.outputs import (
     staged_dir,
     write_manifest,
 )
-from cellclr.store.reader import CropStore, StoreError
+from cellclr.store import CropStore, StoreError
 
 FEATURE_PREFIX = "emb_"
 

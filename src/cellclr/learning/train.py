@@ -20,7 +20,7 @@ from cellclr.learning.batches import CropBatches, resolve_device
 from cellclr.learning.losses.nt_xent import nt_xent
 from cellclr.learning.optim import build_optimizer, warmup_cosine
 from cellclr.outputs import atomic_file, staged_dir, write_manifest
-from cellclr.store.reader import CropStore
+from cellclr.store import CropStore
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"

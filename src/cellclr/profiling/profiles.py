@@ -17,8 +17,7 @@ from tqdm import tqdm
 from cellclr.config import Config, save_config
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
-from cellclr.images.bbbc021 import moa_of, read_moa
-from cellclr.metadata import feature_columns, metadata_columns
+from cellclr.metadata import batch_from_plate, feature_columns, metadata_columns, moa_of, read_moa
 from cellclr.outputs import (
     EMBEDDINGS,
     check_new_output,
@@ -28,7 +27,6 @@ from cellclr.outputs import (
     write_parquet,
 )
 from cellclr.profiling.postprocess import postprocess
-from cellclr.store.reader import batch_from_plate
 
 WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
 TREATMENT_KEYS = ["Metadata_Compound", "Metadata_Concentration"]

@@ -34,7 +34,7 @@ from cellclr.errors import CellclrError
 from cellclr.metadata import feature_columns, unit_rows
 from cellclr.outputs import atomic_file, check_new_output, current_baselines
 from cellclr.profiling.evaluate import variants
-from cellclr.store.reader import CropStore, StoreError
+from cellclr.store import CropStore, StoreError
 
 DPI = 150  # PNG resolution; images are shown at 96 CSS pixels per figure inch
 PAGE_IN = 11.8  # the page's content width in figure inches (1136 CSS pixels)

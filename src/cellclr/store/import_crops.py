@@ -10,7 +10,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from cellclr.outputs import staged_dir
-from cellclr.store.reader import REQUIRED_COLUMNS, StoreError, finalize_store, write_plate
+from cellclr.store import StoreError, finalize_store, write_plate
+from cellclr.store.format import REQUIRED_COLUMNS
 
 LOCATION_COLUMNS = ("Nuclei_Location_Center_X", "Nuclei_Location_Center_Y")
 

@@ -1,0 +1,42 @@
+"""The crop store's format: per-plate uint16 arrays (cells x channels x H x W), read memory-mapped.
+
+Layout of a store folder::
+
+    store.json              channel names, crop shape, format version, content id
+    cells.parquet           one row per cell: Metadata_* columns, nucleus location when known,
+                            Metadata_CropFile / Metadata_CropRow (where its pixels are)
+    normalization.parquet   robust intensity statistics per plate, batch and overall
+    plates/<plate>.npy      uint16 array of that plate's crops
+    plates/<plate>.parquet  that plate's rows of the cell index (what finalize_store joins)
+
+Writers fill ``plates/`` one plate at a time (``write_plate``), then ``finalize_store`` builds
+the joined index, the statistics and ``store.json``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cellclr.errors import CellclrError
+
+FORMAT_VERSION = 1
+REQUIRED_COLUMNS = (
+    "Metadata_Plate",
+    "Metadata_Well",
+    "Metadata_Site",
+    "Metadata_Compound",
+    "Metadata_Concentration",
+)
+LOW_PCT, HIGH_PCT = 1.0, 99.9  # percentiles mapped to 0 and 1 by intensity normalisation
+STATS_MAX_CELLS = 1000  # cells sampled per group to estimate the percentiles
+STATS_MAX_PIXELS = 2_000_000  # and at most about this many pixels per channel
+NORMALIZE_MODES = ("plate", "batch", "global", "none")
+
+
+class StoreError(CellclrError, ValueError):
+    """A crop store, or the input to one, that cannot be used."""
+
+
+def plate_file_stem(plate: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", str(plate))
+    return stem if stem not in ("", ".", "..") else f"plate_{stem}"
