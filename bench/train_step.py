@@ -23,11 +23,13 @@ import torch
 
 from cellclr.config import load_config
 from cellclr.learning.augment import Augmenter
-from cellclr.learning.backbones import SimCLR, build_encoder
-from cellclr.learning.batches import CropBatches, resolve_device
-from cellclr.learning.losses.nt_xent import nt_xent
+from cellclr.learning.backbones import build_encoder
+from cellclr.learning.batches import CropBatches
+from cellclr.learning.device import autocast, resolve_device
+from cellclr.learning.losses import nt_xent
+from cellclr.learning.methods.simclr import SimCLR
 from cellclr.learning.optim import build_optimizer
-from cellclr.learning.train import autocast, epoch_batches
+from cellclr.learning.train import epoch_batches
 from cellclr.outputs import staged_dir
 from cellclr.store import CropStore, finalize_store, write_plate
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from cellclr.learning.backbones import SimCLR, build_encoder
+from cellclr.learning.backbones import build_encoder
+from cellclr.learning.methods.simclr import SimCLR
 
 
 @pytest.mark.parametrize("arch,dim", [("resnet_small", 256), ("resnet18", 512), ("resnet50", 2048)])

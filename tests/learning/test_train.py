@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import cellclr.learning.train as train_module
-from cellclr.learning.train import CHECKPOINT, LOG, MODEL, ResumeError, train
+from cellclr.learning.saved_model import MODEL
+from cellclr.learning.train import CHECKPOINT, LOG, ResumeError, train
 from cellclr.outputs import OutputExistsError
 from tests.helpers import tiny_config
 

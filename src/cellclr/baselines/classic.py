@@ -35,8 +35,8 @@ from skimage.measure import perimeter
 from skimage.morphology import convex_hull_image
 from tqdm import tqdm
 
+from cellclr.embeddings import EMBEDDINGS, EmbeddingWriter
 from cellclr.metadata import metadata_columns
-from cellclr.outputs import EMBEDDINGS, EmbeddingWriter
 from cellclr.store import CropStore
 from cellclr.workers import process_pool
 

@@ -18,8 +18,8 @@ from cellclr.baselines.classic import write_classic_embeddings
 from cellclr.config import Config, save_config
 from cellclr.fingerprint import fingerprint
 from cellclr.learning.backbones import build_encoder
-from cellclr.learning.train import MODEL, model_meta
-from cellclr.outputs import atomic_file, staged_dir, write_manifest
+from cellclr.learning.saved_model import model_meta, save_model
+from cellclr.outputs import staged_dir, write_manifest
 from cellclr.store import CropStore
 
 KINDS = ("random", "classic")
@@ -39,8 +39,7 @@ def random_model(
     torch.manual_seed(cfg.train.seed)
     encoder = build_encoder(cfg.model.arch, len(store.channels), cfg.model.stem)
     with staged_dir(out, overwrite=overwrite) as work:
-        with atomic_file(work / MODEL) as tmp:
-            torch.save({"meta": model_meta(cfg, store), "encoder": encoder.state_dict()}, tmp)
+        save_model(work, model_meta(cfg, store), encoder)
         save_config(cfg, work / "config.toml")
         write_manifest(
             work,

@@ -10,18 +10,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from cellclr.errors import CellclrError
 from cellclr.store import CropStore, Normalization
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; an explicit CUDA device must exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CellclrError(f"device {name!r} was asked for but CUDA is not available")
-    return device
 
 
 class CropBatches:

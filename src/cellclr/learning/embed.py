@@ -10,34 +10,15 @@ import torch
 from tqdm import tqdm
 
 from cellclr.config import Config, save_config
+from cellclr.embeddings import EMBEDDINGS, FEATURE_PREFIX, EmbeddingWriter
 from cellclr.fingerprint import fingerprint
 from cellclr.learning.augment import resize
-from cellclr.learning.backbones import build_encoder
-from cellclr.learning.batches import CropBatches, resolve_device
-from cellclr.learning.train import MODEL, autocast
+from cellclr.learning.batches import CropBatches
+from cellclr.learning.device import autocast, resolve_device
+from cellclr.learning.saved_model import load_encoder
 from cellclr.metadata import metadata_columns
-from cellclr.outputs import (
-    EMBEDDINGS,
-    EmbeddingWriter,
-    read_manifest,
-    staged_dir,
-    write_manifest,
-)
+from cellclr.outputs import read_manifest, staged_dir, write_manifest
 from cellclr.store import CropStore, StoreError
-
-FEATURE_PREFIX = "emb_"
-
-
-def load_encoder(model_dir: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """The trained encoder (eval mode, on ``device``) and its metadata."""
-    path = Path(model_dir) / MODEL
-    if not path.is_file():
-        raise FileNotFoundError(f"no trained model at {path}")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    meta = saved["meta"]
-    encoder = build_encoder(meta["arch"], len(meta["channels"]), meta["stem"])
-    encoder.load_state_dict(saved["encoder"])
-    return encoder.to(device, memory_format=torch.channels_last).eval(), meta
 
 
 def embed_fingerprint(model_dir: Path, store: CropStore, cfg: Config) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +14,17 @@ from cellclr.config import Config, ConfigError, save_config
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
 from cellclr.learning.augment import Augmenter
-from cellclr.learning.backbones import SimCLR, build_encoder
-from cellclr.learning.batches import CropBatches, resolve_device
-from cellclr.learning.losses.nt_xent import nt_xent
+from cellclr.learning.backbones import build_encoder
+from cellclr.learning.batches import CropBatches
+from cellclr.learning.device import autocast, resolve_device
+from cellclr.learning.losses import nt_xent
+from cellclr.learning.methods.simclr import SimCLR
 from cellclr.learning.optim import build_optimizer, warmup_cosine
+from cellclr.learning.saved_model import model_meta, save_model
 from cellclr.outputs import atomic_file, staged_dir, write_manifest
 from cellclr.store import CropStore
 
 CHECKPOINT = "checkpoint.pt"
-MODEL = "model.pt"
 LOG = "train_log.jsonl"
 
 
@@ -37,31 +38,12 @@ def train_fingerprint(store: CropStore, cfg: Config) -> str:
     return fingerprint("train", [store.id, device], cfg, ("data", "model", "augment", "train"))
 
 
-def model_meta(cfg: Config, store: CropStore) -> dict:
-    """What ``embed`` needs besides the weights: architecture, channels, view size, scaling."""
-    return {
-        "arch": cfg.model.arch,
-        "stem": cfg.model.stem,
-        "channels": list(store.channels),
-        "size": cfg.augment.size,
-        "normalize": cfg.data.normalize,
-        "normalize_min_cells": cfg.data.normalize_min_cells,
-    }
-
-
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """This epoch's shuffled batches (the incomplete last one is dropped); a function of the
     seed and epoch alone, so a resumed run sees the same order."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=g).numpy()
     return [perm[i * batch_size : (i + 1) * batch_size] for i in range(n // batch_size)]
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def train(
@@ -166,9 +148,7 @@ def train(
                 with atomic_file(work / CHECKPOINT) as tmp:
                     torch.save(state, tmp)
 
-        meta = model_meta(cfg, store)
-        with atomic_file(work / MODEL) as tmp:
-            torch.save({"meta": meta, "encoder": model.encoder.state_dict()}, tmp)
+        save_model(work, model_meta(cfg, store), model.encoder)
         write_manifest(
             work,
             "train",

@@ -10,16 +10,11 @@ import numpy as np
 import pandas as pd
 
 from cellclr.config import Config, save_config
+from cellclr.embeddings import EMBEDDINGS
 from cellclr.errors import CellclrError
 from cellclr.learning.embed import embed
 from cellclr.metadata import feature_columns, unit_rows
-from cellclr.outputs import (
-    EMBEDDINGS,
-    check_new_output,
-    staged_dir,
-    write_manifest,
-    write_parquet,
-)
+from cellclr.outputs import check_new_output, staged_dir, write_manifest, write_parquet
 from cellclr.profiling.postprocess import postprocess
 from cellclr.profiling.profiles import (
     WELLS,

@@ -15,11 +15,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from cellclr.config import Config, save_config
+from cellclr.embeddings import EMBEDDINGS
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
 from cellclr.metadata import batch_from_plate, feature_columns, metadata_columns, moa_of, read_moa
 from cellclr.outputs import (
-    EMBEDDINGS,
     check_new_output,
     read_manifest,
     staged_dir,

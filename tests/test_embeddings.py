@@ -3,15 +3,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import cellclr.outputs as outputs
+import cellclr.embeddings as embeddings
 
 
 def test_embedding_writer_row_groups_keep_rows_aligned(tmp_path, monkeypatch):
-    monkeypatch.setattr(outputs, "ROWS_PER_GROUP", 3)
+    monkeypatch.setattr(embeddings, "ROWS_PER_GROUP", 3)
     meta = pd.DataFrame({"Metadata_Cell": np.arange(10), "Metadata_Well": list("AABBCCDDEE")})
     feats = np.arange(20, dtype=np.float32).reshape(10, 2)
     path = tmp_path / "e.parquet"
-    writer = outputs.EmbeddingWriter(path, meta, ["f0", "f1"])
+    writer = embeddings.EmbeddingWriter(path, meta, ["f0", "f1"])
     for block in (feats[:4], feats[4:5], feats[5:]):  # uneven appends across group borders
         writer.append(block)
     writer.close()
@@ -22,7 +22,7 @@ def test_embedding_writer_row_groups_keep_rows_aligned(tmp_path, monkeypatch):
 
 
 def test_embedding_writer_refuses_a_row_count_mismatch(tmp_path):
-    writer = outputs.EmbeddingWriter(
+    writer = embeddings.EmbeddingWriter(
         tmp_path / "e.parquet", pd.DataFrame({"Metadata_A": [1, 2]}), ["f"]
     )
     writer.append(np.zeros((1, 1)))
