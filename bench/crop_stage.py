@@ -21,7 +21,7 @@ import pandas as pd
 import tifffile
 
 from cellclr.config import load_config
-from cellclr.images.crop import crop
+from cellclr.images.crop import crop_sites
 from cellclr.images.table import read_image_table
 
 CHANNELS = ["DNA", "Tubulin", "Actin"]
@@ -122,7 +122,7 @@ def main() -> None:
             if cold:
                 drop_caches()
             t0 = time.perf_counter()
-            summary = crop(table, CHANNELS, folder / f"crops-{len(extra)}", cfg)
+            summary = crop_sites(table, CHANNELS, folder / f"crops-{len(extra)}", cfg)
             seconds = time.perf_counter() - t0
             ratios = "  ".join(f"{seconds / r:6.1f}x {k}" for k, r in reads.items())
             print(

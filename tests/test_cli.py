@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from cellclr.cli.verbs import main
+from cellclr.cli import main
 from cellclr.config import load_config
 from cellclr.store import CropStore
 from tests.helpers import TINY_OVERRIDES

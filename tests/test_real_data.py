@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from cellclr.cli.verbs import main
+from cellclr.cli import main
 from cellclr.store import CropStore
 from tests.test_cli import sets
 

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from cellclr.baselines.stages import KINDS, baseline_fingerprint, classic_embeddings, random_model
 from cellclr.config import Config
 from cellclr.errors import CellclrError
-from cellclr.images.crop import crop, load_sites
+from cellclr.images.crop import crop
 from cellclr.learning.embed import embed, embed_fingerprint
 from cellclr.learning.train import train, train_fingerprint
 from cellclr.outputs import (
@@ -61,9 +61,8 @@ def run(
     crops = crops or cfg.data.crops
     if not crops and (cfg.crop.bbbc021 or cfg.crop.images_table):
         tqdm.write(f"[run] crop -> {out / 'crops'}")
-        table, channels = load_sites(cfg.crop)
         crops = out / "crops"
-        crop(table, channels, crops, cfg, overwrite=overwrite)  # skips finished plates
+        crop(crops, cfg, overwrite=overwrite)  # skips finished plates
     if not crops:
         raise CellclrError(
             "no crop store: pass --crops, or set data.crops or crop.bbbc021/crop.images_table"

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import tifffile
 
-from cellclr.cli.verbs import main
+from cellclr.cli import main
 from cellclr.images.bbbc021 import bbbc021_image_table
-from cellclr.images.crop import CropError, crop
+from cellclr.images.crop import CropError, crop_sites
 from cellclr.images.table import ImageTableError, read_image_table
 from cellclr.store import CropStore
 from tests.helpers import SHARED, tiny_config
@@ -120,7 +120,7 @@ def test_positions_recovered_and_touching_nuclei_split(tmp_path):
 
 def test_boxes_off_the_edge_are_skipped_and_counted(tmp_path):
     table = write_plates(tmp_path / "images", plates=("Week1_1",), wells=("B02",), sites=(1,))
-    summary = crop(
+    summary = crop_sites(
         read_image_table(table, ["DNA", "Tubulin", "Actin"]),
         ["DNA", "Tubulin", "Actin"],
         tmp_path / "crops",
@@ -210,7 +210,9 @@ def test_table_without_required_columns(tmp_path):
         read_image_table(table, ["DNA", "Mito"])
     df.drop(columns=["Metadata_Compound"]).to_csv(tmp_path / "b.csv", index=False)
     with pytest.raises(CropError, match="Metadata_Compound"):
-        crop(read_image_table(tmp_path / "b.csv", ["DNA"]), ["DNA"], tmp_path / "o", tiny_config())
+        crop_sites(
+            read_image_table(tmp_path / "b.csv", ["DNA"]), ["DNA"], tmp_path / "o", tiny_config()
+        )
 
 
 def test_bbbc021_metadata_as_published():

@@ -55,6 +55,13 @@ def load_sites(c: CropConfig) -> tuple[pd.DataFrame, list[str]]:
     return read_image_table(c.images_table, c.channels, c.images_root or None), list(c.channels)
 
 
+def crop(out: str | Path, cfg: Config, *, overwrite: bool = False) -> dict:
+    """Crop the images that ``cfg.crop`` names (a BBBC021 folder or an image table) into the
+    crop store at ``out``; return the summary (see ``crop_sites``)."""
+    table, channels = load_sites(cfg.crop)
+    return crop_sites(table, channels, out, cfg, overwrite=overwrite)
+
+
 def table_fingerprint(table: pd.DataFrame, channels: list[str], cfg: Config) -> str:
     """The crop stage's fingerprint: the table (file names, not folders) and crop settings."""
     names = table[channels].map(lambda p: Path(p).name)
@@ -89,7 +96,7 @@ def missing_files(table: pd.DataFrame, channels: list[str]) -> pd.Series:
     return table.apply(first_missing, axis=1)
 
 
-def crop(
+def crop_sites(
     table: pd.DataFrame,
     channels: list[str],
     out: str | Path,

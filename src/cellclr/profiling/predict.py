@@ -15,13 +15,9 @@ from cellclr.errors import CellclrError
 from cellclr.learning.embed import embed
 from cellclr.metadata import feature_columns, unit_rows
 from cellclr.outputs import check_new_output, staged_dir, write_manifest, write_parquet
+from cellclr.profiling.feature_tables import read_feature_table
 from cellclr.profiling.postprocess import postprocess
-from cellclr.profiling.profiles import (
-    WELLS,
-    read_feature_table,
-    treatment_profiles,
-    well_profiles,
-)
+from cellclr.profiling.profiles import WELLS, treatment_profiles, well_profiles
 
 KEYS = ["Metadata_Compound", "Metadata_Concentration"]
 

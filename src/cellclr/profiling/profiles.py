@@ -6,8 +6,6 @@ other column is a feature.
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from cellclr.config import Config, save_config
 from cellclr.embeddings import EMBEDDINGS
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
-from cellclr.metadata import batch_from_plate, feature_columns, metadata_columns, moa_of, read_moa
+from cellclr.metadata import feature_columns, metadata_columns
 from cellclr.outputs import (
     check_new_output,
     read_manifest,
@@ -38,7 +36,7 @@ class ProfileError(CellclrError, ValueError):
     """Features or metadata that cannot be aggregated as asked."""
 
 
-def _check_features(df: pd.DataFrame, source: str) -> list[str]:
+def check_features(df: pd.DataFrame, source: str) -> list[str]:
     features = feature_columns(df)
     if not features:
         raise ProfileError(f"{source}: no feature columns (every column starts with Metadata_)")
@@ -66,7 +64,7 @@ def well_profiles(cells: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in WELL_KEYS + TREATMENT_KEYS if c not in cells]
     if missing:
         raise ProfileError(f"missing columns {missing}")
-    features = _check_features(cells, "cell features")
+    features = check_features(cells, "cell features")
     _constant_within(cells, WELL_KEYS, [c for c in WELL_CONSTANT if c in cells], "wells")
     grouped = cells.groupby(WELL_KEYS, sort=True, dropna=False)
     meta = metadata_columns(cells)
@@ -82,7 +80,7 @@ def well_profiles(cells: pd.DataFrame) -> pd.DataFrame:
 def treatment_profiles(wells: pd.DataFrame) -> pd.DataFrame:
     """Median of each treatment's (compound, concentration) wells. ``Metadata_Batch`` becomes
     the comma-joined sorted set of the wells' batches (the NSCB batch label)."""
-    features = _check_features(wells, "well profiles")
+    features = check_features(wells, "well profiles")
     _constant_within(
         wells, TREATMENT_KEYS, [c for c in ["Metadata_MoA"] if c in wells], "treatments"
     )
@@ -100,46 +98,6 @@ def treatment_profiles(wells: pd.DataFrame) -> pd.DataFrame:
         out["Metadata_Cells"] = grouped["Metadata_Cells"].sum()
     out = out.join(grouped[features].median())
     return out.reset_index()
-
-
-# CellProfiler bookkeeping columns: numbers, but not phenotypes
-BOOKKEEPING = re.compile(
-    r"^(ImageNumber|ObjectNumber|TableNumber)$|Number_Object_Number$|Location_"
-)
-
-
-def read_feature_table(path: str | Path, moa: str | Path | None = None) -> pd.DataFrame:
-    """Well profiles from a per-cell or per-well feature table of another tool (CellProfiler,
-    pycytominer): ``Metadata_*`` columns plus numeric features. Per-cell tables (a well on
-    several rows) are averaged per well. CellProfiler's bookkeeping columns (ImageNumber,
-    ObjectNumber, ``*Location_*``) are not features and are dropped. ``moa``: a CSV of
-    compound, concentration, moa to join when the table has no ``Metadata_MoA``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ProfileError(f"feature table not found: {path}")
-    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    missing = [c for c in WELL_KEYS + TREATMENT_KEYS if c not in table]
-    if missing:
-        raise ProfileError(f"{path}: missing columns {missing}")
-    bookkeeping = [c for c in feature_columns(table) if BOOKKEEPING.search(c)]
-    table = table.drop(columns=bookkeeping).copy()  # one block: cheap columns to add
-    text = [c for c in feature_columns(table) if not pd.api.types.is_numeric_dtype(table[c])]
-    if text:
-        raise ProfileError(
-            f"{path}: non-numeric columns {text[:5]} are neither features nor Metadata_ columns"
-            " (rename them Metadata_... or drop them)"
-        )
-    table["Metadata_Concentration"] = table["Metadata_Concentration"].astype(float)
-    if "Metadata_Batch" not in table:
-        table["Metadata_Batch"] = table["Metadata_Plate"].astype(str).map(batch_from_plate)
-    if moa is not None:
-        table["Metadata_MoA"] = moa_of(read_moa(Path(moa)), table)
-    if "Metadata_MoA" not in table:
-        table["Metadata_MoA"] = None
-    if table.duplicated(WELL_KEYS).any():
-        return well_profiles(table)
-    _check_features(table, str(path))
-    return table
 
 
 def profile(
@@ -204,13 +162,3 @@ def profile_fingerprint(embeddings_dir: Path, cfg: Config) -> str:
         str(cfg.evaluate.tvn_lambda),
     ]
     return fingerprint("profile", inputs, cfg, ("profile",))
-
-
-def file_fingerprint(
-    stage: str, paths: list[Path | None], cfg: Config, sections: tuple[str, ...]
-) -> str:
-    """A stage's fingerprint when its inputs are files of another tool: their contents (and the
-    control and TVN lambda that post-processing uses)."""
-    digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for p in paths if p]
-    inputs = [*digests, cfg.evaluate.control, str(cfg.evaluate.tvn_lambda)]
-    return fingerprint(stage, inputs, cfg, sections)

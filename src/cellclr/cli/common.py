@@ -1,0 +1,81 @@
+"""What the verbs share: the ``Verb`` record, common arguments, and result printing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cellclr.config import Config, load_config
+
+
+@dataclass(frozen=True)
+class Verb:
+    """One ``cellclr VERB``: its help, its arguments and the function that runs it."""
+
+    name: str
+    help: str
+    description: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum, {low}")
+        return value
+
+    return parse
+
+
+def config_args(p: argparse.ArgumentParser, default_from: str | None = None) -> None:
+    where = f" (default: the config saved in {default_from})" if default_from else ""
+    p.add_argument("--config", type=Path, help=f"TOML config file{where}")
+    set_arg(p, "override a config key, e.g. --set train.epochs=5 (repeatable)")
+
+
+def set_arg(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=text)
+
+
+def overwrite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def channel_list(text: str | None) -> list[str] | None:
+    """``DNA, Tubulin,Actin`` -> ``["DNA", "Tubulin", "Actin"]``."""
+    return [c.strip() for c in text.split(",")] if text else None
+
+
+def config_of(args: argparse.Namespace, upstream: Path | None = None) -> Config:
+    """``--config`` (else the config saved in the upstream stage's folder), then ``--set``."""
+    path = args.config
+    if path is None and upstream is not None and (upstream / "config.toml").is_file():
+        path = upstream / "config.toml"
+    return load_config(path, args.set)
+
+
+def print_metrics(eval_dir: Path) -> None:
+    from cellclr.profiling.evaluate import summary_lines
+
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    print("\n".join(summary_lines(metrics)))
+    print(f"results: {eval_dir}")
+
+
+def print_results(run: Path) -> None:
+    from cellclr.pipeline import collect_results, format_results
+
+    results = collect_results(run)
+    if not results.empty:
+        print(format_results(results))
+    print(f"results: {run}")

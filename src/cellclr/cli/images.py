@@ -1,0 +1,145 @@
+"""Verbs of the raw-image stages: ``download``, ``simulate``, ``crop``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cellclr.cli.common import (
+    Verb,
+    at_least,
+    channel_list,
+    config_args,
+    config_of,
+    overwrite_arg,
+)
+
+
+def _download_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", choices=["bbbc021"])
+    p.add_argument("--out", type=Path, required=True, help="folder to download into")
+    p.add_argument("--plates", nargs="+", help="only these plates, e.g. Week1_22123")
+    p.add_argument("--retries", type=at_least(1), default=5, help="attempts per file (default: 5)")
+
+
+def _download(args: argparse.Namespace) -> None:
+    from cellclr.images.download import download_bbbc021
+
+    done = download_bbbc021(args.out, args.plates, retries=args.retries)
+    print(f"{len(done)} plates in {args.out}")
+
+
+def _simulate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True, help="folder to create")
+    p.add_argument("--seed", type=int, default=0)
+    overwrite_arg(p)
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    from cellclr.images.simulate import simulate_screen
+
+    summary = simulate_screen(args.out, seed=args.seed, overwrite=args.overwrite)
+    print(", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, int)))
+    print(f"screen: {args.out}  (next: cellclr crop --bbbc021 {args.out} --out ...)")
+
+
+def _crop_args(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--bbbc021", type=Path, help="BBBC021 folder (metadata/ and WeekN/)")
+    source.add_argument(
+        "--images-table",
+        type=Path,
+        help="CSV/parquet: Metadata_Plate, Metadata_Well, Metadata_Site, treatment columns, "
+        "one image-path column per channel",
+    )
+    p.add_argument(
+        "--channels",
+        help="channel columns of the image table, e.g. DNA,Tubulin,Actin (nuclei are found "
+        "in the first)",
+    )
+    p.add_argument(
+        "--root", type=Path, help="where relative image paths start (default: the table's folder)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="crop store folder")
+    p.add_argument("--box", type=at_least(8), help="crop side in pixels (default: 96)")
+    p.add_argument("--plates", nargs="+", help="only these plates")
+    p.add_argument("--wells", nargs="+", help="only these wells")
+    p.add_argument("--workers", type=at_least(0), help="processes (default: all cores)")
+    p.add_argument(
+        "--locations",
+        type=Path,
+        help="folder of nucleus centres, LOCATIONS/<plate>/<well>-<site>-Nuclei.csv, "
+        "instead of detection",
+    )
+    p.add_argument(
+        "--skip-incomplete",
+        action="store_true",
+        help="skip sites with a missing image file (listed in the summary)",
+    )
+    p.add_argument("--no-illumination", action="store_true", help="no illumination correction")
+    config_args(p)
+    overwrite_arg(p)
+
+
+def _crop(args: argparse.Namespace) -> None:
+    from cellclr.images.crop import crop
+
+    cfg = config_of(args)
+    c = cfg.crop
+    if args.bbbc021 or args.images_table:
+        c.bbbc021 = str(args.bbbc021 or "")
+        c.images_table = str(args.images_table or "")
+    if args.channels:
+        c.channels = channel_list(args.channels)
+    for name in ("box", "workers", "plates", "wells"):
+        if getattr(args, name) is not None:
+            setattr(c, name, getattr(args, name))
+    if args.root:
+        c.images_root = str(args.root)
+    if args.locations:
+        c.locations = str(args.locations)
+    c.skip_incomplete = c.skip_incomplete or args.skip_incomplete
+    c.illumination = c.illumination and not args.no_illumination
+    summary = crop(args.out, cfg, overwrite=args.overwrite)
+    print(
+        f"cropped {summary['cells']} cells from {summary['sites_cropped']} sites "
+        f"({summary['off_edge']} boxes off the image edge skipped); "
+        f"plates in the store: {len(summary['plates_in_store'])}"
+    )
+    if summary["skipped_incomplete"]:
+        print(
+            f"skipped {len(summary['skipped_incomplete'])} incomplete sites: "
+            + ", ".join(summary["skipped_incomplete"][:20])
+        )
+    print(f"crop store: {args.out}")
+
+
+VERBS = (
+    Verb(
+        "download",
+        "download BBBC021 (metadata and plate zips)",
+        "Download BBBC021 from the Broad over HTTPS: the metadata CSVs and one zip per plate, "
+        "resuming partial files and skipping finished plates.",
+        _download_args,
+        _download,
+    ),
+    Verb(
+        "simulate",
+        "render a simulated BBBC021-like screen (TIFFs + metadata)",
+        "Render 16-bit 3-channel fields of view of simulated MCF-7-like cells with MoA "
+        "phenotypes and week-to-week batch effects, in BBBC021's layout, so that "
+        "`cellclr crop --bbbc021 OUT` reads it. Deterministic for a seed.",
+        _simulate_args,
+        _simulate,
+    ),
+    Verb(
+        "crop",
+        "raw fields of view -> single-cell crop store",
+        "Illumination correction, nucleus detection (or nucleus centres from CSV files) and a "
+        "fixed box around each nucleus, plate by plate; a rerun skips finished plates, and "
+        "--overwrite replaces a store made with other settings. Options override [crop] of "
+        "the config.",
+        _crop_args,
+        _crop,
+    ),
+)

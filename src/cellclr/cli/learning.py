@@ -1,0 +1,62 @@
+"""Verbs of the learning stages: ``train``, ``embed``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cellclr.cli.common import Verb, config_args, config_of, overwrite_arg
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--crops", type=Path, required=True, help="crop store folder")
+    p.add_argument("--out", type=Path, required=True, help="model folder to create")
+    config_args(p)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted training from its last checkpoint",
+    )
+    overwrite_arg(p)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from cellclr.learning.train import train
+
+    out = train(args.crops, args.out, config_of(args), overwrite=args.overwrite, resume=args.resume)
+    print(f"model: {out}")
+
+
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="model folder from `cellclr train`")
+    p.add_argument("--crops", type=Path, required=True, help="crop store folder")
+    p.add_argument("--out", type=Path, required=True, help="embeddings folder to create")
+    config_args(p, "--model")
+    overwrite_arg(p)
+
+
+def _embed(args: argparse.Namespace) -> None:
+    from cellclr.learning.embed import embed
+
+    cfg = config_of(args, args.model)
+    out = embed(args.model, args.crops, args.out, cfg, overwrite=args.overwrite)
+    print(f"embeddings: {out}")
+
+
+VERBS = (
+    Verb(
+        "train",
+        "train a SimCLR encoder on a crop store",
+        "Train a SimCLR model; writes model.pt, checkpoint.pt, train_log.jsonl and config.toml "
+        "into --out.",
+        _train_args,
+        _train,
+    ),
+    Verb(
+        "embed",
+        "embed every cell with a trained encoder",
+        "Write embeddings.parquet: the cells' Metadata_ columns and their backbone features.",
+        _embed_args,
+        _embed,
+    ),
+)

@@ -1,0 +1,144 @@
+"""Verbs of the profiling stages: ``profile``, ``evaluate``, ``predict``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cellclr.cli.common import (
+    Verb,
+    at_least,
+    config_args,
+    config_of,
+    overwrite_arg,
+    print_metrics,
+)
+
+
+def _source_args(p: argparse.ArgumentParser, flag: str, what: str) -> None:
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(flag, type=Path, help=what)
+    source.add_argument("--features", type=Path, help="feature table (CSV or parquet)")
+    p.add_argument("--moa", type=Path, help="CSV of compound,concentration,moa to join")
+
+
+def _profile_args(p: argparse.ArgumentParser) -> None:
+    _source_args(p, "--embeddings", "folder from `cellclr embed`")
+    p.add_argument("--out", type=Path, required=True, help="profiles folder to create")
+    config_args(p, "--embeddings")
+    overwrite_arg(p)
+
+
+def _profile(args: argparse.Namespace) -> None:
+    if args.embeddings:
+        from cellclr.profiling.profiles import profile
+
+        cfg = config_of(args, args.embeddings)
+        out = profile(args.embeddings, args.out, cfg, overwrite=args.overwrite)
+    else:
+        from cellclr.profiling.feature_tables import profile_table
+
+        cfg = config_of(args)
+        out = profile_table(args.features, args.out, cfg, moa=args.moa, overwrite=args.overwrite)
+    print(f"profiles: {out}")
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    _source_args(p, "--profiles", "folder from `cellclr profile`")
+    p.add_argument("--out", type=Path, required=True, help="evaluation folder to create")
+    config_args(p, "--profiles")
+    overwrite_arg(p)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    if args.profiles:
+        from cellclr.profiling.evaluate import evaluate
+
+        cfg = config_of(args, args.profiles)
+        evaluate(args.profiles, args.out, cfg, overwrite=args.overwrite)
+    else:
+        from cellclr.profiling.feature_tables import evaluate_table
+
+        cfg = config_of(args)
+        evaluate_table(args.features, args.out, cfg, moa=args.moa, overwrite=args.overwrite)
+    print_metrics(args.out)
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        help="profiles folder with MoA labels, e.g. RUN/profiles",
+    )
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--query", type=Path, help="profiles folder of the new treatments")
+    query.add_argument("--query-features", type=Path, help="feature table of the new treatments")
+    query.add_argument("--query-crops", type=Path, help="crop store of the new treatments")
+    p.add_argument("--model", type=Path, help="the model folder (with --query-crops)")
+    p.add_argument(
+        "--top", type=at_least(1), default=5, help="nearest reference treatments to list"
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder to create")
+    config_args(p, "--reference")
+    overwrite_arg(p)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from cellclr.profiling.predict import predict
+
+    predictions = predict(
+        args.reference,
+        args.out,
+        config_of(args, args.reference),
+        query_profiles=args.query,
+        query_table=args.query_features,
+        query_crops=args.query_crops,
+        model=args.model,
+        top=args.top,
+        overwrite=args.overwrite,
+    )
+    columns = [
+        "Metadata_Compound",
+        "Metadata_Concentration",
+        "Predicted_MoA",
+        "Confidence",
+        "Neighbor1_Compound",
+        "Neighbor1_Distance",
+    ]
+    print(predictions[columns].to_string(index=False, max_rows=30))
+    print(f"predictions: {args.out / 'predictions.parquet'}")
+
+
+VERBS = (
+    Verb(
+        "profile",
+        "aggregate cells into well and treatment profiles",
+        "Well profile = mean of its cells; treatment profile = median of its wells (after "
+        "profile.postprocess: none, dmso or tvn). Writes wells.parquet and treatments.parquet. "
+        "Input: an `embed` folder, or a per-cell or per-well feature table of another tool "
+        "(CellProfiler, pycytominer) with Metadata_ columns.",
+        _profile_args,
+        _profile,
+    ),
+    Verb(
+        "evaluate",
+        "NSC, NSCB, drop (with intervals, k-NN, mAP) of profiles",
+        "MoA evaluation as in Ljosa et al. 2013 (see the README), for every post-processing "
+        "variant of evaluate.variants (none, dmso, tvn), with bootstrap intervals, k-NN "
+        "voting, per-MoA accuracy and mAP. Writes metrics.json, results.parquet, nsc.parquet "
+        "and nscb.parquet. Input: a `profile` folder, or a per-cell or per-well feature table "
+        "of another tool.",
+        _evaluate_args,
+        _evaluate,
+    ),
+    Verb(
+        "predict",
+        "predict the MoA of new treatments from reference profiles",
+        "For each query treatment: the MoA of its nearest reference treatment (cosine), a "
+        "confidence (similarity margin between the best and second-best MoA) and its nearest "
+        "reference treatments. Writes OUT/predictions.parquet.",
+        _predict_args,
+        _predict,
+    ),
+)

@@ -1,0 +1,114 @@
+"""Verbs over whole runs: ``run``, ``baseline``, ``demo``, ``report``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cellclr.cli.common import (
+    Verb,
+    config_args,
+    config_of,
+    overwrite_arg,
+    print_results,
+    set_arg,
+)
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    config_args(p)
+    p.add_argument(
+        "--crops", type=Path, help="crop store folder (default: data.crops of the config)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    overwrite_arg(p)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from cellclr.pipeline import run
+
+    run(config_of(args), args.out, args.crops, overwrite=args.overwrite)
+    print_results(args.out)
+
+
+def _baseline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", required=True, choices=["random", "classic"], help="which baseline")
+    p.add_argument("--crops", type=Path, help="crop store (default: RUN/crops or data.crops)")
+    p.add_argument("--run", type=Path, required=True, help="run folder")
+    config_args(p, "RUN/model")
+    overwrite_arg(p)
+
+
+def _baseline(args: argparse.Namespace) -> None:
+    from cellclr.pipeline import run_baseline
+
+    cfg = config_of(args, args.run / "model")
+    run_baseline(args.kind, cfg, args.run, args.crops, overwrite=args.overwrite)
+    print_results(args.run)
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="default: runs/demo")
+    p.add_argument("--seed", type=int, default=0, help="the simulated screen's seed")
+    set_arg(p, "override a key of the demo config, e.g. --set train.epochs=3")
+    overwrite_arg(p)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from cellclr.demo import demo
+
+    report = demo(args.out, args.set, seed=args.seed, overwrite=args.overwrite)
+    print_results(args.out)
+    print(f"report: {report}")
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", type=Path, required=True, help="run folder (from `cellclr run`)")
+    p.add_argument("--out", type=Path, help="HTML file (default: RUN/report.html)")
+    overwrite_arg(p)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from cellclr.report import write_report
+
+    print(f"report: {write_report(args.run, args.out, overwrite=args.overwrite)}")
+
+
+VERBS = (
+    Verb(
+        "run",
+        "(crop,) train, embed, profile and evaluate in one go",
+        "Run every stage into OUT/crops (when the config's [crop] names images and no --crops "
+        "is given), OUT/model, OUT/embeddings, OUT/profiles and OUT/eval. A stage whose output "
+        "exists for the same inputs and config is skipped; an interrupted training resumes.",
+        _run_args,
+        _run,
+    ),
+    Verb(
+        "baseline",
+        "evaluate a baseline representation on a run's crops",
+        "Embed, profile and evaluate a baseline with the same code as the trained model, into "
+        "RUN/baselines/KIND/: 'random' is the configured encoder with random weights, "
+        "'classic' CellProfiler-style features (shape, intensity, texture).",
+        _baseline_args,
+        _baseline,
+    ),
+    Verb(
+        "demo",
+        "the whole pipeline on a simulated screen, ending with an HTML report",
+        "Simulate a BBBC021-like screen, then crop, train, embed, profile, evaluate (trained "
+        "model and random-weights baseline) and write OUT/report.html, with the shipped CPU "
+        "config (cellclr/demo.toml). A few minutes on 2 cores.",
+        _demo_args,
+        _demo,
+    ),
+    Verb(
+        "report",
+        "write a self-contained HTML report of a run",
+        "Results with baselines, training curve, per-treatment neighbours, MoA confusion "
+        "matrices, a 2-D map of treatment profiles by MoA and by batch, example crops, config "
+        "and stage timings: one HTML file with embedded plots.",
+        _report_args,
+        _report,
+    ),
+)

@@ -1,0 +1,113 @@
+"""Feature tables of other tools (CellProfiler, pycytominer): per-cell or per-well tables with
+``Metadata_*`` columns, read as well profiles so that they are profiled and evaluated exactly
+like our own embeddings."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from cellclr.config import Config
+from cellclr.fingerprint import fingerprint
+from cellclr.metadata import batch_from_plate, feature_columns, moa_of, read_moa
+from cellclr.outputs import check_new_output
+from cellclr.profiling.evaluate import (
+    Evaluation,
+    combine,
+    evaluate_wells,
+    write_evaluation,
+)
+from cellclr.profiling.profiles import (
+    TREATMENT_KEYS,
+    WELL_KEYS,
+    ProfileError,
+    check_features,
+    well_profiles,
+    write_profiles,
+)
+
+# CellProfiler bookkeeping columns: numbers, but not phenotypes
+BOOKKEEPING = re.compile(
+    r"^(ImageNumber|ObjectNumber|TableNumber)$|Number_Object_Number$|Location_"
+)
+
+
+def read_feature_table(path: str | Path, moa: str | Path | None = None) -> pd.DataFrame:
+    """Well profiles from a per-cell or per-well feature table of another tool (CellProfiler,
+    pycytominer): ``Metadata_*`` columns plus numeric features. Per-cell tables (a well on
+    several rows) are averaged per well. CellProfiler's bookkeeping columns (ImageNumber,
+    ObjectNumber, ``*Location_*``) are not features and are dropped. ``moa``: a CSV of
+    compound, concentration, moa to join when the table has no ``Metadata_MoA``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProfileError(f"feature table not found: {path}")
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    missing = [c for c in WELL_KEYS + TREATMENT_KEYS if c not in table]
+    if missing:
+        raise ProfileError(f"{path}: missing columns {missing}")
+    bookkeeping = [c for c in feature_columns(table) if BOOKKEEPING.search(c)]
+    table = table.drop(columns=bookkeeping).copy()  # one block: cheap columns to add
+    text = [c for c in feature_columns(table) if not pd.api.types.is_numeric_dtype(table[c])]
+    if text:
+        raise ProfileError(
+            f"{path}: non-numeric columns {text[:5]} are neither features nor Metadata_ columns"
+            " (rename them Metadata_... or drop them)"
+        )
+    table["Metadata_Concentration"] = table["Metadata_Concentration"].astype(float)
+    if "Metadata_Batch" not in table:
+        table["Metadata_Batch"] = table["Metadata_Plate"].astype(str).map(batch_from_plate)
+    if moa is not None:
+        table["Metadata_MoA"] = moa_of(read_moa(Path(moa)), table)
+    if "Metadata_MoA" not in table:
+        table["Metadata_MoA"] = None
+    if table.duplicated(WELL_KEYS).any():
+        return well_profiles(table)
+    check_features(table, str(path))
+    return table
+
+
+def file_fingerprint(
+    stage: str, paths: list[Path | None], cfg: Config, sections: tuple[str, ...]
+) -> str:
+    """A stage's fingerprint when its inputs are files of another tool: their contents (and the
+    control and TVN lambda that post-processing uses)."""
+    digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for p in paths if p]
+    inputs = [*digests, cfg.evaluate.control, str(cfg.evaluate.tvn_lambda)]
+    return fingerprint(stage, inputs, cfg, sections)
+
+
+def profile_table(
+    features: str | Path,
+    out: str | Path,
+    cfg: Config,
+    *,
+    moa: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """``profile`` for a feature table of another tool: ``wells.parquet`` and
+    ``treatments.parquet`` in ``out``."""
+    check_new_output(out, overwrite)
+    wells = read_feature_table(features, moa)
+    fp = file_fingerprint("profile", [Path(features), moa and Path(moa)], cfg, ("profile",))
+    write_profiles(wells, Path(out), cfg, fp, 0.0, overwrite, features=str(features))
+    return Path(out)
+
+
+def evaluate_table(
+    features: str | Path,
+    out: str | Path,
+    cfg: Config,
+    *,
+    moa: str | Path | None = None,
+    overwrite: bool = False,
+) -> Evaluation:
+    """``evaluate`` for a feature table of another tool: every post-processing variant of its
+    well profiles, written to ``out`` as ``evaluate`` writes them."""
+    check_new_output(out, overwrite)
+    result = combine(evaluate_wells(read_feature_table(features, moa), cfg.evaluate))
+    fp = file_fingerprint("evaluate", [Path(features), moa and Path(moa)], cfg, ("evaluate",))
+    write_evaluation(result, Path(out), cfg, fp, 0.0, overwrite, features=str(features))
+    return result
