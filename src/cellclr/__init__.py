@@ -1,3 +1,56 @@
-"""cellclr: contrastive single-cell representations for mechanism-of-action profiling."""
+"""cellclr: contrastive single-cell representations for mechanism-of-action profiling.
+
+The stages, as functions for notebooks (each writes its output folder, as the CLI verb does)::
+
+    import cellclr
+
+    cfg = cellclr.load_config("configs/bbbc021-cpu.toml", ["train.epochs=5"])
+    cellclr.import_crops("crops.npz", "cells.csv", "runs/x/crops", ["DNA", "Tubulin", "Actin"])
+    cellclr.train("runs/x/crops", "runs/x/model", cfg)
+    cellclr.embed("runs/x/model", "runs/x/crops", "runs/x/embeddings", cfg)
+    cellclr.profile("runs/x/embeddings", "runs/x/profiles", cfg)
+    result = cellclr.evaluate("runs/x/profiles", "runs/x/eval", cfg)
+    cells = cellclr.load_embeddings("runs/x/embeddings")  # a DataFrame
+
+Names are imported on first use, so ``import cellclr`` stays fast and loads no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+# public name -> (module, attribute)
+_API = {
+    "load_config": ("cellclr.config", "load_config"),
+    "simulate_screen": ("cellclr.images.simulate", "simulate_screen"),
+    "crop": ("cellclr.images.crop", "crop"),
+    "import_crops": ("cellclr.store.import_crops", "import_crops"),
+    "CropStore": ("cellclr.store", "CropStore"),
+    "train": ("cellclr.learning.train", "train"),
+    "embed": ("cellclr.learning.embed", "embed"),
+    "load_embeddings": ("cellclr.embeddings", "read_embeddings"),
+    "profile": ("cellclr.profiling.profiles", "profile"),
+    "load_profiles": ("cellclr.profiling.profiles", "read_profiles"),
+    "evaluate": ("cellclr.profiling.evaluate", "evaluate"),
+    "predict": ("cellclr.profiling.predict", "predict"),
+    "run": ("cellclr.pipeline", "run"),
+    "load_results": ("cellclr.pipeline", "collect_results"),
+    "write_report": ("cellclr.report", "write_report"),
+}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'cellclr' has no attribute {name!r}")
+    module, attribute = _API[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -7,8 +7,10 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cellclr.config import Config, load_config
+if TYPE_CHECKING:
+    from cellclr.config import Config
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ def channel_list(text: str | None) -> list[str] | None:
 
 def config_of(args: argparse.Namespace, upstream: Path | None = None) -> Config:
     """``--config`` (else the config saved in the upstream stage's folder), then ``--set``."""
+    from cellclr.config import load_config
+
     path = args.config
     if path is None and upstream is not None and (upstream / "config.toml").is_file():
         path = upstream / "config.toml"

@@ -100,6 +100,13 @@ def treatment_profiles(wells: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def read_profiles(folder: str | Path, level: str = "treatments") -> pd.DataFrame:
+    """The ``treatments`` (default) or ``wells`` profiles of a ``profile`` output folder."""
+    if level not in ("treatments", "wells"):
+        raise ProfileError(f"level must be 'treatments' or 'wells', not {level!r}")
+    return pd.read_parquet(Path(folder) / (TREATMENTS if level == "treatments" else WELLS))
+
+
 def profile(
     embeddings_dir: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
 ) -> Path:
