@@ -26,8 +26,59 @@ def metadata_columns(df: pd.DataFrame) -> list[str]:
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (a zero row stays zero): their dot products are cosines."""
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    """Rows scaled to unit length (a zero row stays zero): their dot products are cosines.
+    Each row is first divided by its largest magnitude, so that squaring cannot overflow."""
+    x = np.asarray(x, dtype=np.float64)
+    peak = np.abs(x).max(axis=1, keepdims=True) if x.size else np.ones((len(x), 1))
+    x = x / np.where(peak > 0, peak, 1.0)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
+
+
+# Only these cells are missing values: a compound called "NA" or "None" is a name.
+MISSING = ["", "nan", "NaN"]
+
+
+def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
+    """A CSV or parquet table (by suffix); any problem is one error naming the file: missing,
+    empty, not UTF-8, ragged rows, not a table at all, a corrupt parquet file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MetadataError(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise MetadataError(f"{path}: the {what} is an empty file")
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, keep_default_na=False, na_values=MISSING, encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise MetadataError(
+            f"{path}: the {what} is not UTF-8 text (byte {e.start}); save it as UTF-8 CSV"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise MetadataError(f"{path}: the {what} holds no columns") from None
+    except pd.errors.ParserError as e:
+        raise MetadataError(f"{path}: the {what} is not a well-formed CSV: {e}") from None
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise MetadataError(f"{path}: cannot read the {what}: {e}") from None
+
+
+def as_numbers(
+    table: pd.DataFrame, column: str, source: str, *, integer: bool = False
+) -> pd.Series:
+    """``table[column]`` as floats (or integers, which may not be missing); text such as
+    ``0.3 uM`` or ``s1`` is an error naming the source, the column, the value and its row."""
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = values.isna() & table[column].notna()
+    if integer:
+        bad |= values.isna() | (values != values.round())
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        kind = "an integer" if integer else "a number"
+        raise MetadataError(
+            f"{source}: {column} must be {kind}, got {table[column].iloc[row]!r} in row {row} "
+            f"({int(bad.sum())} such rows)"
+        )
+    return values.astype(int) if integer else values.astype(float)
 
 
 def batch_from_plate(plate: str) -> str:
@@ -38,8 +89,15 @@ def batch_from_plate(plate: str) -> str:
 
 def read_moa(path: Path) -> pd.DataFrame:
     """The MoA table (compound, concentration, moa), whatever its line endings."""
-    text = path.read_bytes().decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
-    moa = pd.read_csv(io.StringIO(text))
+    if not path.is_file():
+        raise MetadataError(f"MoA table not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+        moa = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=MISSING)
+    except UnicodeDecodeError:
+        raise MetadataError(f"{path}: the MoA table is not UTF-8 text") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
+        raise MetadataError(f"{path}: the MoA table is not a well-formed CSV: {e}") from None
     missing = {"compound", "concentration", "moa"} - set(moa.columns)
     if missing:
         raise MetadataError(f"{path}: missing columns {sorted(missing)}")

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,25 +35,75 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def check_new_output(out: str | Path, overwrite: bool) -> None:
-    """Refuse an existing output before any work is done (unless ``overwrite``)."""
-    if Path(out).exists() and not overwrite:
+class OutputError(CellclrError, ValueError):
+    """An output that would overlap an input, or replace what is not a cellclr output."""
+
+
+Inputs = Sequence[str | Path | None]
+MARKERS = (MANIFEST, "store.json")  # a folder holding one of these is a cellclr output
+
+
+def check_apart(out: str | Path, inputs: Inputs) -> None:
+    """Refuse an output that is, contains, or lies inside one of the stage's inputs."""
+    where = Path(out).resolve()
+    for given in inputs:
+        if given is None or str(given) == "":
+            continue
+        source = Path(given).resolve()
+        if where == source or source.is_relative_to(where) or where.is_relative_to(source):
+            raise OutputError(
+                f"output {out} overlaps the input {given}: write the output outside its inputs"
+            )
+
+
+def check_new_output(out: str | Path, overwrite: bool, inputs: Inputs = ()) -> None:
+    """Before any work: refuse an output that overlaps an input, an existing output (unless
+    ``overwrite``), and with ``overwrite`` anything but a finished cellclr output folder (or an
+    empty folder): ``--overwrite`` never deletes a folder cellclr did not make."""
+    out = Path(out)
+    check_apart(out, inputs)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputError(f"output {out} exists and is a file, not a folder")
+    if not overwrite:
+        raise OutputExistsError(f"output exists: {out} (pass --overwrite to replace it)")
+    if any(out.iterdir()) and not any((out / m).is_file() for m in MARKERS):
+        raise OutputError(
+            f"output {out} exists and is not a cellclr output: refusing to replace it "
+            "(choose another --out, or empty it yourself)"
+        )
+
+
+def check_new_file(out: str | Path, overwrite: bool, inputs: Inputs = ()) -> None:
+    """``check_new_output`` for an output that is one file (a report)."""
+    out = Path(out)
+    check_apart(out, inputs)
+    if out.is_dir():
+        raise OutputError(f"output {out} is a folder; give a file name")
+    if out.exists() and not overwrite:
         raise OutputExistsError(f"output exists: {out} (pass --overwrite to replace it)")
 
 
 @contextmanager
 def staged_dir(
-    out: str | Path, *, overwrite: bool = False, resumable: bool = False, resume: bool = False
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    resumable: bool = False,
+    resume: bool = False,
+    inputs: Inputs = (),
 ) -> Iterator[Path]:
     """Yield a work folder that becomes ``out`` only if the block finishes without error.
 
     A ``resumable`` stage (training) keeps its work folder on error, and continues it with
     ``resume``; without either flag a leftover one is an error, so progress is never thrown
-    away silently. Other stages' leftovers are scratch and are replaced.
+    away silently. Other stages' leftovers are scratch and are replaced. ``inputs``: what the
+    stage reads, which the output may not overlap (see ``check_new_output``).
     """
     out = Path(out)
     work = partial_path(out)
-    check_new_output(out, overwrite)
+    check_new_output(out, overwrite, inputs)
     if work.exists() and not (resumable and resume):
         if resumable and not overwrite:
             raise OutputExistsError(

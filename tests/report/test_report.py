@@ -1,14 +1,17 @@
 import json
 import shutil
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import tomli_w
 
 from cellclr.errors import CellclrError
 from cellclr.pipeline import run
-from cellclr.report.page import ReportError, _composite, write_report
+from cellclr.report import ReportError, write_report
+from cellclr.report.figures import composite
 from cellclr.store.import_crops import import_crops
 from tests.helpers import make_crop_files, tiny_config
 
@@ -90,6 +93,25 @@ def test_missing_optional_parts_give_notes(finished_run: Path, tmp_path: Path) -
         assert f"<h2>{heading}</h2>" in page
 
 
+def test_run_data_is_escaped(finished_run: Path, tmp_path: Path) -> None:
+    hostile = "<script>alert(1)</script>"
+    run_copy = tmp_path / "hostile"
+    shutil.copytree(finished_run, run_copy, ignore=shutil.ignore_patterns("crops", "baselines"))
+    nsc = pd.read_parquet(run_copy / "eval" / "nsc.parquet")
+    nsc.loc[0, "Metadata_Compound"] = hostile
+    nsc.to_parquet(run_copy / "eval" / "nsc.parquet")
+    config_path = run_copy / "model" / "config.toml"
+    config = tomllib.loads(config_path.read_text())
+    config["model"]["arch"] = hostile
+    config_path.write_text(tomli_w.dumps(config))
+
+    page = write_report(run_copy, tmp_path / "hostile.html").read_text()
+    assert "<script" not in page
+    assert '&lt;script&gt;alert(1)&lt;/script&gt; <span class="muted">' in page  # the table
+    assert "Model &lt;script&gt;alert(1)&lt;/script&gt; (" in page  # the facts line
+    assert "arch = &#34;&lt;script&gt;alert(1)&lt;/script&gt;&#34;" in page  # the config
+
+
 def test_unfinished_run_is_an_error(finished_run: Path, tmp_path: Path) -> None:
     unfinished = tmp_path / "unfinished"
     shutil.copytree(finished_run, unfinished, ignore=shutil.ignore_patterns("crops", "eval"))
@@ -103,8 +125,8 @@ def test_composite_draws_dna_blue_tubulin_green_actin_red() -> None:
     crops = np.zeros((3, 3, 4, 4), np.uint16)
     for c in range(3):
         crops[c, c] = 1000  # crop c is bright in channel c only
-    rgb = _composite(crops)
+    rgb = composite(crops)
     assert rgb.shape == (3, 4, 4, 3) and rgb.min() >= 0 and rgb.max() <= 1
     assert [int(rgb[c].mean(axis=(0, 1)).argmax()) for c in range(3)] == [2, 1, 0]
-    five = _composite(np.random.default_rng(0).integers(0, 4000, (2, 5, 4, 4)).astype(np.uint16))
+    five = composite(np.random.default_rng(0).integers(0, 4000, (2, 5, 4, 4)).astype(np.uint16))
     assert five.shape == (2, 4, 4, 3) and five.max() <= 1

@@ -38,7 +38,7 @@ def random_model(
     store = CropStore(crops)
     torch.manual_seed(cfg.train.seed)
     encoder = build_encoder(cfg.model.arch, len(store.channels), cfg.model.stem)
-    with staged_dir(out, overwrite=overwrite) as work:
+    with staged_dir(out, overwrite=overwrite, inputs=[crops]) as work:
         save_model(work, model_meta(cfg, store), encoder)
         save_config(cfg, work / "config.toml")
         write_manifest(
@@ -57,7 +57,7 @@ def classic_embeddings(
     """Write an embeddings folder of classic features for every cell of the store."""
     t_start = time.perf_counter()
     store = CropStore(crops)
-    with staged_dir(out, overwrite=overwrite) as work:
+    with staged_dir(out, overwrite=overwrite, inputs=[crops]) as work:
         write_classic_embeddings(
             Path(crops),
             work,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 
 from cellclr import __version__
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"cellclr {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in VERBS:
         p = subparsers.add_parser(verb.name, help=verb.help, description=verb.description)
@@ -39,22 +42,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# OS errors that bad input or a full disk cause: reported in one line, not as a traceback
+EXPECTED_ERRNO = {
+    errno.ENOENT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EISDIR,
+    errno.ENOTDIR,
+    errno.EEXIST,
+    errno.ENOTEMPTY,
+    errno.ENAMETOOLONG,
+}
+
+
+def describe(error: BaseException) -> str | None:
+    """The one-line message for an expected error; None for a bug (shown as a traceback)."""
+    if isinstance(error, CellclrError):
+        return str(error)
+    if isinstance(error, OSError) and error.errno in EXPECTED_ERRNO:
+        where = error.filename or ""
+        if error.filename2:
+            where += f" -> {error.filename2}"
+        reason = error.strerror or os.strerror(error.errno)
+        return f"{where}: {reason}" if where else reason
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except CellclrError as e:
-        print(f"cellclr: error: {e}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as e:
-        print(f"cellclr: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(
             "cellclr: interrupted (an interrupted training continues with --resume)",
             file=sys.stderr,
         )
         return 130
+    except Exception as e:
+        message = describe(e)
+        if message is None or args.debug:
+            raise
+        print(f"cellclr: error: {message}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -35,7 +35,7 @@ from cellclr.images.phenotypes import (
     cell_traits,
     draw_cell,
 )
-from cellclr.outputs import staged_dir, write_json, write_parquet
+from cellclr.outputs import staged_dir, write_json, write_manifest, write_parquet
 
 CHANNEL_FILES = (("DAPI", 1), ("Tubulin", 2), ("Actin", 4))  # BBBC021's w1, w2 and w4
 PLATE_ROWS, PLATE_COLUMNS = "ABCDEFGH", range(1, 13)  # a 96-well plate
@@ -156,6 +156,7 @@ def simulate_screen(
         write_parquet(cells, work / "truth" / "cells.parquet")
         summary = _summary(sites, cells, spec)
         write_json({**summary, "seed": seed, "spec": asdict(spec)}, work / "truth" / "screen.json")
+        write_manifest(work, "simulate", "", seed=seed, **summary)
     return summary
 
 

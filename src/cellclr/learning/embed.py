@@ -52,7 +52,7 @@ def embed(
     metadata = store.cells[metadata_columns(store.cells)]
     names = [f"{FEATURE_PREFIX}{i:04d}" for i in range(encoder.out_dim)]
 
-    with staged_dir(out, overwrite=overwrite) as work:
+    with staged_dir(out, overwrite=overwrite, inputs=[model_dir, crops]) as work:
         batches_on_device = CropBatches(store, norm, batches, device)
         with (
             EmbeddingWriter(work / EMBEDDINGS, metadata, names) as writer,

@@ -94,7 +94,9 @@ def train(
     aug_rng = torch.Generator(device=device).manual_seed(tc.seed)
 
     out = Path(out)
-    with staged_dir(out, overwrite=overwrite, resumable=True, resume=resume) as work:
+    with staged_dir(
+        out, overwrite=overwrite, resumable=True, resume=resume, inputs=[crops]
+    ) as work:
         start_epoch, log = 0, []
         ck = None
         if resume and (work / CHECKPOINT).is_file():

@@ -304,7 +304,7 @@ def evaluate(
     """Evaluate the well profiles of a ``profile`` output (every variant); write
     ``metrics.json``, ``results.parquet``, ``nsc.parquet`` and ``nscb.parquet``."""
     t_start = time.perf_counter()
-    check_new_output(out, overwrite)
+    check_new_output(out, overwrite, [profiles_dir])
     profiles_dir = Path(profiles_dir)
     fp = evaluate_fingerprint(profiles_dir, cfg)
     result = combine(evaluate_wells(pd.read_parquet(profiles_dir / WELLS), cfg.evaluate))

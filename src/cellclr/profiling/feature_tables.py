@@ -89,7 +89,7 @@ def profile_table(
 ) -> Path:
     """``profile`` for a feature table of another tool: ``wells.parquet`` and
     ``treatments.parquet`` in ``out``."""
-    check_new_output(out, overwrite)
+    check_new_output(out, overwrite, [features, moa])
     wells = read_feature_table(features, moa)
     fp = file_fingerprint("profile", [Path(features), moa and Path(moa)], cfg, ("profile",))
     write_profiles(wells, Path(out), cfg, fp, 0.0, overwrite, features=str(features))
@@ -106,7 +106,7 @@ def evaluate_table(
 ) -> Evaluation:
     """``evaluate`` for a feature table of another tool: every post-processing variant of its
     well profiles, written to ``out`` as ``evaluate`` writes them."""
-    check_new_output(out, overwrite)
+    check_new_output(out, overwrite, [features, moa])
     result = combine(evaluate_wells(read_feature_table(features, moa), cfg.evaluate))
     fp = file_fingerprint("evaluate", [Path(features), moa and Path(moa)], cfg, ("evaluate",))
     write_evaluation(result, Path(out), cfg, fp, 0.0, overwrite, features=str(features))

@@ -125,7 +125,8 @@ def predict(
         raise PredictError("give exactly one query: profiles, a feature table, or crops + model")
     if query_crops is not None and model is None:
         raise PredictError("a query given as crops needs the --model that made the reference")
-    check_new_output(out, overwrite)
+    inputs = [reference, query_profiles, query_table, query_crops, model]
+    check_new_output(out, overwrite, inputs)
     reference_wells = pd.read_parquet(Path(reference) / WELLS)
     with staged_dir(out, overwrite=overwrite) as work:
         if query_profiles is not None:

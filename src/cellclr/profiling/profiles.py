@@ -112,7 +112,7 @@ def profile(
 ) -> Path:
     """Write ``wells.parquet`` and ``treatments.parquet`` from an ``embed`` output."""
     t_start = time.perf_counter()
-    check_new_output(out, overwrite)
+    check_new_output(out, overwrite, [embeddings_dir])
     embeddings_dir = Path(embeddings_dir)
     fp = profile_fingerprint(embeddings_dir, cfg)
     wells = well_profiles(pd.read_parquet(embeddings_dir / EMBEDDINGS))

@@ -111,7 +111,7 @@ def import_crops(
     if len(set(channels)) != len(channels):
         raise StoreError(f"channel names must be distinct: {', '.join(channels)}")
     cells = read_cells(cells_path, len(images))
-    with staged_dir(out, overwrite=overwrite) as work:
+    with staged_dir(out, overwrite=overwrite, inputs=[images_path, cells_path]) as work:
         plates = cells.groupby("Metadata_Plate", sort=True).indices
         for plate, rows in tqdm(plates.items(), desc="import", unit="plate", disable=None):
             crops = check_counts(np.asarray(images[rows]), images_path, rows)

@@ -1,0 +1,165 @@
+"""Reading a finished run folder: what the report shows, and notes on what is missing."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cellclr.errors import CellclrError
+from cellclr.outputs import current_baselines
+from cellclr.store import CropStore, StoreError
+
+STAGE_FOLDERS = ("crops", "model", "embeddings", "profiles", "eval")
+
+
+class ReportError(CellclrError, FileNotFoundError):
+    """A folder that is not a finished cellclr run."""
+
+
+@dataclass
+class RunData:
+    """What the report shows, read from a run folder; optional parts may be None or empty."""
+
+    path: Path
+    metrics: dict[str, Any]
+    nsc: pd.DataFrame
+    nscb: pd.DataFrame
+    config: dict[str, Any]  # the parsed model/config.toml ({} when absent)
+    train_log: pd.DataFrame | None
+    profiles: dict[str, pd.DataFrame]  # treatment profiles: this run's, then each baseline's
+    wells: dict[str, pd.DataFrame]  # well profiles, likewise (where present)
+    baselines: dict[str, dict[str, Any]]  # baseline name -> its metrics.json
+    store: CropStore | None
+    notes: dict[str, str]  # section id -> why something is missing there
+
+    @property
+    def control(self) -> str:
+        return str(self.config.get("evaluate", {}).get("control", "DMSO"))
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """How long one stage took, from its ``stage.json``."""
+
+    stage: str
+    folder: Path  # relative to the run folder
+    seconds: float
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file's object, or {} when it is absent or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _find_store(run: Path) -> tuple[CropStore | None, str]:
+    """The run's crop store (``run/crops``, else the one ``model/stage.json`` names) or why not."""
+    if (run / "crops" / "store.json").is_file():
+        path = run / "crops"
+    else:
+        recorded = read_json(run / "model" / "stage.json").get("crops")
+        if not recorded:
+            return None, "the run records no crop store, so no example cells are shown."
+        path = Path(recorded)
+    try:
+        return CropStore(path), ""
+    except (StoreError, OSError) as e:
+        return None, f"the crop store could not be opened ({e}), so no example cells are shown."
+
+
+def _load_baselines(run: Path, notes: dict[str, str]) -> dict[str, dict[str, Any]]:
+    found, stale = current_baselines(run)
+    baselines = {name: read_json(folder / "eval" / "metrics.json") for name, folder in found}
+    if stale:
+        notes["results"] = (
+            f"left out: baselines/{', baselines/'.join(stale)} (unfinished, or made from other "
+            "crops than this run)."
+        )
+    elif not baselines:
+        notes["results"] = "no baselines in this run (baselines/<name>/eval/metrics.json)."
+    return baselines
+
+
+def _load_config(run: Path) -> dict[str, Any]:
+    for folder in ("model", "eval"):
+        path = run / folder / "config.toml"
+        if path.is_file():
+            try:
+                return tomllib.loads(path.read_text())
+            except tomllib.TOMLDecodeError:
+                return {}
+    return {}
+
+
+def _headline(table: pd.DataFrame, metrics: dict[str, Any]) -> pd.DataFrame:
+    """The neighbour rows of the headline post-processing variant (all rows of older runs)."""
+    if "Variant" not in table:
+        return table
+    return table[table["Variant"] == metrics.get("variant", "none")].reset_index(drop=True)
+
+
+def load_run(run: Path) -> RunData:
+    """Read a finished run; raise ``ReportError`` naming the first missing required file."""
+    run = Path(run)
+    for name in ("metrics.json", "nsc.parquet", "nscb.parquet"):
+        if not (run / "eval" / name).is_file():
+            raise ReportError(
+                f"{run} is not a finished cellclr run: {run / 'eval' / name} is missing"
+            )
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    notes: dict[str, str] = {}
+    log_path = run / "model" / "train_log.jsonl"
+    train_log = None
+    if log_path.is_file() and log_path.stat().st_size:
+        train_log = pd.read_json(log_path, lines=True)
+    else:
+        notes["training"] = f"no training log ({log_path} is missing or empty)."
+    baselines = _load_baselines(run, notes)
+    profiles, wells = {}, {}
+    for name, folder in [("cellclr", run), *((n, run / "baselines" / n) for n in baselines)]:
+        path = folder / "profiles" / "treatments.parquet"
+        if path.is_file():
+            profiles[name] = pd.read_parquet(path)
+        if (folder / "profiles" / "wells.parquet").is_file():
+            wells[name] = pd.read_parquet(folder / "profiles" / "wells.parquet")
+    if "cellclr" not in profiles:
+        notes["map"] = f"no treatment profiles ({run / 'profiles' / 'treatments.parquet'})."
+    store, why = _find_store(run)
+    if why:
+        notes["cells"] = why
+    return RunData(
+        path=run,
+        metrics=metrics,
+        nsc=_headline(pd.read_parquet(run / "eval" / "nsc.parquet"), metrics),
+        nscb=_headline(pd.read_parquet(run / "eval" / "nscb.parquet"), metrics),
+        config=_load_config(run),
+        train_log=train_log,
+        profiles=profiles,
+        wells=wells,
+        baselines=baselines,
+        store=store,
+        notes=notes,
+    )
+
+
+def stage_times(run: RunData) -> list[StageTime]:
+    """The timed stages of the run and of its baselines, from their ``stage.json``."""
+    folders = [run.path / f for f in STAGE_FOLDERS]
+    for baseline in run.baselines:
+        folders += sorted(
+            p.parent for p in (run.path / "baselines" / baseline).glob("*/stage.json")
+        )
+    times = []
+    for folder in folders:
+        manifest = read_json(folder / "stage.json")
+        if "seconds" in manifest:
+            stage = str(manifest.get("stage", folder.name))
+            times.append(StageTime(stage, folder.relative_to(run.path), float(manifest["seconds"])))
+    return times

@@ -1,0 +1,233 @@
+"""The report's figures, drawn by matplotlib's Agg canvas (no pyplot) as embeddable PNGs."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
+
+from cellclr.metadata import feature_columns, unit_rows
+from cellclr.report.formatting import batch_label, natural_key
+
+DPI = 150  # PNG resolution; images are shown at 96 CSS pixels per figure inch
+PAGE_IN = 11.8  # the page's content width in figure inches (1136 CSS pixels)
+CELLS_PER_MOA = 10  # example crops per MoA
+CELL_SEED = 0
+STRETCH_PCT = (1.0, 99.5)  # percentiles mapped to black and full colour in the composites
+# channel i is drawn in colour i (DNA blue, Tubulin green, Actin red for BBBC021), additively
+CHANNEL_COLOURS = np.array(
+    [(0.1, 0.35, 1), (0, 1, 0), (1, 0, 0), (1, 0, 1), (0, 1, 1), (1, 1, 0)], dtype=np.float32
+)
+GREY = "#b0b7c0"
+MARKERS = ("o", "s", "^", "D", "v", "P")  # a new marker for each ten groups on the maps
+
+
+class Png(NamedTuple):
+    """A drawn figure: a ``data:image/png;base64,...`` URI and its width in CSS pixels."""
+
+    uri: str
+    width: int
+
+
+def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
+    return buf.getvalue()
+
+
+def to_png(fig: Figure) -> Png:
+    """The figure as a data URI, to be shown at its size in inches (96 CSS pixels each)."""
+    data = base64.b64encode(png_bytes(fig)).decode("ascii")
+    return Png(f"data:image/png;base64,{data}", round(fig.get_figwidth() * 96))
+
+
+def training_figure(log: pd.DataFrame) -> Png:
+    """Loss and learning rate by epoch (left), training throughput (right)."""
+    fig, (ax, ax_speed) = _figure(PAGE_IN, 3.6, 2)
+    marker = "o" if len(log) < 30 else None
+    ax.plot(log["epoch"], log["loss"], color="#1f77b4", marker=marker, label="loss")
+    ax.set(xlabel="epoch", ylabel="contrastive loss", title="Loss and learning rate")
+    ax_lr = ax.twinx()
+    ax_lr.plot(log["epoch"], log["lr"], color="#ff7f0e", ls="--", marker=marker, label="lr")
+    ax_lr.set_ylabel("learning rate", color="#ff7f0e")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax.legend(handles=[*ax.get_lines(), *ax_lr.get_lines()], loc="upper right", frameon=False)
+    ax_speed.plot(log["epoch"], log["images_per_s"], color="#2ca02c", marker=marker)
+    ax_speed.set(xlabel="epoch", ylabel="images / s", title="Training throughput")
+    ax_speed.set_ylim(bottom=0)
+    for a in (ax, ax_speed):
+        a.grid(alpha=0.3)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.set_xlim(log["epoch"].min() - 0.5, log["epoch"].max() + 0.5)
+    return to_png(fig)
+
+
+def _confusion_axes(ax: Axes, table: pd.DataFrame, moas: list[str], title: str) -> None:
+    index = {m: i for i, m in enumerate(moas)}
+    counts = np.zeros((len(moas), len(moas)), dtype=int)
+    found = table.dropna(subset=["Neighbor_MoA"])
+    for q, n in zip(found["Metadata_MoA"], found["Neighbor_MoA"], strict=True):
+        counts[index[q], index[n]] += 1
+    ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(counts.max(), 1))
+    for i in range(len(moas)):
+        ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, ec="#1a7f37", lw=1.2))
+    for (i, j), c in np.ndenumerate(counts):
+        if c:
+            colour = "white" if c > counts.max() / 2 else "#1f2933"
+            ax.text(j, i, str(c), ha="center", va="center", color=colour, fontsize=9)
+    ax.set_xticks(range(len(moas)), moas, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(len(moas)), moas)
+    ax.set_xlabel("nearest neighbour's MoA")
+    ax.set_title(title)
+
+
+def confusion_figure(nsc: pd.DataFrame, nscb: pd.DataFrame, titles: tuple[str, str]) -> Png:
+    """Query MoA x nearest neighbour's MoA counts for the NSC and NSCB neighbour tables."""
+    names = pd.concat([nsc["Metadata_MoA"], nsc["Neighbor_MoA"]]).dropna().astype(str)
+    moas = sorted(names.unique(), key=natural_key)
+    fig, (ax_nsc, ax_nscb) = _figure(PAGE_IN, 2.4 + 0.36 * len(moas), 2)
+    _confusion_axes(ax_nsc, nsc, moas, titles[0])
+    _confusion_axes(ax_nscb, nscb, moas, titles[1])
+    ax_nsc.set_ylabel("query treatment's MoA")
+    ax_nscb.tick_params(labelleft=False)
+    return to_png(fig)
+
+
+def pca2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first two principal components of the L2-normalised rows, and their variance
+    fractions."""
+    unit = unit_rows(x)
+    centred = unit - unit.mean(axis=0)
+    u, s, _ = np.linalg.svd(centred, full_matrices=False)
+    k = min(2, len(s))
+    coords = np.zeros((len(x), 2))
+    coords[:, :k] = u[:, :k] * s[:k]
+    variance = np.zeros(2)
+    variance[:k] = s[:k] ** 2 / max(float((s**2).sum()), 1e-24)
+    return coords, variance
+
+
+def _scatter(
+    ax: Axes, xy: np.ndarray, labels: pd.Series, background: np.ndarray, title: str
+) -> None:
+    """Points coloured (then shaped, past ten groups) by label; ``background`` ones in grey."""
+    if background.any():
+        ax.scatter(*xy[background].T, s=26, c=GREY, label="control / unannotated", zorder=1)
+    groups = sorted(labels[~background].astype(str).unique(), key=natural_key)
+    palette = colormaps["tab10"]
+    for i, group in enumerate(groups):
+        sel = ~background & (labels.astype(str) == group).to_numpy()
+        colour, marker = palette(i % 10), MARKERS[i // 10 % len(MARKERS)]
+        ax.scatter(*xy[sel].T, s=38, color=colour, marker=marker, ec="white", lw=0.4, label=group)
+    ax.set_title(title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=9, frameon=False)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _pca_of(profiles: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return pca2(profiles[feature_columns(profiles)].select_dtypes("number").to_numpy(np.float64))
+
+
+def _pc_labels(ax: Axes, variance: np.ndarray) -> None:
+    ax.set_xlabel(f"PC1 ({100 * variance[0]:.0f}% of variance)")
+    ax.set_ylabel(f"PC2 ({100 * variance[1]:.0f}%)")
+
+
+def map_figure(t: pd.DataFrame, wells: pd.DataFrame | None, name: str, control: str) -> Png:
+    """Treatments coloured by MoA; wells (each from one batch) coloured by batch, or the
+    treatments by batch label when there are no well profiles."""
+    xy, variance = _pca_of(t)
+    background = (
+        (t["Metadata_Compound"].astype(str) == control) | t["Metadata_MoA"].isna()
+    ).to_numpy()
+    fig, (ax_moa, ax_batch) = _figure(PAGE_IN, 7.0, 2)
+    _scatter(ax_moa, xy, t["Metadata_MoA"], background, f"{name}: treatments by MoA")
+    _pc_labels(ax_moa, variance)
+    if wells is not None and "Metadata_Batch" in wells:
+        xy, variance = _pca_of(wells)
+        none = np.zeros(len(wells), dtype=bool)
+        _scatter(ax_batch, xy, wells["Metadata_Batch"], none, f"{name}: wells by batch")
+    else:
+        batches = t["Metadata_Batch"].map(batch_label)
+        _scatter(ax_batch, xy, batches, background, f"{name}: treatments by batch")
+    _pc_labels(ax_batch, variance)
+    return to_png(fig)
+
+
+def channel_colours(n: int) -> np.ndarray:
+    """The display colour (RGB in [0, 1]) of each of ``n`` channels."""
+    return CHANNEL_COLOURS[np.arange(n) % len(CHANNEL_COLOURS)]
+
+
+def composite(crops: np.ndarray) -> np.ndarray:
+    """(n, C, H, W) counts -> (n, H, W, 3) colour composites in [0, 1], each channel stretched
+    between percentiles of its values over all the given crops."""
+    x = crops.astype(np.float32)
+    low, high = np.percentile(x.transpose(1, 0, 2, 3).reshape(x.shape[1], -1), STRETCH_PCT, axis=1)
+    scaled = (x - low[None, :, None, None]) / np.maximum(high - low, 1e-6)[None, :, None, None]
+    rgb = np.einsum("nchw,ck->nhwk", np.clip(scaled, 0, 1), channel_colours(crops.shape[1]))
+    return np.clip(rgb, 0, 1)
+
+
+def sample_cells(cells: pd.DataFrame, control: str) -> dict[str, np.ndarray]:
+    """Up to ``CELLS_PER_MOA`` random cells (seeded) per MoA, control first."""
+    rng = np.random.default_rng(CELL_SEED)
+    moa = cells["Metadata_MoA"].astype("object")
+    moa = moa.where(cells["Metadata_Compound"].astype(str) != control, control)
+    groups = sorted(moa.dropna().astype(str).unique(), key=lambda m: (m != control, m.lower()))
+    return {
+        m: np.sort(rng.choice(idx, min(CELLS_PER_MOA, len(idx)), replace=False))
+        for m in groups
+        for idx in [np.flatnonzero((moa == m).to_numpy())]
+    }
+
+
+def mosaic(rgb: np.ndarray, per_row: list[int], gap: int = 3) -> np.ndarray:
+    """Lay out (n, H, W, 3) images in rows of the given lengths, on white."""
+    h, w = rgb.shape[1:3]
+    out = np.ones((len(per_row) * (h + gap) - gap, CELLS_PER_MOA * (w + gap) - gap, 3))
+    start = 0
+    for row, n in enumerate(per_row):
+        for col in range(n):
+            y, x = row * (h + gap), col * (w + gap)
+            out[y : y + h, x : x + w] = rgb[start + col]
+        start += n
+    return out
+
+
+def _mosaic_figure(image: np.ndarray, labels: list[str]) -> Figure:
+    """The mosaic across the page, one row label per row at its left."""
+    label_in = 0.3 + 0.075 * max(len(m) for m in labels)  # room for 10 pt names
+    grid_w = PAGE_IN - label_in
+    fig = Figure(figsize=(PAGE_IN, grid_w * image.shape[0] / image.shape[1]))
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((label_in / PAGE_IN, 0, grid_w / PAGE_IN, 1))
+    ax.imshow(image, interpolation="nearest")
+    row_h = image.shape[0] / len(labels)
+    ax.set_yticks([(r + 0.5) * row_h for r in range(len(labels))], labels, fontsize=10)
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    ax.set_frame_on(False)
+    return fig
+
+
+def cells_figure(crops: np.ndarray, per_row: list[int], labels: list[str]) -> Png:
+    """Colour composites of (n, C, H, W) crops in labelled rows of ``per_row`` cells."""
+    return to_png(_mosaic_figure(mosaic(composite(crops), per_row), labels))
