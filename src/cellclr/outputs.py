@@ -35,6 +35,10 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+class NotAnOutputError(CellclrError, FileNotFoundError):
+    """A folder given as a stage's input that is not a finished cellclr output."""
+
+
 class OutputError(CellclrError, ValueError):
     """An output that would overlap an input, or replace what is not a cellclr output."""
 
@@ -118,10 +122,9 @@ def staged_dir(
         if not resumable:
             shutil.rmtree(work, ignore_errors=True)
         raise
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
+    if out.exists():  # swap: the old output goes only once the new one is in place
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        out.rename(old / out.name)
         work.rename(out)
         shutil.rmtree(old)
     else:
@@ -138,6 +141,10 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None  # name the file
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -174,8 +181,14 @@ def write_manifest(folder: Path, stage: str, fingerprint: str, **extra: Any) -> 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a finished cellclr output (no {MANIFEST})")
-    return json.loads(path.read_text())
+        raise NotAnOutputError(f"{folder} is not a finished cellclr output (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NotAnOutputError(f"{path}: corrupt manifest ({e})") from None
+    if not isinstance(manifest, dict) or "fingerprint" not in manifest:
+        raise NotAnOutputError(f"{path}: not a cellclr manifest (no fingerprint)")
+    return manifest
 
 
 def current_baselines(run: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:

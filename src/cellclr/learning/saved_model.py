@@ -10,7 +10,7 @@ from torch import nn
 
 from cellclr.config import Config
 from cellclr.learning.backbones import build_encoder
-from cellclr.outputs import atomic_file
+from cellclr.learning.checkpoints import CheckpointError, load_torch, save_torch
 from cellclr.store import CropStore
 
 MODEL = "model.pt"
@@ -30,17 +30,17 @@ def model_meta(cfg: Config, store: CropStore) -> dict:
 
 def save_model(folder: Path, meta: dict, encoder: nn.Module) -> None:
     """Write ``folder/model.pt`` atomically."""
-    with atomic_file(folder / MODEL) as tmp:
-        torch.save({"meta": meta, "encoder": encoder.state_dict()}, tmp)
+    save_torch({"meta": meta, "encoder": encoder.state_dict()}, folder / MODEL)
 
 
 def load_encoder(model_dir: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """The trained encoder (eval mode, on ``device``) and its metadata."""
     path = Path(model_dir) / MODEL
-    if not path.is_file():
-        raise FileNotFoundError(f"no trained model at {path}")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_torch(path, "trained model", ("meta", "encoder"))
     meta = saved["meta"]
     encoder = build_encoder(meta["arch"], len(meta["channels"]), meta["stem"])
-    encoder.load_state_dict(saved["encoder"])
+    try:
+        encoder.load_state_dict(saved["encoder"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: the weights do not fit {meta['arch']}: {e}") from None
     return encoder.to(device, memory_format=torch.channels_last).eval(), meta

@@ -16,6 +16,7 @@ from cellclr.fingerprint import fingerprint
 from cellclr.learning.augment import Augmenter
 from cellclr.learning.backbones import build_encoder
 from cellclr.learning.batches import CropBatches
+from cellclr.learning.checkpoints import load_torch, save_torch
 from cellclr.learning.device import autocast, resolve_device
 from cellclr.learning.losses import nt_xent
 from cellclr.learning.methods.simclr import SimCLR
@@ -25,11 +26,16 @@ from cellclr.outputs import atomic_file, staged_dir, write_manifest
 from cellclr.store import CropStore
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_KEYS = ("fingerprint", "epoch", "log", "model", "optimizer", "scheduler", "aug_rng")
 LOG = "train_log.jsonl"
 
 
 class ResumeError(CellclrError, RuntimeError):
     """A checkpoint that does not belong to this training run."""
+
+
+class NonFiniteLossError(CellclrError, FloatingPointError):
+    """The loss became NaN or infinite: training stops before it spoils a checkpoint."""
 
 
 def train_fingerprint(store: CropStore, cfg: Config) -> str:
@@ -100,7 +106,8 @@ def train(
         start_epoch, log = 0, []
         ck = None
         if resume and (work / CHECKPOINT).is_file():
-            ck = torch.load(work / CHECKPOINT, map_location="cpu", weights_only=True)
+            hint = "; pass --overwrite to start again"
+            ck = load_torch(work / CHECKPOINT, "checkpoint", CHECKPOINT_KEYS, hint)
             if ck["fingerprint"] != fp and overwrite:
                 tqdm.write(f"{work / CHECKPOINT} is from another config: starting again")
                 ck = None
@@ -119,24 +126,33 @@ def train(
         save_config(cfg, work / "config.toml")
 
         for epoch in range(start_epoch, tc.epochs):
-            record = _train_epoch(
-                model,
-                optimizer,
-                scheduler,
-                augment,
-                aug_rng,
-                store,
-                norm,
-                epoch_batches(n, batch_size, tc.seed, epoch),
-                device,
-                tc.temperature,
-                desc=f"epoch {epoch + 1}/{tc.epochs}",
-            )
+            try:
+                record = _train_epoch(
+                    model,
+                    optimizer,
+                    scheduler,
+                    augment,
+                    aug_rng,
+                    store,
+                    norm,
+                    epoch_batches(n, batch_size, tc.seed, epoch),
+                    device,
+                    tc.temperature,
+                    epoch=epoch + 1,
+                    desc=f"epoch {epoch + 1}/{tc.epochs}",
+                )
+            except NonFiniteLossError as e:
+                kept = f"epoch {log[-1]['epoch']}" if log else "none yet"
+                raise NonFiniteLossError(
+                    f"{e}. Nothing of this epoch was saved; the last checkpoint ({kept}) stays in "
+                    f"{work}: lower train.lr (or check the crops) and start again with "
+                    "--overwrite, or continue with --resume"
+                ) from None
             record = {"epoch": epoch + 1, **record}
             log.append(record)
-            tqdm.write(json.dumps(record))
+            tqdm.write(json.dumps(record, allow_nan=False))
             with atomic_file(work / LOG) as tmp:
-                tmp.write_text("".join(json.dumps(r) + "\n" for r in log))
+                tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in log))
             if (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs:
                 state = {
                     "fingerprint": fp,
@@ -147,8 +163,7 @@ def train(
                     "scheduler": scheduler.state_dict(),
                     "aug_rng": aug_rng.get_state(),
                 }
-                with atomic_file(work / CHECKPOINT) as tmp:
-                    torch.save(state, tmp)
+                save_torch(state, work / CHECKPOINT)
 
         save_model(work, model_meta(cfg, store), model.encoder)
         write_manifest(
@@ -175,6 +190,7 @@ def _train_epoch(
     batches,
     device,
     temperature: float,
+    epoch: int,
     desc: str,
 ) -> dict[str, float]:
     model.train()
@@ -199,12 +215,26 @@ def _train_epoch(
         scheduler.step()
         losses.append(loss.detach())
         if len(losses) % 10 == 1:  # .item() waits for the device: not every step
+            _check_finite(losses, len(losses) - 10, epoch, len(batches))
             bar.set_postfix(loss=f"{losses[-1].item():.3f}")
+    _check_finite(losses, len(losses) - 10, epoch, len(batches))
     seconds = time.perf_counter() - t0
     n_images = sum(len(b) for b in batches)
     return {
-        "loss": round(torch.stack(losses).mean().item(), 5) if losses else float("nan"),
+        "loss": round(torch.stack(losses).mean().item(), 5),
         "lr": optimizer.param_groups[0]["lr"],
         "images_per_s": round(n_images / seconds, 1),
         "seconds": round(seconds, 1),
     }
+
+
+def _check_finite(losses: list[torch.Tensor], start: int, epoch: int, steps: int) -> None:
+    """Raise at the first non-finite loss from ``start`` on (one sync with the device)."""
+    start = max(start, 0)
+    finite = torch.isfinite(torch.stack(losses[start:]))
+    if not bool(finite.all()):
+        step = start + int((~finite).nonzero()[0, 0])
+        value = losses[step].item()
+        raise NonFiniteLossError(
+            f"training stopped: the loss is {value} at epoch {epoch}, step {step + 1} of {steps}"
+        )
