@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from cellclr.learning.device import autocast, resolve_device
 from cellclr.learning.losses import nt_xent
 from cellclr.learning.methods.simclr import SimCLR
 from cellclr.learning.optim import build_optimizer
+from cellclr.learning.rng import cell_keys
 from cellclr.learning.train import epoch_batches
 from cellclr.outputs import staged_dir
 from cellclr.store import CropStore, finalize_store, write_plate
@@ -87,7 +87,8 @@ def main() -> None:
     ).to(device, memory_format=torch.channels_last)
     opt = build_optimizer(model, tc.optimizer, tc.lr, tc.weight_decay)
     aug = Augmenter(cfg.augment)
-    g = torch.Generator(device=device).manual_seed(0)
+    positions = torch.arange(bs, device=device)
+    keys = torch.cat([cell_keys(0, 0, positions, v) for v in (0, 1)])
 
     def model_step(views: torch.Tensor) -> None:
         with autocast(device):
@@ -106,7 +107,7 @@ def main() -> None:
         sync(device)
         t0 = time.perf_counter()
         x = next(it)
-        views = aug(torch.cat([x, x]), g).contiguous(memory_format=torch.channels_last)
+        views = aug(torch.cat([x, x]), keys).contiguous(memory_format=torch.channels_last)
         sync(device)
         t1 = time.perf_counter()
         model_step(views)
@@ -138,18 +139,19 @@ def main() -> None:
     x = next(iter(CropBatches(store, norm, batches[:1], device)))
     per = f"per core, {torch.get_num_threads()} threads" if device.type == "cpu" else "on the GPU"
     for size in dict.fromkeys([cfg.augment.size, 96]):
-        rate = augment_rate(Augmenter(replace(cfg.augment, size=size)), x, g, device)
+        aug = Augmenter(cfg.augment.model_copy(update={"size": size}))
+        rate = augment_rate(aug, x, keys[: len(x)], device)
         if device.type == "cpu":
             rate /= torch.get_num_threads()
         print(f"batched augmentation, {size:3d} px: {rate:10.0f} views/s {per}")
     albumentations_rate(x.cpu().numpy())
 
 
-def augment_rate(aug: Augmenter, x: torch.Tensor, g: torch.Generator, device) -> float:
-    aug(x, g)  # warm-up
+def augment_rate(aug: Augmenter, x: torch.Tensor, keys: torch.Tensor, device) -> float:
+    aug(x, keys)  # warm-up
     n_views, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < 3.0:
-        aug(x, g)
+        aug(x, keys)
         sync(device)
         n_views += len(x)
     return n_views / (time.perf_counter() - t0)

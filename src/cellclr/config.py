@@ -110,6 +110,7 @@ class TrainConfig(Section):
     device: Device = "auto"  # auto | cpu | cuda | cuda:N
     checkpoint_every: Count = 1  # epochs
     threads: Annotated[int, Field(ge=0)] = 0  # CPU threads for torch; 0 = all cores
+    sync_bn: bool = True  # under torchrun: BatchNorm statistics over every process's batch
 
 
 class EmbedConfig(Section):

@@ -3,6 +3,7 @@ import torch
 
 from cellclr.config import AugmentConfig
 from cellclr.learning.augment import Augmenter, resize
+from cellclr.learning.rng import cell_keys
 
 ALL_OFF = dict(
     crop=False, flip=False, rotate90=False, brightness=0.0, contrast=0.0, blur_p=0.0, noise_p=0.0
@@ -13,14 +14,15 @@ def batch(b=6, c=3, s=24, seed=0):
     return torch.rand(b, c, s, s, generator=torch.Generator().manual_seed(seed))
 
 
-def gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+def keys(x, seed=0, view=0):
+    return cell_keys(seed, 0, torch.arange(len(x)), view)
 
 
 @pytest.mark.parametrize("channels", [1, 3, 5])
 def test_shape_dtype_channels(channels):
     aug = Augmenter(AugmentConfig(size=16))
-    out = aug(batch(c=channels), gen())
+    x = batch(c=channels)
+    out = aug(x, keys(x))
     assert out.shape == (6, channels, 16, 16)
     assert out.dtype == torch.float32
     assert torch.isfinite(out).all()
@@ -28,20 +30,20 @@ def test_shape_dtype_channels(channels):
 
 def test_identity_when_all_off():
     x = batch()
-    out = Augmenter(AugmentConfig(size=24, **ALL_OFF))(x, gen())
+    out = Augmenter(AugmentConfig(size=24, **ALL_OFF))(x, keys(x))
     assert torch.equal(out, x)
     assert out is not x  # the caller's batch is never modified in place
 
 
 def test_all_off_with_other_size_is_a_plain_resize():
     x = batch()
-    out = Augmenter(AugmentConfig(size=12, **ALL_OFF))(x, gen())
+    out = Augmenter(AugmentConfig(size=12, **ALL_OFF))(x, keys(x))
     torch.testing.assert_close(out, resize(x, 12))
 
 
 def test_views_differ_per_sample():
     x = batch(b=1).expand(8, -1, -1, -1).contiguous()  # eight copies of one image
-    out = Augmenter(AugmentConfig(size=16))(x, gen())
+    out = Augmenter(AugmentConfig(size=16))(x, keys(x))
     flat = out.flatten(1)
     distances = torch.cdist(flat, flat)
     off_diagonal = distances[~torch.eye(8, dtype=torch.bool)]
@@ -52,15 +54,25 @@ def test_seeded_and_input_untouched():
     x = batch()
     before = x.clone()
     aug = Augmenter(AugmentConfig(size=16))
-    assert torch.equal(aug(x, gen(5)), aug(x, gen(5)))
-    assert not torch.equal(aug(x, gen(5)), aug(x, gen(6)))
+    assert torch.equal(aug(x, keys(x, 5)), aug(x, keys(x, 5)))
+    assert not torch.equal(aug(x, keys(x, 5)), aug(x, keys(x, 6)))
+    assert not torch.equal(aug(x, keys(x, 5, view=0)), aug(x, keys(x, 5, view=1)))
     assert torch.equal(x, before)
+
+
+def test_a_view_depends_on_its_cell_key_not_on_the_batch():
+    x = batch(b=8)
+    k = keys(x, 3)
+    aug = Augmenter(AugmentConfig(size=16))
+    whole = aug(x, k)
+    halves = torch.cat([aug(x[:3], k[:3]), aug(x[3:], k[3:])])
+    torch.testing.assert_close(whole, halves, atol=1e-6, rtol=0)
 
 
 def test_flips_and_rotations_only_permute_pixels():
     x = batch()
     cfg = AugmentConfig(size=24, **{**ALL_OFF, "flip": True, "rotate90": True})
-    out = Augmenter(cfg)(x, gen())
+    out = Augmenter(cfg)(x, keys(x))
     torch.testing.assert_close(out.flatten(2).sort(dim=2).values, x.flatten(2).sort(dim=2).values)
     # each output is one of the 8 symmetries of its input
     for i in range(len(x)):
@@ -75,14 +87,14 @@ def test_flips_and_rotations_only_permute_pixels():
 def test_each_operation_alone_changes_the_image(name, value):
     x = batch()
     cfg = AugmentConfig(size=24, **{**ALL_OFF, name: value})
-    out = Augmenter(cfg)(x, gen())
+    out = Augmenter(cfg)(x, keys(x))
     assert out.shape == x.shape
     assert not torch.allclose(out, x, atol=1e-4)
 
 
 def test_brightness_scales_each_channel_by_one_factor():
     x = batch() + 0.1
-    out = Augmenter(AugmentConfig(size=24, **{**ALL_OFF, "brightness": 0.3}))(x, gen())
+    out = Augmenter(AugmentConfig(size=24, **{**ALL_OFF, "brightness": 0.3}))(x, keys(x))
     ratio = out / x
     spread = ratio.flatten(2).std(dim=2)
     assert spread.max() < 1e-5
@@ -94,7 +106,7 @@ def test_brightness_scales_each_channel_by_one_factor():
 def test_blur_keeps_the_mean_and_smooths():
     x = batch(s=32)
     cfg = AugmentConfig(size=32, **{**ALL_OFF, "blur_p": 1.0, "blur_sigma": [1.5, 2.0]})
-    out = Augmenter(cfg)(x, gen())
+    out = Augmenter(cfg)(x, keys(x))
     torch.testing.assert_close(out.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=5e-3, rtol=0)
     assert out.std() < 0.5 * x.std()
 
@@ -103,4 +115,5 @@ def test_invalid_settings_are_named():
     with pytest.raises(ValueError, match="crop_scale"):
         Augmenter(AugmentConfig(crop_scale=[0.0, 1.0]))
     with pytest.raises(ValueError, match="rotate90 needs square"):
-        Augmenter(AugmentConfig(size=8))(torch.rand(2, 3, 10, 12), gen())
+        x = torch.rand(2, 3, 10, 12)
+        Augmenter(AugmentConfig(size=8))(x, keys(x))

@@ -3,6 +3,8 @@
 All geometric operations (random resized crop, flips, 90-degree rotations) are folded into one
 affine sampling grid, so a batch costs one ``grid_sample``; intensity operations are broadcast
 arithmetic; the blur is one grouped convolution with a kernel per sample. Any channel count.
+Every random number comes from the sample's own key (``cellclr.learning.rng``): a view depends
+on the seed, the epoch, the cell's place in the epoch's order and the view, nothing else.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from cellclr.config import AugmentConfig, ConfigError
+from cellclr.learning.rng import KeyedRandom
+
+# one stream per random parameter
+AREA, RATIO, SHIFT_X, SHIFT_Y, FLIP_X, FLIP_Y, ROTATE = range(1, 8)
+CONTRAST, BRIGHTNESS, BLUR, BLUR_SIGMA, NOISE, NOISE_STD, NOISE_PIXELS = range(8, 15)
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -20,12 +27,6 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-2:] == (size, size):
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
-def _uniform(
-    n: int, low: float, high: float, g: torch.Generator, device: torch.device, *shape: int
-) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, *shape, generator=g, device=device)
 
 
 class Augmenter:
@@ -38,22 +39,26 @@ class Augmenter:
     def geometric(self) -> bool:
         return self.cfg.crop or self.cfg.flip or self.cfg.rotate90
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Views of ``x``; ``keys`` (int64, one per sample) seed each sample's parameters."""
         cfg = self.cfg
+        if len(keys) != len(x):
+            raise ValueError(f"{len(x)} crops but {len(keys)} keys")
+        r = KeyedRandom(keys.to(x.device))
         if self.geometric:
-            x = self._geometry(x, g)
+            x = self._geometry(x, r)
         else:
             resized = resize(x, cfg.size)
             x = resized.clone() if resized is x else resized  # later steps work in place
         if cfg.brightness > 0 or cfg.contrast > 0:
-            x = self._intensity(x, g)
+            x = self._intensity(x, r)
         if cfg.blur_p > 0:
-            x = self._blur(x, g)
+            x = self._blur(x, r)
         if cfg.noise_p > 0:
-            x = self._noise(x, g)
+            x = self._noise(x, r)
         return x
 
-    def _geometry(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def _geometry(self, x: torch.Tensor, r: KeyedRandom) -> torch.Tensor:
         cfg = self.cfg
         b, dev = x.shape[0], x.device
         if cfg.rotate90 and x.shape[-1] != x.shape[-2]:
@@ -61,22 +66,21 @@ class Augmenter:
         ones = torch.ones(b, device=dev)
         w, h = ones, ones  # half-sizes of the sampled box in normalised coordinates
         if cfg.crop:
-            area = _uniform(b, *cfg.crop_scale, g, dev)
-            log_ratio = _uniform(
-                b, math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]), g, dev
-            )
+            area = r.uniform(AREA, low=cfg.crop_scale[0], high=cfg.crop_scale[1])
+            lo, hi = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
+            log_ratio = r.uniform(RATIO, low=lo, high=hi)
             ratio = torch.exp(log_ratio)
             w = torch.sqrt(area * ratio).clamp(max=1.0)
             h = torch.sqrt(area / ratio).clamp(max=1.0)
-        cx = (2 * torch.rand(b, generator=g, device=dev) - 1) * (1 - w)
-        cy = (2 * torch.rand(b, generator=g, device=dev) - 1) * (1 - h)
+        cx = r.uniform(SHIFT_X, low=-1.0, high=1.0) * (1 - w)
+        cy = r.uniform(SHIFT_Y, low=-1.0, high=1.0) * (1 - h)
         fx, fy = ones, ones
         if cfg.flip:
-            fx = 1 - 2 * (torch.rand(b, generator=g, device=dev) < 0.5).float()
-            fy = 1 - 2 * (torch.rand(b, generator=g, device=dev) < 0.5).float()
+            fx = 1 - 2 * (r.uniform(FLIP_X) < 0.5).float()
+            fy = 1 - 2 * (r.uniform(FLIP_Y) < 0.5).float()
         cos, sin = ones, torch.zeros(b, device=dev)
         if cfg.rotate90:
-            k = torch.randint(0, 4, (b,), generator=g, device=dev).float() * (math.pi / 2)
+            k = r.integers(ROTATE, 4).float() * (math.pi / 2)
             cos, sin = torch.cos(k).round(), torch.sin(k).round()
         # input = diag(w, h) @ R @ diag(fx, fy) @ output + (cx, cy)
         theta = torch.stack(
@@ -91,24 +95,24 @@ class Augmenter:
             x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
         )
 
-    def _intensity(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        b, c, dev = x.shape[0], x.shape[1], x.device
+    def _intensity(self, x: torch.Tensor, r: KeyedRandom) -> torch.Tensor:
+        c = x.shape[1]
         if self.cfg.contrast > 0:
             k = self.cfg.contrast
-            factor = _uniform(b, 1 - k, 1 + k, g, dev, c, 1, 1)
+            factor = r.uniform(CONTRAST, c, 1, 1, low=1 - k, high=1 + k).to(x.dtype)
             mean = x.mean(dim=(2, 3), keepdim=True)
             x = (x - mean) * factor + mean
         if self.cfg.brightness > 0:
             k = self.cfg.brightness
-            x = x * _uniform(b, 1 - k, 1 + k, g, dev, c, 1, 1)
+            x = x * r.uniform(BRIGHTNESS, c, 1, 1, low=1 - k, high=1 + k).to(x.dtype)
         return x
 
-    def _blur(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        b, c, hgt, wid = x.shape
+    def _blur(self, x: torch.Tensor, r: KeyedRandom) -> torch.Tensor:
+        _, c, hgt, wid = x.shape
         dev = x.device
         lo, hi = self.cfg.blur_sigma
-        sigma = _uniform(b, lo, hi, g, dev)
-        chosen = torch.nonzero(torch.rand(b, generator=g, device=dev) < self.cfg.blur_p).flatten()
+        sigma = r.uniform(BLUR_SIGMA, low=lo, high=hi)
+        chosen = torch.nonzero(r.uniform(BLUR) < self.cfg.blur_p).flatten()
         m = len(chosen)
         if m == 0:
             return x
@@ -123,11 +127,10 @@ class Augmenter:
         planes = F.conv2d(planes, kernel.view(m * c, 1, 1, k), groups=m * c)
         return x.index_copy_(0, chosen, planes.view(m, c, hgt, wid).to(x.dtype))
 
-    def _noise(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        b, dev = x.shape[0], x.device
-        std = _uniform(b, 0.0, self.cfg.noise_std, g, dev)
-        chosen = torch.nonzero(torch.rand(b, generator=g, device=dev) < self.cfg.noise_p).flatten()
+    def _noise(self, x: torch.Tensor, r: KeyedRandom) -> torch.Tensor:
+        std = r.uniform(NOISE_STD, high=self.cfg.noise_std)
+        chosen = torch.nonzero(r.uniform(NOISE) < self.cfg.noise_p).flatten()
         if len(chosen) == 0:
             return x
-        noise = torch.randn((len(chosen), *x.shape[1:]), generator=g, device=dev, dtype=x.dtype)
-        return x.index_add_(0, chosen, noise * std[chosen].view(-1, 1, 1, 1))
+        noise = r.normal(NOISE_PIXELS, *x.shape[1:], rows=chosen).to(x.dtype)
+        return x.index_add_(0, chosen, noise * std[chosen].view(-1, 1, 1, 1).to(x.dtype))

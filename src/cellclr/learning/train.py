@@ -1,13 +1,22 @@
-"""``cellclr train``: SimCLR on the crops of a crop store."""
+"""``cellclr train``: SimCLR on the crops of a crop store, in one process or data-parallel under
+``torchrun`` (``train.batch_size`` is the global batch; each process takes its slice of it).
+
+Each epoch's order is a function of the seed and epoch, and each view a function of the seed,
+epoch, the cell's place in that order and the view (``cellclr.learning.rng``): so N processes
+see exactly the views one process sees, and with synchronised BatchNorm and the gathered loss
+they reach the same weights (up to float rounding). Only the main process writes.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from cellclr.config import Config, ConfigError, save_config
@@ -18,16 +27,28 @@ from cellclr.learning.backbones import build_encoder
 from cellclr.learning.batches import CropBatches
 from cellclr.learning.checkpoints import load_torch, save_torch
 from cellclr.learning.device import autocast, resolve_device
+from cellclr.learning.distributed import (
+    World,
+    all_max,
+    all_mean,
+    barrier,
+    broadcast,
+    gather,
+    init_distributed,
+    sync_batchnorm,
+)
 from cellclr.learning.losses import nt_xent
 from cellclr.learning.methods.simclr import SimCLR
 from cellclr.learning.optim import build_optimizer, warmup_cosine
+from cellclr.learning.rng import cell_keys
 from cellclr.learning.saved_model import model_meta, save_model
-from cellclr.outputs import atomic_file, staged_dir, write_manifest
-from cellclr.store import CropStore
+from cellclr.outputs import atomic_file, partial_path, staged_dir, write_manifest
+from cellclr.store import CropStore, Normalization
 
 CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_KEYS = ("fingerprint", "epoch", "log", "model", "optimizer", "scheduler", "aug_rng")
+CHECKPOINT_KEYS = ("fingerprint", "epoch", "log", "model", "optimizer", "scheduler")
 LOG = "train_log.jsonl"
+VIEWS = "keyed-v2"  # how views are drawn: part of the fingerprint
 
 
 class ResumeError(CellclrError, RuntimeError):
@@ -41,15 +62,63 @@ class NonFiniteLossError(CellclrError, FloatingPointError):
 def train_fingerprint(store: CropStore, cfg: Config) -> str:
     """The crops, the config and the kind of device (CUDA trains in bf16: other numbers)."""
     device = resolve_device(cfg.train.device).type
-    return fingerprint("train", [store.id, device], cfg, ("data", "model", "augment", "train"))
+    inputs = [store.id, device, VIEWS]
+    return fingerprint("train", inputs, cfg, ("data", "model", "augment", "train"))
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """This epoch's shuffled batches (the incomplete last one is dropped); a function of the
-    seed and epoch alone, so a resumed run sees the same order."""
+    """This epoch's shuffled global batches (the incomplete last one is dropped); a function of
+    the seed and epoch alone, so a resumed run, or another number of processes, sees the same."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=g).numpy()
     return [perm[i * batch_size : (i + 1) * batch_size] for i in range(n // batch_size)]
+
+
+def global_batch_size(requested: int, n: int, world: World, crops: str | Path) -> int:
+    """``train.batch_size`` (at most the store's cells), divisible by the processes."""
+    if requested % world.size:
+        raise ConfigError(
+            f"train.batch_size={requested} is the global batch: it must divide evenly over "
+            f"the {world.size} processes"
+        )
+    size = min(requested, n) // world.size * world.size
+    if size < 2:
+        raise CellclrError(f"{crops}: SimCLR needs at least 2 cells, the store has {n}")
+    return size
+
+
+def _normalization(store: CropStore, cfg: Config, world: World) -> tuple[Normalization, dict]:
+    norm = store.normalization(cfg.data.normalize, cfg.data.normalize_min_cells)
+    levels = norm.source["level"].value_counts().to_dict()
+    borrowed = norm.source[norm.source["level"] != cfg.data.normalize]["Metadata_Plate"]
+    if len(borrowed) and world.main:
+        tqdm.write(
+            f"normalisation: {len(borrowed)} plates with fewer than "
+            f"{cfg.data.normalize_min_cells} cells use wider statistics ({levels})"
+        )
+    return norm, levels
+
+
+def _output(out: Path, overwrite: bool, resume: bool, crops, world) -> AbstractContextManager:
+    """The staged output folder: managed by the main process; the others only know its path."""
+    if world.main:
+        return staged_dir(out, overwrite=overwrite, resumable=True, resume=resume, inputs=[crops])
+    return nullcontext(partial_path(out))
+
+
+def _resume_state(work: Path, fp: str, resume: bool, overwrite: bool) -> dict | None:
+    if not (resume and (work / CHECKPOINT).is_file()):
+        return None
+    hint = "; pass --overwrite to start again"
+    ck = load_torch(work / CHECKPOINT, "checkpoint", CHECKPOINT_KEYS, hint)
+    if ck["fingerprint"] == fp:
+        return ck
+    if overwrite:
+        tqdm.write(f"{work / CHECKPOINT} is from another config: starting again")
+        return None
+    raise ResumeError(
+        f"{work / CHECKPOINT} was made with other crops, config or kind of device{hint}"
+    )
 
 
 def train(
@@ -63,19 +132,12 @@ def train(
     """Train a SimCLR model on the store at ``crops``; write ``model.pt`` and logs to ``out``."""
     t_start = time.perf_counter()
     tc = cfg.train
+    world, device = init_distributed(tc.device)
     store = CropStore(crops)
     fp = train_fingerprint(store, cfg)
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
-    device = resolve_device(tc.device)
-    norm = store.normalization(cfg.data.normalize, cfg.data.normalize_min_cells)
-    levels = norm.source["level"].value_counts().to_dict()
-    borrowed = norm.source[norm.source["level"] != cfg.data.normalize]["Metadata_Plate"]
-    if len(borrowed):
-        tqdm.write(
-            f"normalisation: {len(borrowed)} plates with fewer than "
-            f"{cfg.data.normalize_min_cells} cells use wider statistics ({levels})"
-        )
+    norm, levels = _normalization(store, cfg, world)
     _, height, width = store.crop_shape
     if cfg.augment.rotate90 and height != width:
         raise ConfigError(
@@ -83,9 +145,7 @@ def train(
             "(--set augment.rotate90=false)"
         )
     n = len(store)
-    batch_size = min(tc.batch_size, n)
-    if batch_size < 2:
-        raise CellclrError(f"{crops}: SimCLR needs at least 2 cells, the store has {n}")
+    batch_size = global_batch_size(tc.batch_size, n, world, crops)
     steps = n // batch_size
 
     torch.manual_seed(tc.seed)
@@ -93,53 +153,45 @@ def train(
         build_encoder(cfg.model.arch, len(store.channels), cfg.model.stem),
         cfg.model.proj_hidden,
         cfg.model.proj_dim,
-    ).to(device, memory_format=torch.channels_last)
+    )
+    if world.distributed and tc.sync_bn:
+        model = sync_batchnorm(model, device)
+    model = model.to(device, memory_format=torch.channels_last)
+    net = model
+    if world.distributed:
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     optimizer = build_optimizer(model, tc.optimizer, tc.lr, tc.weight_decay)
     scheduler = warmup_cosine(optimizer, tc.warmup_epochs * steps, tc.epochs * steps)
     augment = Augmenter(cfg.augment)
-    aug_rng = torch.Generator(device=device).manual_seed(tc.seed)
 
     out = Path(out)
-    with staged_dir(
-        out, overwrite=overwrite, resumable=True, resume=resume, inputs=[crops]
-    ) as work:
+    with _output(out, overwrite, resume, crops, world) as work:
+        ck = broadcast(_resume_state(work, fp, resume, overwrite) if world.main else None, world)
         start_epoch, log = 0, []
-        ck = None
-        if resume and (work / CHECKPOINT).is_file():
-            hint = "; pass --overwrite to start again"
-            ck = load_torch(work / CHECKPOINT, "checkpoint", CHECKPOINT_KEYS, hint)
-            if ck["fingerprint"] != fp and overwrite:
-                tqdm.write(f"{work / CHECKPOINT} is from another config: starting again")
-                ck = None
-            elif ck["fingerprint"] != fp:
-                raise ResumeError(
-                    f"{work / CHECKPOINT} was made with other crops, config or kind of device; "
-                    "pass --overwrite to start again"
-                )
         if ck is not None:
             model.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
             scheduler.load_state_dict(ck["scheduler"])
-            aug_rng.set_state(ck["aug_rng"])
             start_epoch, log = ck["epoch"], ck["log"]
-            tqdm.write(f"resuming {out} from epoch {start_epoch}")
-        save_config(cfg, work / "config.toml")
+            if world.main:
+                tqdm.write(f"resuming {out} from epoch {start_epoch}")
+        if world.main:
+            save_config(cfg, work / "config.toml")
 
         for epoch in range(start_epoch, tc.epochs):
             try:
                 record = _train_epoch(
-                    model,
+                    net,
                     optimizer,
                     scheduler,
                     augment,
-                    aug_rng,
                     store,
                     norm,
                     epoch_batches(n, batch_size, tc.seed, epoch),
                     device,
-                    tc.temperature,
+                    cfg,
+                    world,
                     epoch=epoch + 1,
-                    desc=f"epoch {epoch + 1}/{tc.epochs}",
                 )
             except NonFiniteLossError as e:
                 kept = f"epoch {log[-1]['epoch']}" if log else "none yet"
@@ -148,92 +200,111 @@ def train(
                     f"{work}: lower train.lr (or check the crops) and start again with "
                     "--overwrite, or continue with --resume"
                 ) from None
-            record = {"epoch": epoch + 1, **record}
-            log.append(record)
-            tqdm.write(json.dumps(record, allow_nan=False))
-            with atomic_file(work / LOG) as tmp:
-                tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in log))
-            if (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs:
-                state = {
-                    "fingerprint": fp,
-                    "epoch": epoch + 1,
-                    "log": log,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "aug_rng": aug_rng.get_state(),
-                }
-                save_torch(state, work / CHECKPOINT)
+            log.append({"epoch": epoch + 1, **record})
+            if world.main:
+                _save_epoch(work, fp, log, model, optimizer, scheduler, tc)
+            barrier(world)  # a checkpoint is either on disk for every process or for none
 
-        save_model(work, model_meta(cfg, store), model.encoder)
-        write_manifest(
-            work,
-            "train",
-            fp,
-            seconds=round(time.perf_counter() - t_start, 1),
-            crops=str(crops),
-            device=str(device),
-            normalization=levels,
-            final_loss=log[-1]["loss"] if log else None,
-        )
+        if world.main:
+            save_model(work, model_meta(cfg, store), model.encoder)
+            write_manifest(
+                work,
+                "train",
+                fp,
+                seconds=round(time.perf_counter() - t_start, 1),
+                crops=str(crops),
+                device=str(device),
+                processes=world.size,
+                normalization=levels,
+                final_loss=log[-1]["loss"] if log else None,
+            )
+    barrier(world)  # the others return once the output is in place
     return out
 
 
+def _save_epoch(work: Path, fp: str, log: list[dict], model, optimizer, scheduler, tc) -> None:
+    """The epoch's log line, and a checkpoint every ``checkpoint_every`` epochs and at the end."""
+    tqdm.write(json.dumps(log[-1], allow_nan=False))
+    with atomic_file(work / LOG) as tmp:
+        tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in log))
+    epoch = log[-1]["epoch"]
+    if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
+        state = {
+            "fingerprint": fp,
+            "epoch": epoch,
+            "log": log,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+        }
+        save_torch(state, work / CHECKPOINT)
+
+
 def _train_epoch(
-    model,
+    net,
     optimizer,
     scheduler,
-    augment,
-    aug_rng,
-    store,
-    norm,
-    batches,
-    device,
-    temperature: float,
+    augment: Augmenter,
+    store: CropStore,
+    norm: Normalization,
+    batches: list[np.ndarray],
+    device: torch.device,
+    cfg: Config,
+    world: World,
     epoch: int,
-    desc: str,
 ) -> dict[str, float]:
-    model.train()
+    net.train()
     t0 = time.perf_counter()
-    losses = []
+    size = len(batches[0])  # the global batch
+    local = size // world.size
+    start = world.rank * local
+    mine = [b[start : start + local] for b in batches]
+    seed, temperature = cfg.train.seed, cfg.train.temperature
+    loss_gather = gather if world.distributed else None
+    losses: list[torch.Tensor] = []
     bar = tqdm(
-        CropBatches(store, norm, batches, device),
-        desc=desc,
+        CropBatches(store, norm, mine, device),
+        desc=f"epoch {epoch}/{cfg.train.epochs}",
         unit="batch",
         leave=False,
-        disable=None,
+        disable=None if world.main else True,
     )
-    for x in bar:
-        b = x.shape[0]
-        views = augment(torch.cat([x, x]), aug_rng).contiguous(memory_format=torch.channels_last)
+    for step, x in enumerate(bar):
+        positions = torch.arange(local, device=device) + step * size + start
+        keys = torch.cat([cell_keys(seed, epoch, positions, v) for v in (0, 1)])
+        views = augment(torch.cat([x, x]), keys).contiguous(memory_format=torch.channels_last)
         with autocast(device):
-            z = model(views)
-        loss = nt_xent(z[:b], z[b:], temperature)
+            z = net(views)
+        loss = nt_xent(z[:local], z[local:], temperature, gather=loss_gather, rank=world.rank)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         losses.append(loss.detach())
         if len(losses) % 10 == 1:  # .item() waits for the device: not every step
-            _check_finite(losses, len(losses) - 10, epoch, len(batches))
+            _check_finite(losses, len(losses) - 10, epoch, len(batches), world)
             bar.set_postfix(loss=f"{losses[-1].item():.3f}")
-    _check_finite(losses, len(losses) - 10, epoch, len(batches))
+    _check_finite(losses, len(losses) - 10, epoch, len(batches), world)
     seconds = time.perf_counter() - t0
-    n_images = sum(len(b) for b in batches)
     return {
-        "loss": round(torch.stack(losses).mean().item(), 5),
+        "loss": round(all_mean(torch.stack(losses).mean(), world).item(), 5),
         "lr": optimizer.param_groups[0]["lr"],
-        "images_per_s": round(n_images / seconds, 1),
+        "images_per_s": round(len(batches) * size / seconds, 1),
         "seconds": round(seconds, 1),
     }
 
 
-def _check_finite(losses: list[torch.Tensor], start: int, epoch: int, steps: int) -> None:
-    """Raise at the first non-finite loss from ``start`` on (one sync with the device)."""
+def _check_finite(
+    losses: list[torch.Tensor], start: int, epoch: int, steps: int, world: World
+) -> None:
+    """Raise, on every process at once, at the first non-finite loss from ``start`` on (one
+    sync with the device)."""
     start = max(start, 0)
     finite = torch.isfinite(torch.stack(losses[start:]))
-    if not bool(finite.all()):
-        step = start + int((~finite).nonzero()[0, 0])
+    bad = torch.nonzero(~finite).flatten()
+    first = torch.tensor(float(-(start + int(bad[0])) if len(bad) else -steps), dtype=torch.float64)
+    step = int(-all_max(first.to(losses[0].device), world).item())  # the earliest over processes
+    if step < steps:
         value = losses[step].item()
         raise NonFiniteLossError(
             f"training stopped: the loss is {value} at epoch {epoch}, step {step + 1} of {steps}"

@@ -1,0 +1,179 @@
+"""Data parallelism on torch.distributed, as ``torchrun`` launches it: NCCL on CUDA, gloo on CPU.
+
+One process per device; ``World`` says which one this is. Only the main process (rank 0)
+writes files; the others wait at barriers. With one process (no ``torchrun``) every function
+here is a no-op, so the same training code runs on a laptop and on a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+import torch.nn.functional as F
+from torch import nn
+
+from cellclr.errors import CellclrError
+from cellclr.learning.device import resolve_device
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def world_from_env() -> World:
+    """The process's place, from the variables torchrun sets (one process without them)."""
+    env = os.environ
+    size = int(env.get("WORLD_SIZE", "1"))
+    return World(int(env.get("RANK", "0")), size, int(env.get("LOCAL_RANK", "0")))
+
+
+def init_distributed(device_name: str) -> tuple[World, torch.device]:
+    """Join the process group torchrun describes (once), and pick this process's device:
+    ``cuda:LOCAL_RANK`` when CUDA is asked for or available (``auto``), else the CPU."""
+    world = world_from_env()
+    if not world.distributed:
+        return world, resolve_device(device_name)
+    wants_cuda = device_name.startswith("cuda") or (
+        device_name == "auto" and torch.cuda.is_available()
+    )
+    if wants_cuda:
+        if not torch.cuda.is_available():
+            raise CellclrError(f"device {device_name!r} was asked for but CUDA is not available")
+        if world.local_rank >= torch.cuda.device_count():
+            raise CellclrError(
+                f"process {world.rank} wants cuda:{world.local_rank} but this node has "
+                f"{torch.cuda.device_count()} GPUs: start at most that many per node"
+            )
+        device = torch.device("cuda", world.local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return world, device
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        dist.barrier()
+
+
+def broadcast(obj: Any, world: World) -> Any:
+    """The main process's ``obj``, on every process."""
+    if not world.distributed:
+        return obj
+    box = [obj if world.main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_mean(x: torch.Tensor, world: World) -> torch.Tensor:
+    """The mean of ``x`` over the processes (no gradient)."""
+    if world.distributed:
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= world.size
+    return x
+
+
+def all_max(x: torch.Tensor, world: World) -> torch.Tensor:
+    if world.distributed:
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return x
+
+
+class _Gather(torch.autograd.Function):
+    """All-gather along dim 0 that passes each process the gradient of its own rows, summed over
+    the processes that used them (an all-reduce, which gloo and NCCL both have)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows, ctx.rank = x.shape[0], dist.get_rank()
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """Every process's ``x`` concatenated in rank order, with gradients to their owners."""
+    return _Gather.apply(x)
+
+
+class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch normalisation with statistics over every process's batch, for CPU process groups
+    (``torch.nn.SyncBatchNorm`` runs on GPUs only): per-channel sums, sums of squares and counts
+    are all-reduced, with gradients (``torch.distributed.nn``)."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() not in (2, 4):
+            raise ValueError(f"expected a 2-D or 4-D input, got {x.dim()}-D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        sync = self.training and dist.is_initialized() and dist.get_world_size() > 1
+        if not sync:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias,
+                self.training or self.running_mean is None, self.momentum, self.eps,
+            )  # fmt: skip
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1, *([1] * (x.dim() - 2))]
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float64)
+        local = torch.cat([x.double().sum(dims), (x.double() ** 2).sum(dims), count])
+        total = dist_nn.all_reduce(local)
+        c = x.shape[1]
+        n = total[-1]
+        mean = total[:c] / n
+        var = (total[c : 2 * c] / n - mean**2).clamp(min=0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum
+                self.running_mean.mul_(1 - m).add_(mean.float(), alpha=m)
+                self.running_var.mul_(1 - m).add_((var * n / (n - 1)).float(), alpha=m)
+        scale = torch.rsqrt(var + self.eps).float().view(shape)
+        y = (x - mean.float().view(shape)) * scale
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` with every BatchNorm synchronised over the processes."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return _convert_cpu(model)
+
+
+def _convert_cpu(module: nn.Module) -> nn.Module:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        new = CPUSyncBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine,
+            module.track_running_stats,
+        )  # fmt: skip
+        new.load_state_dict(module.state_dict())
+        return new
+    for name, child in module.named_children():
+        module.add_module(name, _convert_cpu(child))
+    return module

@@ -1,0 +1,149 @@
+"""Data parallelism on CPU with gloo, two processes spawned by the tests: the gathered loss and
+synchronised BatchNorm equal their single-process versions, and torchrun training equals one
+process, also across a kill and a resume."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from cellclr.learning.distributed import CPUSyncBatchNorm, gather
+from cellclr.learning.losses import nt_xent
+from cellclr.learning.saved_model import MODEL
+from cellclr.learning.train import CHECKPOINT, train
+from cellclr.store.import_crops import import_crops
+from tests.helpers import TINY_OVERRIDES, make_crop_files, tiny_config
+
+HERE = Path(__file__).parent
+
+
+def _ranks(rank: int, size: int, init: str, out: str) -> None:
+    """One process of the loss and BatchNorm check: saves its loss and gradients."""
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=size)
+    z1, z2, x = torch.load(Path(out) / "inputs.pt", weights_only=True)
+    n = len(z1) // size
+    mine = slice(rank * n, (rank + 1) * n)
+    a, b = z1[mine].clone().requires_grad_(), z2[mine].clone().requires_grad_()
+    loss = nt_xent(a, b, 0.2, gather=gather, rank=rank)
+    loss.backward()
+    bn = CPUSyncBatchNorm(3).train()
+    xm = x[mine].clone().requires_grad_()
+    y = bn(xm)
+    (y * torch.arange(1.0, 4.0).view(1, 3, 1, 1)).sum().backward()
+    result = {"loss": loss, "ga": a.grad, "gb": b.grad, "y": y, "gx": xm.grad}
+    result["running"] = torch.stack([bn.running_mean, bn.running_var])
+    torch.save({k: v.detach() for k, v in result.items()}, Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_gathered_loss_and_sync_batchnorm_equal_one_process(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+    x = torch.randn(8, 3, 4, 4, generator=g) * 3 + 1
+    torch.save((z1, z2, x), tmp_path / "inputs.pt")
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(_ranks, args=(2, init, str(tmp_path)), nprocs=2, join=True)
+    r = [torch.load(tmp_path / f"rank{i}.pt", weights_only=True) for i in range(2)]
+
+    a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+    whole = nt_xent(a, b, 0.2)
+    whole.backward()
+    torch.testing.assert_close((r[0]["loss"] + r[1]["loss"]) / 2, whole.detach())
+    # each process's gradient is the whole batch's, for the rows it owns, times the processes
+    torch.testing.assert_close(torch.cat([r[0]["ga"], r[1]["ga"]]) / 2, a.grad)
+    torch.testing.assert_close(torch.cat([r[0]["gb"], r[1]["gb"]]) / 2, b.grad)
+
+    bn = nn.BatchNorm2d(3).train()
+    xs = x.clone().requires_grad_()
+    y = bn(xs)
+    (y * torch.arange(1.0, 4.0).view(1, 3, 1, 1)).sum().backward()
+    torch.testing.assert_close(torch.cat([r[0]["y"], r[1]["y"]]), y.detach())
+    torch.testing.assert_close(torch.cat([r[0]["gx"], r[1]["gx"]]), xs.grad)
+    torch.testing.assert_close(r[0]["running"], torch.stack([bn.running_mean, bn.running_var]))
+
+
+def torchrun(*args: str, nproc: int = 2, script: Path | None = None, extra_env=None):
+    """``torchrun -m cellclr ARGS`` (or a script); a failure is expected with ``extra_env``."""
+    entry = [str(script)] if script else ["-m", "cellclr"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc-per-node={nproc}", *entry, *args]
+    env = {**os.environ, **(extra_env or {})}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert done.returncode == 0 or extra_env, done.stderr[-3000:]
+    return done
+
+
+def sets(*extra: str) -> list[str]:
+    return [arg for o in [*TINY_OVERRIDES, *extra] for arg in ("--set", o)]
+
+
+def weights(folder: Path) -> dict:
+    return torch.load(folder / MODEL, weights_only=True)["encoder"]
+
+
+def assert_close_weights(a: dict, b: dict, atol: float) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k].float(), b[k].float(), atol=atol, rtol=0, msg=k)
+
+
+@pytest.fixture(scope="module")
+def store4(tmp_path_factory) -> Path:
+    """112 cells on 4 plates: 3 steps of a global batch of 32."""
+    folder = tmp_path_factory.mktemp("dist")
+    images, cells = make_crop_files(folder / "input", n_plates=4)
+    return import_crops(images, cells, folder / "store", ["DNA", "Tubulin", "Actin"])
+
+
+# LARS, not Adam, where one process is compared with two: Adam's first steps move each weight by
+# about lr * sign(gradient), so float rounding in a near-zero gradient can flip a weight's step;
+# LARS scales whole layers, so equal gradients (to rounding) give equal weights.
+LARS = ["train.optimizer='lars'", "train.lr=0.5"]
+
+
+def test_two_processes_train_like_one(store4, tmp_path):
+    over = ["train.epochs=1", "train.batch_size=32", "train.warmup_epochs=0", *LARS]
+    one = train(store4, tmp_path / "one", tiny_config(*over))
+    torchrun("train", "--crops", str(store4), "--out", str(tmp_path / "two"), *sets(*over))
+    assert_close_weights(weights(one), weights(tmp_path / "two"), atol=1e-5)
+
+
+def test_a_killed_two_process_training_resumes_exactly(store4, tmp_path):
+    over = sets("train.epochs=3", "train.batch_size=32")
+    whole, out = tmp_path / "whole", tmp_path / "killed"
+    torchrun("train", "--crops", str(store4), "--out", str(whole), *over)
+    done = torchrun(
+        "train", "--crops", str(store4), "--out", str(out), *over,
+        script=HERE / "dist_kill.py", extra_env={"KILL_AT_EPOCH": "2"},
+    )  # fmt: skip
+    assert done.returncode != 0 and not out.exists()
+    assert torch.load(tmp_path / "killed.partial" / CHECKPOINT, weights_only=True)["epoch"] == 1
+    torchrun("train", "--crops", str(store4), "--out", str(out), *over, "--resume")
+    assert_close_weights(weights(whole), weights(out), atol=1e-6)
+
+
+def test_resume_with_another_number_of_processes(store4, tmp_path):
+    over = ["train.epochs=2", "train.batch_size=32", *LARS]
+    whole = train(store4, tmp_path / "whole", tiny_config(*over))
+    out = tmp_path / "mixed"
+    done = torchrun(
+        "train", "--crops", str(store4), "--out", str(out), *sets(*over),
+        script=HERE / "dist_kill.py", extra_env={"KILL_AT_EPOCH": "2"},
+    )  # fmt: skip
+    assert done.returncode != 0
+    train(store4, out, tiny_config(*over), resume=True)  # one process continues two's run
+    assert_close_weights(weights(whole), weights(out), atol=1e-5)
+
+
+def test_global_batch_must_divide_over_the_processes(store4, tmp_path):
+    done = torchrun(
+        "train", "--crops", str(store4), "--out", str(tmp_path / "m"), *sets("train.batch_size=15"),
+        extra_env={"EXPECT": "failure"},
+    )  # fmt: skip
+    assert done.returncode != 0 and "must divide evenly over the 2 processes" in done.stderr
