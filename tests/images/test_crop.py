@@ -12,6 +12,7 @@ from cellclr.images.bbbc021 import bbbc021_image_table
 from cellclr.images.crop import CropError, crop_sites
 from cellclr.images.table import ImageTableError, read_image_table
 from cellclr.store import CropStore
+from cellclr.store.format import plate_file_stem
 from tests.helpers import SHARED, tiny_config
 
 SIZE = 160
@@ -115,7 +116,8 @@ def test_positions_recovered_and_touching_nuclei_split(tmp_path):
     sites = pd.read_parquet(out / "sites.parquet")
     assert len(sites) == 12 and (sites["cells"] == 5).all() and (sites["status"] == "ok").all()
     assert sites["illumination"].all()
-    assert sorted(p.name for p in (out / "illum").iterdir()) == ["Week1_1.npz", "Week2_2.npz"]
+    names = [f"{plate_file_stem(p)}.npz" for p in ("Week1_1", "Week2_2")]
+    assert sorted(p.name for p in (out / "illum").iterdir()) == names
 
 
 def test_boxes_off_the_edge_are_skipped_and_counted(tmp_path):
@@ -139,11 +141,12 @@ def test_plates_separately_then_rerun_skips(tmp_path):
     out = tmp_path / "crops"
     assert main(crop_args(table, out, "--plates", "Week1_1")) == 0
     assert CropStore(out).cells["Metadata_Plate"].unique().tolist() == ["Week1_1"]
-    first = (out / "plates" / "Week1_1.npy").stat().st_mtime_ns
+    week1 = out / "plates" / f"{plate_file_stem('Week1_1')}.npy"
+    first = week1.stat().st_mtime_ns
     assert main(crop_args(table, out, "--workers", "2")) == 0  # the rest, in a process pool
     store = CropStore(out)
     assert sorted(store.cells["Metadata_Plate"].unique()) == ["Week1_1", "Week2_2"]
-    assert (out / "plates" / "Week1_1.npy").stat().st_mtime_ns == first
+    assert week1.stat().st_mtime_ns == first
     assert main(crop_args(table, out, "--box", "40")) == 2  # other settings need --overwrite
     assert main(crop_args(table, out, "--box", "40", "--overwrite")) == 0
     assert CropStore(out).crop_shape == (3, 40, 40)

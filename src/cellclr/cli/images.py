@@ -136,9 +136,10 @@ VERBS = (
         "crop",
         "raw fields of view -> single-cell crop store",
         "Illumination correction, nucleus detection (or nucleus centres from CSV files) and a "
-        "fixed box around each nucleus, plate by plate; a rerun skips finished plates, and "
-        "--overwrite replaces a store made with other settings. Options override [crop] of "
-        "the config.",
+        "fixed box around each nucleus, plate by plate, from 16-bit (or 8-bit) TIFFs; a rerun "
+        "(also after a kill) skips finished plates, and --overwrite replaces a store made with "
+        "other settings once the new one is complete (it is built in OUT.partial). Options "
+        "override [crop] of the config.",
         _crop_args,
         _crop,
     ),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellclr.images.table import ImageTableError, check_image_table
-from cellclr.metadata import batch_from_plate, moa_of, read_moa
+from cellclr.metadata import as_numbers, batch_from_plate, moa_of, read_moa, read_table
 
 CHANNELS = {"DNA": "DAPI", "Tubulin": "Tubulin", "Actin": "Actin"}  # ours: the CSV's names
 IMAGE_CSV, MOA_CSV = "BBBC021_v1_image.csv", "BBBC021_v1_moa.csv"
@@ -35,7 +35,7 @@ def bbbc021_image_table(root: str | Path) -> pd.DataFrame:
     """The image table of a BBBC021 folder (``metadata/`` plus ``[images/]WeekN/<plate>/``)."""
     root = Path(root).resolve()
     image_csv = _find(root, IMAGE_CSV)
-    raw = pd.read_csv(image_csv)
+    raw = read_table(image_csv, "BBBC021 image table")
     images = image_root(root)
     site = raw["Image_FileName_DAPI"].str.extract(r"_s(\d+)_", expand=False)
     if site.isna().any():
@@ -48,7 +48,9 @@ def bbbc021_image_table(root: str | Path) -> pd.DataFrame:
             "Metadata_Site": site.astype(int),
             "Metadata_Replicate": raw["Replicate"],
             "Metadata_Compound": raw["Image_Metadata_Compound"].astype(str),
-            "Metadata_Concentration": raw["Image_Metadata_Concentration"].astype(float),
+            "Metadata_Concentration": as_numbers(
+                raw, "Image_Metadata_Concentration", str(image_csv)
+            ),
         }
     )
     table["Metadata_Batch"] = table["Metadata_Plate"].map(batch_from_plate)

@@ -1,12 +1,17 @@
 """``cellclr crop``: raw fields of view -> illumination correction -> nuclei -> crop store.
 
-Plate by plate: a plate's illumination functions are estimated from a sample of its sites and
-saved (``illum/<plate>.npz``); then a process pool handles its sites, one site's images at a time
-per worker, and the main process streams the crops into ``plates/<plate>.npy``. A plate whose
-selected sites are all in ``sites.parquet`` is skipped, so a rerun (or one job per plate on a
-cluster, with ``--plates``) continues where the last stopped; a plate with new sites (more wells,
-files that arrived since) is cropped again with the sites it held. The crop store is (re)built
-from the finished plates at the end.
+Plate by plate (``cellclr.images.plates``): a plate's illumination functions are estimated from
+a sample of its sites and saved (``illum/<stem>.npz``); then a process pool handles its sites,
+one site's images at a time per worker, and the main process streams the crops into
+``plates/<stem>.npy``; the plate's site record (``sites/<stem>.parquet``) marks it done. A plate
+done with all its selected sites is skipped, so a rerun (after an error or a kill, or one job
+per plate on a cluster, with ``--plates``) continues where the last stopped; a plate with new
+sites (more wells, files that arrived since) is cropped again with the sites it held. The crop
+store is (re)built from the finished plates at the end.
+
+A store made with other settings (another image table, box, detection, ...) is replaced only
+with ``overwrite``, and only once the new one is complete: the new one is built in
+``<out>.partial`` (which a rerun continues) and renamed into place at the end.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -24,21 +29,34 @@ from tqdm import tqdm
 
 from cellclr.config import Config, CropConfig, save_config
 from cellclr.fingerprint import fingerprint
-from cellclr.images.illumination import (
-    IlluminationAccumulator,
-    save_illumination,
-)
 from cellclr.images.nuclei import NucleusParams
-from cellclr.images.sites import CropError, Site, process_site_task, read_site
+from cellclr.images.plates import (
+    RECORD_COLUMNS,
+    crop_plate,
+    plate_done,
+    plate_illumination,
+    site_records,
+    site_tasks,
+)
+from cellclr.images.sites import CropError
 from cellclr.images.table import SITE_KEYS, read_image_table, select_sites
 from cellclr.metadata import metadata_columns
-from cellclr.outputs import OutputExistsError, write_json, write_manifest, write_parquet
+from cellclr.outputs import (
+    OutputError,
+    OutputExistsError,
+    check_apart,
+    check_new_output,
+    partial_path,
+    write_json,
+    write_manifest,
+    write_parquet,
+)
 from cellclr.store import finalize_store
-from cellclr.store.format import plate_file_stem
-from cellclr.store.writer import NpyAppender, write_digest, write_plate_index
 from cellclr.workers import process_pool
 
 CROP_MANIFEST = "crop.json"
+# the layout of the plates' files; a store of an older layout is cropped again (--overwrite)
+LAYOUT = "plate-files-2"
 
 
 def load_sites(c: CropConfig) -> tuple[pd.DataFrame, list[str]]:
@@ -67,7 +85,7 @@ def table_fingerprint(table: pd.DataFrame, channels: list[str], cfg: Config) -> 
     names = table[channels].map(lambda p: Path(p).name)
     meta = table[metadata_columns(table)]
     digest = pd.util.hash_pandas_object(pd.concat([meta, names], axis=1), index=False).sum()
-    return fingerprint("crop", [str(int(digest)), *channels], cfg, ("crop",))
+    return fingerprint("crop", [str(int(digest)), *channels, LAYOUT], cfg, ("crop",))
 
 
 def nucleus_params(c: CropConfig) -> NucleusParams:
@@ -78,13 +96,6 @@ def nucleus_params(c: CropConfig) -> NucleusParams:
         max_area=c.nucleus_max_area,
         min_distance=c.nucleus_min_distance,
     )
-
-
-def plate_done(out: Path, plate: str) -> bool:
-    stem = plate_file_stem(plate)
-    return (out / "plates" / f"{stem}.npy").is_file() and (
-        out / "plates" / f"{stem}.parquet"
-    ).is_file()
 
 
 def missing_files(table: pd.DataFrame, channels: list[str]) -> pd.Series:
@@ -114,7 +125,22 @@ def crop_sites(
         raise CropError(f"the image table lacks treatment columns {missing}")
     fp = table_fingerprint(table, channels, cfg)
     selected = select_sites(table, c.plates, c.wells)
-    _prepare(out, fp, overwrite)
+    inputs = [c.bbbc021, c.images_table, c.images_root, c.locations]
+    work = _work_folder(out, fp, overwrite, inputs)
+    write_json({"fingerprint": fp}, work / CROP_MANIFEST)
+    summary = _crop_into(work, table, selected, channels, cfg)
+    save_config(cfg, work / "config.toml")
+    write_manifest(work, "crop", fp, seconds=round(time.perf_counter() - t_start, 1), **summary)
+    if work != out:
+        _swap_in(work, out)
+    return summary
+
+
+def _crop_into(
+    folder: Path, table: pd.DataFrame, selected: pd.DataFrame, channels: list[str], cfg: Config
+) -> dict:
+    """Crop the plates of ``selected`` that ``folder`` lacks, then finalise the store."""
+    c = cfg.crop
     # every site of the selected plates, checked once for missing files
     rows = table[table["Metadata_Plate"].isin(set(selected["Metadata_Plate"]))]
     absent = missing_files(rows, channels) if len(rows) else pd.Series(dtype=str)
@@ -130,199 +156,121 @@ def crop_sites(
             "incomplete sites in all; --skip-incomplete skips them)"
         )
     complete = rows[(absent == "").to_numpy()]
-    todo = _sites_to_crop(out, complete, is_selected[(absent == "").to_numpy()])
-    params = nucleus_params(c)
-    workers = c.workers or os.cpu_count() or 1
-    records: list[dict] = [
-        {
-            **{k: r[k] for k in SITE_KEYS},
-            "cells": 0,
-            "off_edge": 0,
-            "illumination": False,
-            "status": f"skipped: missing {r['missing']}",
-        }
+    todo = _sites_to_crop(folder, complete, is_selected[(absent == "").to_numpy()])
+    skipped = [
+        {**{k: r[k] for k in SITE_KEYS}, "cells": 0, "off_edge": 0, "illumination": False}
+        | {"status": f"skipped: missing {r['missing']}"}
         for _, r in incomplete.iterrows()
     ]
-    plates_done = []
-    bar = tqdm(total=len(todo), desc="crop", unit="site", disable=None)
-    pool = process_pool(workers) if workers > 1 and len(todo) > 1 else None
-    try:
-        for plate, sites in todo.groupby("Metadata_Plate", sort=True):
-            plate_sites = complete[complete["Metadata_Plate"] == plate]
-            illum = _plate_illumination(out, str(plate), plate_sites, channels, c)
-            records += _crop_plate(out, str(plate), sites, channels, c, params, illum, pool, bar)
-            plates_done.append(str(plate))
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    _write_sites(out, records)
-    if plates_done or not (out / "store.json").is_file():
-        finalize_store(out, channels)
-    summary = {
+    records, plates_done = _crop_plates(folder, todo, complete, skipped, channels, c)
+    sites = pd.concat([site_records(folder), pd.DataFrame(skipped, columns=RECORD_COLUMNS)])
+    sites = sites.drop_duplicates(SITE_KEYS).sort_values(SITE_KEYS)
+    write_parquet(sites.reset_index(drop=True), folder / "sites.parquet")
+    if plates_done or not (folder / "store.json").is_file():
+        finalize_store(folder, channels)
+    records += skipped
+    return {
         "plates_cropped": plates_done,
         "sites_cropped": int(sum(r["status"] == "ok" for r in records)),
         "cells": int(sum(r["cells"] for r in records)),
         "off_edge": int(sum(r["off_edge"] for r in records)),
         "skipped_incomplete": [
-            f"{r['Metadata_Plate']} {r['Metadata_Well']} s{r['Metadata_Site']}"
-            for r in records
-            if r["status"] != "ok"
+            f"{r['Metadata_Plate']} {r['Metadata_Well']} s{r['Metadata_Site']}" for r in skipped
         ],
         "plates_without_illumination": sorted(
             {r["Metadata_Plate"] for r in records if r["status"] == "ok" and not r["illumination"]}
         ),
-        "plates_in_store": sorted(p.stem for p in (out / "plates").glob("*.parquet")),
+        "plates_in_store": sorted(
+            pd.read_parquet(folder / "cells.parquet", columns=["Metadata_Plate"])
+            .iloc[:, 0]
+            .astype(str)
+            .unique()
+        ),
     }
-    save_config(cfg, out / "config.toml")
-    write_manifest(out, "crop", fp, seconds=round(time.perf_counter() - t_start, 1), **summary)
-    return summary
 
 
-def _sites_to_crop(out: Path, complete: pd.DataFrame, selected: np.ndarray) -> pd.DataFrame:
+def _crop_plates(
+    folder: Path,
+    todo: pd.DataFrame,
+    complete: pd.DataFrame,
+    skipped: list[dict],
+    channels: list[str],
+    c: CropConfig,
+) -> tuple[list[dict], list[str]]:
+    """Crop the sites of ``todo`` plate by plate; return their records and the plates done."""
+    params = nucleus_params(c)
+    workers = c.workers or os.cpu_count() or 1
+    records: list[dict] = []
+    plates_done = []
+    with ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=len(todo), desc="crop", unit="site", disable=None))
+        use_pool = workers > 1 and len(todo) > 1
+        pool = stack.enter_context(process_pool(workers)) if use_pool else None
+        for plate, sites in todo.groupby("Metadata_Plate", sort=True):
+            plate = str(plate)
+            plate_sites = complete[complete["Metadata_Plate"] == plate]
+            illum = plate_illumination(folder, plate, plate_sites, channels, c)
+            tasks = site_tasks(plate, sites, channels, c, params, illum)
+            own = [r for r in skipped if r["Metadata_Plate"] == plate]
+            records += crop_plate(folder, plate, tasks, own, pool, bar)
+            plates_done.append(plate)
+    return records, plates_done
+
+
+def _sites_to_crop(folder: Path, complete: pd.DataFrame, selected: np.ndarray) -> pd.DataFrame:
     """The sites to crop: for each plate with a selected site not cropped yet (a new well, a
     file that has appeared since), the plate again, with the sites it held before."""
-    done = _cropped_sites(out)
+    records = site_records(folder)
+    done = pd.MultiIndex.from_frame(records.loc[records["status"] == "ok", SITE_KEYS])
     keys = pd.MultiIndex.from_frame(complete[SITE_KEYS])
     was_cropped = keys.isin(done) if len(done) else np.zeros(len(complete), dtype=bool)
     parts = []
     for plate, idx in complete.groupby("Metadata_Plate", sort=True).indices.items():
         wanted = selected[idx] | was_cropped[idx]
-        if plate_done(out, str(plate)) and was_cropped[idx][selected[idx]].all():
+        if plate_done(folder, str(plate)) and was_cropped[idx][selected[idx]].all():
             continue
         parts.append(complete.iloc[idx[wanted]])
     return pd.concat(parts) if parts else complete.iloc[:0]
 
 
-def _cropped_sites(out: Path) -> pd.MultiIndex:
-    """The sites that earlier runs cropped into the store (``sites.parquet``, status ok)."""
-    path = out / "sites.parquet"
-    if not path.is_file():
-        return pd.MultiIndex.from_tuples([], names=SITE_KEYS)
-    sites = pd.read_parquet(path)
-    return pd.MultiIndex.from_frame(sites.loc[sites["status"] == "ok", SITE_KEYS])
-
-
-def _prepare(out: Path, fp: str, overwrite: bool) -> None:
-    """Create ``out``, or check that the plates already in it were cropped the same way (then
-    they are kept and only missing plates are cropped, with or without ``overwrite``)."""
-    same = (out / CROP_MANIFEST).is_file() and json.loads((out / CROP_MANIFEST).read_text())[
-        "fingerprint"
-    ] == fp
-    if out.exists() and overwrite and not same:
-        shutil.rmtree(out)
-    if (out / CROP_MANIFEST).is_file():
-        if not same:
-            raise OutputExistsError(
-                f"{out} holds crops made from another image table or crop settings: "
-                "pass --overwrite to replace them"
-            )
-    elif out.exists() and any(out.iterdir()):
-        raise OutputExistsError(f"output exists and is not a crop folder: {out}")
-    (out / "plates").mkdir(parents=True, exist_ok=True)
-    write_json({"fingerprint": fp}, out / CROP_MANIFEST)
-
-
-def _plate_illumination(
-    out: Path, plate: str, sites: pd.DataFrame, channels: list[str], c: CropConfig
-) -> Path | None:
-    """The plate's illumination file, estimated from its complete sites the first time; None
-    (no correction, logged) when switched off or with too few sites for a reliable estimate:
-    a few fields average cell density, not illumination."""
-    if not c.illumination:
-        return None
-    path = out / "illum" / f"{plate_file_stem(plate)}.npz"
-    if path.is_file():
-        return path
-    if len(sites) < c.illumination_min_sites:
-        tqdm.write(
-            f"plate {plate}: {len(sites)} complete sites, fewer than "
-            f"crop.illumination_min_sites={c.illumination_min_sites}: no illumination correction"
-        )
-        return None
-    _estimate_illumination(sites, channels, c.illumination_sites, path)
-    return path
-
-
-def _crop_plate(
-    out: Path,
-    plate: str,
-    sites: pd.DataFrame,
-    channels: list[str],
-    c: CropConfig,
-    params: NucleusParams,
-    illum: Path | None,
-    pool: ProcessPoolExecutor | None,
-    bar: tqdm,
-) -> list[dict]:
-    stem = plate_file_stem(plate)
-    meta_cols = metadata_columns(sites)
-    tasks = []
-    for _, row in sites.iterrows():
-        locations = None
-        if c.locations:
-            locations = str(
-                Path(c.locations)
-                / plate
-                / f"{row['Metadata_Well']}-{row['Metadata_Site']}-Nuclei.csv"
-            )
-        site = Site(
-            [row[ch] for ch in channels],
-            tuple(channels),
-            {k: row[k] for k in meta_cols},
-            str(illum) if illum else None,
-            locations,
-        )
-        tasks.append((site, c.box, params))
-    results = (
-        pool.map(process_site_task, tasks, chunksize=2) if pool else map(process_site_task, tasks)
-    )
-    tmp = out / "plates" / f".{stem}.npy.tmp"
-    writer = NpyAppender(tmp, (len(channels), c.box, c.box))
-    cells, records = [], []
+def _fingerprint_in(folder: Path) -> str | None:
+    """The fingerprint of the crops in ``folder`` (None when it holds none, or unreadable)."""
     try:
-        for result in results:
-            writer.append(result.crops)
-            cells.append(result.cells)
-            records.append(result.record)
-            bar.update()
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)  # no half-written plate is left behind
-        raise
-    digest = writer.close()
-    if writer.count == 0:
-        tmp.unlink()
-        raise CropError(f"plate {plate}: no cells were found in {len(sites)} sites")
-    os.replace(tmp, out / "plates" / f"{stem}.npy")
-    write_digest(out / "plates" / f"{stem}.npy", digest)
-    write_plate_index(out, plate, pd.concat(cells, ignore_index=True))
-    return records
+        return json.loads((folder / CROP_MANIFEST).read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
-def _estimate_illumination(
-    sites: pd.DataFrame, channels: list[str], n_sites: int, path: Path
-) -> None:
-    """Illumination functions from up to ``n_sites`` sites spread evenly over the plate."""
-    pick = np.unique(np.linspace(0, len(sites) - 1, min(n_sites, len(sites))).round().astype(int))
-    accumulators: list[IlluminationAccumulator] = []
-    for _, row in sites.iloc[pick].iterrows():
-        images = read_site([row[ch] for ch in channels])
-        if not accumulators:
-            accumulators = [IlluminationAccumulator(images[0].shape) for _ in channels]
-        for acc, image in zip(accumulators, images, strict=True):
-            acc.add(image)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_illumination(
-        path, {ch: acc.function() for ch, acc in zip(channels, accumulators, strict=True)}
-    )
+def _work_folder(out: Path, fp: str, overwrite: bool, inputs: list[str]) -> Path:
+    """Where this run crops: ``out`` itself when it is new, empty, or holds plates cropped the
+    same way (they are kept, missing ones are added); else, with ``overwrite``, the staging
+    folder ``out.partial`` (continued if it holds plates cropped the same way), which replaces
+    ``out`` once complete. Nothing else is deleted, and never an input."""
+    check_apart(out, inputs)
+    if not out.exists() or _fingerprint_in(out) == fp or (out.is_dir() and not any(out.iterdir())):
+        (out / "plates").mkdir(parents=True, exist_ok=True)
+        return out
+    if (out / CROP_MANIFEST).is_file() and not overwrite:
+        raise OutputExistsError(
+            f"{out} holds crops made from another image table or crop settings (or by an older "
+            "cellclr): pass --overwrite to replace them (they are kept until the new store is "
+            "complete)"
+        )
+    if not (out / CROP_MANIFEST).is_file():
+        check_new_output(out, overwrite, inputs)  # a store from import-crops may be replaced
+    work = partial_path(out)
+    if work.exists() and _fingerprint_in(work) != fp:
+        if _fingerprint_in(work) is None and not (work.is_dir() and not any(work.iterdir())):
+            raise OutputError(f"{work} exists and is not an unfinished crop store: remove it")
+        shutil.rmtree(work)  # an unfinished store with other settings
+    (work / "plates").mkdir(parents=True, exist_ok=True)
+    return work
 
 
-def _write_sites(out: Path, records: list[dict]) -> None:
-    """Keep one row per site over all runs: ``sites.parquet``."""
-    path = out / "sites.parquet"
-    new = pd.DataFrame(records, columns=[*SITE_KEYS, "cells", "off_edge", "illumination", "status"])
-    if path.is_file():
-        old = pd.read_parquet(path)
-        new = pd.concat([old, new]).drop_duplicates(SITE_KEYS, keep="last")
-    write_parquet(new.sort_values(SITE_KEYS).reset_index(drop=True), path)
+def _swap_in(work: Path, out: Path) -> None:
+    """Replace ``out`` by the finished store in ``work`` (the old one is removed last)."""
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    out.rename(old)
+    work.rename(out)
+    shutil.rmtree(old)

@@ -118,7 +118,8 @@ def _upsample(image: np.ndarray, block: int, shape: tuple[int, int]) -> np.ndarr
 
 
 def correct(image: np.ndarray, illum: np.ndarray) -> np.ndarray:
-    """``image / illum``, rounded and clipped to uint16 counts."""
+    """``image / illum`` as uint16 counts: rounded to the nearest integer (halves to even) and
+    clipped to 0..65535, so that a pixel the division lifts above 65535 saturates there."""
     _check_shape(image.shape, illum.shape)
     if not (np.isfinite(illum).all() and (illum > 0).all()):
         raise IlluminationError("an illumination function must be finite and positive")

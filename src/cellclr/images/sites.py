@@ -44,17 +44,29 @@ class SiteResult:
 
 
 def read_image(path: str) -> np.ndarray:
-    """A 2-D image from a TIFF file; a missing or unreadable file is an error naming it."""
+    """A 2-D image of counts from a TIFF file, as uint16; a missing, unreadable or truncated
+    file is an error naming it. Unsigned 8-bit images are counts too and keep their values
+    (0..255, not stretched); any other pixel type (signed, 32-bit, floating point) is refused
+    rather than converted, since no conversion is right for every source."""
     if not os.path.isfile(path):
         raise CropError(f"missing image file: {path}")
     try:
         image = tifffile.imread(path)
     except Exception as e:  # tifffile raises many types for truncated or corrupt files
-        raise CropError(f"unreadable TIFF {path}: {type(e).__name__}: {e}") from None
+        raise CropError(
+            f"unreadable TIFF {path}: truncated or corrupt ({type(e).__name__}: {e})"
+        ) from None
     image = np.squeeze(image)
+    if image.size == 0:
+        raise CropError(f"unreadable TIFF {path}: truncated or corrupt (it holds no pixels)")
     if image.ndim != 2:
         raise CropError(f"{path}: expected a 2-D image, got shape {image.shape}")
-    return image
+    if image.dtype not in (np.uint8, np.uint16):
+        raise CropError(
+            f"{path}: {image.dtype} pixels; cellclr reads unsigned 16-bit (or 8-bit) counts: "
+            "convert the images to 16-bit counts (uint16 TIFFs)"
+        )
+    return image.astype(np.uint16, copy=False)
 
 
 def read_site(paths: list[str]) -> list[np.ndarray]:
@@ -92,15 +104,30 @@ def crop_boxes(
     return crops, fits
 
 
+def corrected(site: Site, images: list[np.ndarray]) -> list[np.ndarray]:
+    """The site's images divided by its plate's illumination functions (``correct``: rounded,
+    clipped to 0..65535), or as they are when the plate has none."""
+    if site.illumination is None:
+        return images
+    functions = _illumination(site.illumination, site.channels)
+    if functions[0].shape != images[0].shape:
+        raise CropError(
+            f"{site.paths[0]}: image shape {images[0].shape} differs from the shape "
+            f"{functions[0].shape} of the plate's illumination functions ({site.illumination}): "
+            "the fields of a plate must all have one size"
+        )
+    return [correct(im, f) for im, f in zip(images, functions, strict=True)]
+
+
 def process_site(site: Site, box: int, params: NucleusParams) -> SiteResult:
     """Read, correct, find nuclei and crop one site (runs in a worker process)."""
-    images = read_site(site.paths)
-    if site.illumination is not None:
-        images = [
-            correct(im, f)
-            for im, f in zip(images, _illumination(site.illumination, site.channels), strict=True)
-        ]
-    images = [im.astype(np.uint16, copy=False) for im in images]
+    images = corrected(site, read_site(site.paths))
+    height, width = images[0].shape
+    if box > min(height, width):
+        raise CropError(
+            f"the crop box (crop.box, --box) of {box} pixels is larger than the field of view, "
+            f"{height} x {width} pixels ({site.paths[0]})"
+        )
     if site.locations is not None:
         nuclei = read_locations(Path(site.locations))
     else:

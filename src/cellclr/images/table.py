@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellclr.errors import CellclrError
+from cellclr.metadata import as_numbers, read_table
 
 SITE_KEYS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
 
@@ -38,13 +39,13 @@ def check_image_table(table: pd.DataFrame, channels: list[str], source: str) -> 
     table = table.copy()
     table["Metadata_Plate"] = table["Metadata_Plate"].astype(str)
     table["Metadata_Well"] = table["Metadata_Well"].astype(str)
-    table["Metadata_Site"] = table["Metadata_Site"].astype(int)
+    table["Metadata_Site"] = as_numbers(table, "Metadata_Site", source, integer=True)
     dup = table.duplicated(SITE_KEYS, keep=False)
     if dup.any():
         first = table.loc[dup, SITE_KEYS].iloc[0].tolist()
         raise ImageTableError(f"{source}: {int(dup.sum())} rows repeat a site, e.g. {first}")
     if "Metadata_Concentration" in table:
-        table["Metadata_Concentration"] = table["Metadata_Concentration"].astype(float)
+        table["Metadata_Concentration"] = as_numbers(table, "Metadata_Concentration", source)
     return table.reset_index(drop=True)
 
 
@@ -54,10 +55,7 @@ def read_image_table(
     """Read a CSV or parquet image table; relative image paths become absolute, from ``root``
     (default: the table's folder)."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageTableError(f"image table not found: {path}")
-    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    table = check_image_table(table, channels, str(path))
+    table = check_image_table(read_table(path, "image table"), channels, str(path))
     base = Path(root) if root is not None else path.parent
     for c in channels:
         table[c] = [str(p if Path(p).is_absolute() else base / p) for p in table[c].astype(str)]

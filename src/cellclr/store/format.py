@@ -6,8 +6,8 @@ Layout of a store folder::
     cells.parquet           one row per cell: Metadata_* columns, nucleus location when known,
                             Metadata_CropFile / Metadata_CropRow (where its pixels are)
     normalization.parquet   robust intensity statistics per plate, batch and overall
-    plates/<plate>.npy      uint16 array of that plate's crops
-    plates/<plate>.parquet  that plate's rows of the cell index (what finalize_store joins)
+    plates/<stem>.npy       uint16 array of a plate's crops (``plate_file_stem`` names it)
+    plates/<stem>.parquet   that plate's rows of the cell index (what finalize_store joins)
 
 Writers fill ``plates/`` one plate at a time (``write_plate``), then ``finalize_store`` builds
 the joined index, the statistics and ``store.json``.
@@ -15,6 +15,7 @@ the joined index, the statistics and ``store.json``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from cellclr.errors import CellclrError
@@ -38,5 +39,13 @@ class StoreError(CellclrError, ValueError):
 
 
 def plate_file_stem(plate: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", str(plate))
-    return stem if stem not in ("", ".", "..") else f"plate_{stem}"
+    """The name of a plate's files without suffix: the plate name with every character but
+    ASCII letters, digits, ``.``, ``_`` and ``-`` replaced by ``_`` (at most 64 characters, no
+    leading dot), then ``-`` and 8 hex digits of the SHA-256 of the exact name. Plates whose
+    names differ only in replaced characters (``Plate A``, ``Plate_A``, ``Plate/A``) so get
+    files of their own, and the name alone picks the file. (Stores written before the hash was
+    added stay readable: readers follow ``Metadata_CropFile``.)"""
+    plate = str(plate)
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", plate)[:64].lstrip(".")
+    digest = hashlib.sha256(plate.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{readable}-{digest}"

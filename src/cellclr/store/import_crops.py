@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cellclr.metadata import as_numbers, read_table
 from cellclr.outputs import staged_dir
 from cellclr.store import StoreError, finalize_store, write_plate
 from cellclr.store.format import REQUIRED_COLUMNS
@@ -16,15 +17,25 @@ from cellclr.store.format import REQUIRED_COLUMNS
 LOCATION_COLUMNS = ("Nuclei_Location_Center_X", "Nuclei_Location_Center_Y")
 
 
+NPZ_MAGIC, NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"
+
+
 def load_images(path: Path, key: str = "images") -> np.ndarray:
     """The crop array from an ``.npz`` (or ``.npy``) file, as (cells, channels, H, W)."""
     if not path.is_file():
         raise StoreError(f"images file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head[:4] != NPZ_MAGIC and head != NPY_MAGIC:
+        raise StoreError(
+            f"{path} is not an .npz or .npy file (it starts with {head!r}): save the crops "
+            "with numpy.savez or numpy.save"
+        )
     try:
-        if path.suffix == ".npy":
-            images = np.load(path, mmap_mode="r")
+        if head == NPY_MAGIC:
+            images = np.load(path, mmap_mode="r", allow_pickle=False)
         else:
-            with np.load(path) as npz:
+            with np.load(path, allow_pickle=False) as npz:
                 if key not in npz.files:
                     raise StoreError(f"{path}: no array {key!r} (it has: {', '.join(npz.files)})")
                 images = npz[key]
@@ -68,9 +79,7 @@ def check_counts(images: np.ndarray, path: Path, rows: np.ndarray) -> np.ndarray
 
 def read_cells(path: Path, n_images: int) -> pd.DataFrame:
     """Read and check the cell table that goes with the crops."""
-    if not path.is_file():
-        raise StoreError(f"cells table not found: {path}")
-    cells = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    cells = read_table(path, "cells table")
     missing = [c for c in REQUIRED_COLUMNS if c not in cells]
     if missing:
         raise StoreError(f"{path}: missing required columns {', '.join(missing)}")
@@ -83,10 +92,12 @@ def read_cells(path: Path, n_images: int) -> pd.DataFrame:
             raise StoreError(f"{path}: column {column} is empty in {len(empty)} rows ({first}...)")
     keep = [c for c in cells.columns if c.startswith("Metadata_") or c in LOCATION_COLUMNS]
     cells = cells[keep].copy()
-    cells["Metadata_Plate"] = cells["Metadata_Plate"].astype(str)
-    cells["Metadata_Well"] = cells["Metadata_Well"].astype(str)
-    cells["Metadata_Compound"] = cells["Metadata_Compound"].astype(str)
-    cells["Metadata_Concentration"] = cells["Metadata_Concentration"].astype(float)
+    for column in ("Metadata_Plate", "Metadata_Well", "Metadata_Compound"):
+        cells[column] = cells[column].astype(str)
+    cells["Metadata_Site"] = as_numbers(cells, "Metadata_Site", str(path), integer=True)
+    cells["Metadata_Concentration"] = as_numbers(cells, "Metadata_Concentration", str(path))
+    for column in (c for c in LOCATION_COLUMNS if c in cells):
+        cells[column] = as_numbers(cells, column, str(path))
     return cells
 
 

@@ -28,18 +28,14 @@ class CropStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        meta_path = self.path / "store.json"
-        if not meta_path.is_file():
-            raise StoreError(f"{self.path} is not a crop store (no store.json)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise StoreError(
-                f"{meta_path}: unsupported format version {meta.get('format_version')}"
-            )
+        meta = _read_meta(self.path)
         self.channels: list[str] = meta["channels"]
         self.crop_shape: tuple[int, int, int] = tuple(meta["crop_shape"])
         self.id: str = meta["id"]
-        self.cells = pd.read_parquet(self.path / "cells.parquet")
+        self.cells = read_part(self.path, "cells.parquet")
+        missing = [c for c in ("Metadata_CropFile", "Metadata_CropRow") if c not in self.cells]
+        if missing:
+            raise StoreError(f"{self.path / 'cells.parquet'}: lacks the columns {missing}")
         self.files = sorted(self.cells["Metadata_CropFile"].unique())
         self._arrays: list[np.ndarray] | None = None
         self.file_of = pd.Categorical(self.cells["Metadata_CropFile"], self.files).codes.astype(
@@ -53,13 +49,28 @@ class CropStore:
     @property
     def arrays(self) -> list[np.ndarray]:
         if self._arrays is None:
-            self._arrays = []
-            for f in self.files:
-                path = self.path / f
-                if not path.is_file():
-                    raise StoreError(f"crop file missing from the store: {path}")
-                self._arrays.append(np.load(path, mmap_mode="r"))
+            rows = np.zeros(len(self.files), np.int64)
+            np.maximum.at(rows, self.file_of, self.row_of + 1)
+            self._arrays = [self._open(f, int(n)) for f, n in zip(self.files, rows, strict=True)]
         return self._arrays
+
+    def _open(self, name: str, rows: int) -> np.ndarray:
+        """A plate's crops, memory-mapped, checked against the index (``rows`` at least)."""
+        path = self.path / name
+        if not path.is_file():
+            raise StoreError(f"the store at {self.path} is incomplete: missing {name}")
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise StoreError(f"{path}: truncated or corrupt crop file ({e})") from None
+        if not isinstance(array, np.ndarray):
+            raise StoreError(f"{path}: corrupt crop file (not an .npy array)")
+        if array.dtype != np.uint16 or array.shape[1:] != self.crop_shape or len(array) < rows:
+            raise StoreError(
+                f"{path}: corrupt crop file: holds {array.dtype} {array.shape}, the index needs "
+                f"uint16 ({rows} or more, {', '.join(map(str, self.crop_shape))})"
+            )
+        return array
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         """The crops of the given cells, in that order, as uint16 (n, C, H, W)."""
@@ -91,7 +102,7 @@ class CropStore:
             high = np.full((len(plate_names), n_ch), 65535.0, np.float32)
             source = pd.DataFrame({"Metadata_Plate": plate_names, "level": "none"})
             return Normalization(plate_codes.astype(np.int64), low, high, source)
-        stats = pd.read_parquet(self.path / "normalization.parquet")
+        stats = read_part(self.path, "normalization.parquet")
         table = {
             (lv, k): g.set_index("channel").loc[self.channels]
             for (lv, k), g in stats.groupby(["level", "key"])
@@ -114,3 +125,37 @@ class CropStore:
         high = np.maximum(high, low + 1.0)  # a constant channel must not divide by zero
         source = pd.DataFrame({"Metadata_Plate": plate_names, "level": levels})
         return Normalization(plate_codes.astype(np.int64), low, high, source)
+
+
+def _read_meta(store: Path) -> dict:
+    """``store.json``: what the store holds; a missing or corrupt one is a clear error."""
+    path = store / "store.json"
+    if not path.is_file():
+        if (store / "plates").is_dir():
+            raise StoreError(
+                f"the store at {store} is incomplete: missing store.json (its writing stopped "
+                "before the end: run the crop or import again)"
+            )
+        raise StoreError(f"{store} is not a crop store (no store.json)")
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"{path}: corrupt store description (not JSON: {e})") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise StoreError(f"{path}: unsupported format version {version}")
+    missing = [k for k in ("channels", "crop_shape", "id") if k not in meta]
+    if missing:
+        raise StoreError(f"{path}: corrupt store description (no {', '.join(missing)})")
+    return meta
+
+
+def read_part(store: Path, name: str) -> pd.DataFrame:
+    """One of the store's tables; a missing or unreadable one is an error naming it."""
+    path = store / name
+    if not path.is_file():
+        raise StoreError(f"the store at {store} is incomplete: missing {name}")
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise StoreError(f"{path}: corrupt table ({e})") from None

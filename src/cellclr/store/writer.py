@@ -85,13 +85,30 @@ def _digest(npy: Path) -> str:
     return h.hexdigest()
 
 
-def write_plate_index(folder: Path, plate: str, cells: pd.DataFrame) -> None:
-    """Write a plate's rows of the cell index, pointing at ``plates/<plate>.npy``."""
+def plate_files(folder: Path, plate: str) -> tuple[Path, Path]:
+    """A plate's crop array and index files, ``folder/plates/<stem>.npy`` and ``.parquet``.
+
+    Two plates must never share files: an index already there that holds another plate is an
+    error (``plate_file_stem`` makes that practically impossible; this makes it certain)."""
     stem = plate_file_stem(plate)
+    npy, index = folder / "plates" / f"{stem}.npy", folder / "plates" / f"{stem}.parquet"
+    if index.is_file():
+        held = pd.read_parquet(index, columns=["Metadata_Plate"])["Metadata_Plate"]
+        if len(held) and str(held.iloc[0]) != str(plate):
+            raise StoreError(
+                f"plates {held.iloc[0]!r} and {plate!r} map to the same file {npy}: "
+                "rename one of them"
+            )
+    return npy, index
+
+
+def write_plate_index(folder: Path, plate: str, cells: pd.DataFrame) -> None:
+    """Write a plate's rows of the cell index, pointing at its ``.npy`` (``plate_files``)."""
+    npy, index = plate_files(folder, plate)
     rows = cells.reset_index(drop=True).copy()
-    rows["Metadata_CropFile"] = f"plates/{stem}.npy"
+    rows["Metadata_CropFile"] = f"plates/{npy.name}"
     rows["Metadata_CropRow"] = np.arange(len(rows), dtype=np.int64)
-    write_parquet(rows, folder / "plates" / f"{stem}.parquet")
+    write_parquet(rows, index)
 
 
 def write_plate(folder: Path, plate: str, images: np.ndarray, cells: pd.DataFrame) -> None:
@@ -100,9 +117,8 @@ def write_plate(folder: Path, plate: str, images: np.ndarray, cells: pd.DataFram
         raise StoreError(f"plate {plate}: crops must be uint16 (cells, channels, H, W)")
     if len(images) != len(cells):
         raise StoreError(f"plate {plate}: {len(images)} crops but {len(cells)} cell rows")
-    plates = folder / "plates"
-    plates.mkdir(parents=True, exist_ok=True)
-    npy = plates / f"{plate_file_stem(plate)}.npy"
+    (folder / "plates").mkdir(parents=True, exist_ok=True)
+    npy, _ = plate_files(folder, plate)
     with atomic_file(npy) as tmp:
         writer = NpyAppender(tmp, images.shape[1:])
         writer.append(images)
@@ -119,6 +135,7 @@ def finalize_store(folder: Path, channels: list[str], seed: int = 0) -> None:
     if not parts:
         raise StoreError(f"{folder}: no plates were written")
     cells = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    _check_one_plate_per_file(folder, cells)
     if "Metadata_Batch" not in cells:
         cells["Metadata_Batch"] = cells["Metadata_Plate"].map(batch_from_plate)
     write_parquet(cells, folder / "cells.parquet")
@@ -145,6 +162,15 @@ def finalize_store(folder: Path, channels: list[str], seed: int = 0) -> None:
         },
         folder / "store.json",
     )
+
+
+def _check_one_plate_per_file(folder: Path, cells: pd.DataFrame) -> None:
+    """Every crop file holds one plate, and every crop of it belongs to one cell."""
+    plates = cells.groupby("Metadata_CropFile")["Metadata_Plate"].nunique()
+    if (plates > 1).any():
+        raise StoreError(f"{folder}: {plates.idxmax()} holds crops of {plates.max()} plates")
+    if cells.duplicated(["Metadata_CropFile", "Metadata_CropRow"]).any():
+        raise StoreError(f"{folder}: two cells of the index point at the same crop")
 
 
 def _intensity_stats(
