@@ -4,6 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import cellclr.embeddings as embeddings
+from cellclr.errors import CellclrError
 
 
 def test_embedding_writer_row_groups_keep_rows_aligned(tmp_path, monkeypatch):
@@ -28,3 +29,22 @@ def test_embedding_writer_refuses_a_row_count_mismatch(tmp_path):
     writer.append(np.zeros((1, 1)))
     with pytest.raises(RuntimeError, match="1 feature rows for 2 cells"):
         writer.close()
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        ("no folder", "no such folder"),
+        ("no file", "missing embeddings.parquet"),
+        ("truncated", "cannot read the embeddings.parquet: "),
+    ],
+)
+def test_read_embeddings_of_an_unfinished_folder(tmp_path, damage, problem):
+    folder = tmp_path / "embeddings"
+    if damage != "no folder":
+        folder.mkdir()
+    if damage == "truncated":
+        pd.DataFrame({"Metadata_A": [1], "emb_0000": [0.5]}).to_parquet(folder / "e.parquet")
+        (folder / embeddings.EMBEDDINGS).write_bytes((folder / "e.parquet").read_bytes()[:50])
+    with pytest.raises(CellclrError, match=f"{folder} is not a finished `embed` output: {problem}"):
+        embeddings.read_embeddings(folder)

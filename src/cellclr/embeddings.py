@@ -10,14 +10,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cellclr.metadata import read_output_table
+
 EMBEDDINGS = "embeddings.parquet"  # what `embed` (and the baselines) write: metadata + features
 FEATURE_PREFIX = "emb_"  # feature columns of a learned embedding: emb_0000, emb_0001, ...
 ROWS_PER_GROUP = 65536  # parquet row group of the embeddings: memory holds one at a time
 
 
 def read_embeddings(folder: str | Path) -> pd.DataFrame:
-    """The cells of an ``embed`` output folder."""
-    return pd.read_parquet(Path(folder) / EMBEDDINGS)
+    """The cells of an ``embed`` output folder (an error if it is not one)."""
+    return read_output_table(folder, EMBEDDINGS, "embed")
 
 
 class EmbeddingWriter:

@@ -4,7 +4,6 @@ normalisation that cosine distances start from."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +56,9 @@ def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise MetadataError(f"{path}: the {what} holds no columns") from None
     except pd.errors.ParserError as e:
-        raise MetadataError(f"{path}: the {what} is not a well-formed CSV: {e}") from None
+        raise MetadataError(
+            f"{path}: the {what} is not a well-formed CSV: {str(e).strip()}"
+        ) from None
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
         raise MetadataError(f"{path}: cannot read the {what}: {e}") from None
 
@@ -81,6 +82,37 @@ def as_numbers(
     return values.astype(int) if integer else values.astype(float)
 
 
+def require_filled(table: pd.DataFrame, columns: list[str], source: str) -> None:
+    """Refuse a table whose given metadata columns are missing or empty in some rows; the error
+    names the source, the column and the first such rows."""
+    missing = [c for c in columns if c not in table]
+    if missing:
+        raise MetadataError(f"{source}: missing columns {missing}")
+    for column in columns:
+        empty = np.flatnonzero(table[column].isna().to_numpy())
+        if len(empty):
+            raise MetadataError(
+                f"{source}: column {column} is empty in {len(empty)} rows "
+                f"(first: {empty[:5].tolist()})"
+            )
+
+
+def read_output_table(folder: str | Path, name: str, stage: str) -> pd.DataFrame:
+    """The table ``name`` of a finished ``stage`` output folder; a missing folder or file, or
+    an unreadable one, is an error saying that the folder is not such an output."""
+    folder = Path(folder)
+    not_output = f"{folder} is not a finished `{stage}` output"
+    if not folder.is_dir():
+        raise MetadataError(f"{not_output}: no such folder")
+    path = folder / name
+    if not path.is_file():
+        raise MetadataError(f"{not_output}: missing {name}")
+    try:
+        return read_table(path, name)
+    except MetadataError as e:
+        raise MetadataError(f"{not_output}: {str(e).removeprefix(f'{path}: ')}") from None
+
+
 def batch_from_plate(plate: str) -> str:
     """The batch of a plate when none is given: the part before the first ``_``
     (``Week4_27521`` -> ``Week4``, as BBBC021 names plates), else the plate itself."""
@@ -89,18 +121,13 @@ def batch_from_plate(plate: str) -> str:
 
 def read_moa(path: Path) -> pd.DataFrame:
     """The MoA table (compound, concentration, moa), whatever its line endings."""
-    if not path.is_file():
-        raise MetadataError(f"MoA table not found: {path}")
-    try:
-        text = path.read_bytes().decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
-        moa = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=MISSING)
-    except UnicodeDecodeError:
-        raise MetadataError(f"{path}: the MoA table is not UTF-8 text") from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
-        raise MetadataError(f"{path}: the MoA table is not a well-formed CSV: {e}") from None
+    moa = read_table(path, "MoA table")
     missing = {"compound", "concentration", "moa"} - set(moa.columns)
     if missing:
         raise MetadataError(f"{path}: missing columns {sorted(missing)}")
+    require_filled(moa, ["compound", "concentration"], str(path))
+    moa["compound"] = moa["compound"].astype(str)
+    moa["concentration"] = as_numbers(moa, "concentration", str(path))
     return moa
 
 

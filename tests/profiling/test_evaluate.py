@@ -108,7 +108,7 @@ def test_unannotated_treatments_are_excluded_and_counted():
 
 
 def test_bad_tables():
-    with pytest.raises(EvaluationError, match="lack columns"):
+    with pytest.raises(EvaluationError, match="treatment profiles: lacks columns"):
         evaluate_treatments(table(ROWS).drop(columns="Metadata_Batch"))
     nan = table(ROWS)
     nan.loc[2, "f1"] = np.nan

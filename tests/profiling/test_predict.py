@@ -48,5 +48,5 @@ def test_hand_made_prediction():
 
 def test_mismatched_features():
     reference = profiles([("s1", 1.0, "m", [1, 0])])
-    with pytest.raises(PredictError, match="lack"):
+    with pytest.raises(PredictError, match=r"do not match .* 1 missing \['f1'\], 0 extra"):
         predict_moa(reference, reference.drop(columns="f1"))

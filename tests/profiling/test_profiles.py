@@ -64,8 +64,10 @@ def test_inconsistent_metadata_and_bad_features():
     with pytest.raises(ProfileError, match="Metadata_MoA differs within 1 wells"):
         well_profiles(bad)
     nan = cells.copy()
-    nan.loc[3, "f2"] = np.nan
-    with pytest.raises(ProfileError, match="NaN in feature columns \\['f2'\\]"):
-        well_profiles(nan)
+    nan.loc[3, "f2"] = np.nan  # one cell: the column is NaN in every well, not a partial mean
+    wells = well_profiles(nan)
+    assert wells["f2"].isna().all() and np.isfinite(wells[["f0", "f1", "f3"]].to_numpy()).all()
+    with pytest.raises(ProfileError, match="NaN or infinite values in feature columns \\['f2'\\]"):
+        treatment_profiles(wells)
     with pytest.raises(ProfileError, match="no feature columns"):
         well_profiles(cells[[c for c in cells if c.startswith("Metadata_")]])

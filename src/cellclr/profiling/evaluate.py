@@ -42,9 +42,10 @@ from cellclr.profiling.postprocess import (
     POSTPROCESSING,
     PostprocessError,
     clean_features,
+    log_dropped,
     postprocess,
 )
-from cellclr.profiling.profiles import WELLS, treatment_profiles
+from cellclr.profiling.profiles import WELLS, read_profiles, treatment_profiles
 
 REQUIRED = ["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA", "Metadata_Batch"]
 
@@ -113,22 +114,27 @@ def _score(correct: np.ndarray) -> dict:
     return {"correct": hits, "total": n, "accuracy": hits / n if n else float("nan")}
 
 
-def _tasks(treatments: pd.DataFrame, control: str) -> tuple[Task, Task, dict]:
+def _tasks(treatments: pd.DataFrame, control: str, source: str) -> tuple[Task, Task, dict]:
     missing = [c for c in REQUIRED if c not in treatments]
     if missing:
-        raise EvaluationError(f"treatment profiles lack columns {missing}")
+        raise EvaluationError(f"{source}: lacks columns {missing}")
     features = feature_columns(treatments)
     if not features:
-        raise EvaluationError("treatment profiles have no feature columns")
+        raise EvaluationError(f"{source}: no feature columns")
     x_all = treatments[features].to_numpy(np.float64)
     if not np.isfinite(x_all).all():
-        raise EvaluationError("treatment profiles hold NaN or infinite feature values")
+        raise EvaluationError(f"{source}: NaN or infinite feature values")
     is_control = treatments["Metadata_Compound"].astype(str) == control
     unannotated = treatments["Metadata_MoA"].isna() & ~is_control
     keep = (~is_control & ~unannotated).to_numpy()
     t = treatments[keep].reset_index(drop=True)
     if t["Metadata_Compound"].nunique() < 2:
-        raise EvaluationError("NSC needs annotated treatments of at least two compounds")
+        raise EvaluationError(
+            f"{source}: NSC needs annotated treatments of at least two compounds, found "
+            f"{t['Metadata_Compound'].nunique()} in {len(t)} treatments (left out: "
+            f"{int(is_control.sum())} {control} control and {int(unannotated.sum())} "
+            "unannotated treatments)"
+        )
     x = x_all[keep]
     compound = t["Metadata_Compound"].astype(str).to_numpy()
     other_compound = compound[:, None] != compound[None, :]
@@ -171,12 +177,16 @@ def _task_metrics(
 
 
 def evaluate_treatments(
-    treatments: pd.DataFrame, control: str = "DMSO", e: EvaluateConfig | None = None
+    treatments: pd.DataFrame,
+    control: str = "DMSO",
+    e: EvaluateConfig | None = None,
+    source: str = "treatment profiles",
 ) -> Evaluation:
     """NSC, NSCB and drop of treatment profiles (one row per compound and concentration), with
-    the extras of ``e`` (intervals, k-NN, per-MoA, mAP; none when ``e`` is None)."""
+    the extras of ``e`` (intervals, k-NN, per-MoA, mAP; none when ``e`` is None). ``source``
+    names the input in errors."""
     e = e or EvaluateConfig(control=control, bootstrap=0, knn=[], map=False)
-    nsc_task, nscb_task, info = _tasks(treatments, control)
+    nsc_task, nscb_task, info = _tasks(treatments, control, source)
     results = {}
     for name, task in (("nsc", nsc_task), ("nscb", nscb_task)):
         distance = task.distances()
@@ -197,19 +207,15 @@ def evaluate_treatments(
     return Evaluation(metrics, nsc, nscb)
 
 
-def evaluate_wells(wells: pd.DataFrame, e: EvaluateConfig) -> dict[str, Evaluation | str]:
+def evaluate_wells(
+    wells: pd.DataFrame, e: EvaluateConfig, source: str = "well profiles"
+) -> dict[str, Evaluation | str]:
     """Every post-processing variant of ``e.variants``: well profiles -> variant -> treatment
     profiles -> evaluation. Constant or NaN feature columns are dropped first (and reported).
     The first variant must succeed; another that cannot be computed (no control wells in a
     batch, say) gives the reason instead, which is logged and kept in ``metrics.json``."""
-    wells, dropped = clean_features(wells)
-    for reason, columns in dropped.items():
-        if columns:
-            more = " ..." if len(columns) > 5 else ""
-            tqdm.write(
-                f"evaluate: dropped {len(columns)} {reason} feature columns: "
-                f"{', '.join(columns[:5])}{more}"
-            )
+    wells, dropped = clean_features(wells, source=source)
+    log_dropped("evaluate", dropped)
     results: dict[str, Evaluation | str] = {}
     for i, variant in enumerate(e.variants):
         try:
@@ -222,7 +228,7 @@ def evaluate_wells(wells: pd.DataFrame, e: EvaluateConfig) -> dict[str, Evaluati
             continue
         for note in notes:
             tqdm.write(f"evaluate ({variant}): {note}")
-        result = evaluate_treatments(treatment_profiles(processed), e.control, e)
+        result = evaluate_treatments(treatment_profiles(processed), e.control, e, source)
         result.metrics.update(notes=notes, dropped_features=dropped)
         results[variant] = result
     return results
@@ -307,7 +313,8 @@ def evaluate(
     check_new_output(out, overwrite, [profiles_dir])
     profiles_dir = Path(profiles_dir)
     fp = evaluate_fingerprint(profiles_dir, cfg)
-    result = combine(evaluate_wells(pd.read_parquet(profiles_dir / WELLS), cfg.evaluate))
+    wells = read_profiles(profiles_dir, "wells")
+    result = combine(evaluate_wells(wells, cfg.evaluate, str(profiles_dir / WELLS)))
     write_evaluation(
         result,
         Path(out),

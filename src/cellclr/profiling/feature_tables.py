@@ -12,7 +12,7 @@ import pandas as pd
 
 from cellclr.config import Config
 from cellclr.fingerprint import fingerprint
-from cellclr.metadata import batch_from_plate, feature_columns, moa_of, read_moa
+from cellclr.metadata import batch_from_plate, feature_columns, moa_of, read_moa, read_table
 from cellclr.outputs import check_new_output
 from cellclr.profiling.evaluate import (
     Evaluation,
@@ -21,10 +21,10 @@ from cellclr.profiling.evaluate import (
     write_evaluation,
 )
 from cellclr.profiling.profiles import (
-    TREATMENT_KEYS,
     WELL_KEYS,
     ProfileError,
     check_features,
+    check_metadata,
     well_profiles,
     write_profiles,
 )
@@ -42,12 +42,7 @@ def read_feature_table(path: str | Path, moa: str | Path | None = None) -> pd.Da
     ObjectNumber, ``*Location_*``) are not features and are dropped. ``moa``: a CSV of
     compound, concentration, moa to join when the table has no ``Metadata_MoA``."""
     path = Path(path)
-    if not path.is_file():
-        raise ProfileError(f"feature table not found: {path}")
-    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    missing = [c for c in WELL_KEYS + TREATMENT_KEYS if c not in table]
-    if missing:
-        raise ProfileError(f"{path}: missing columns {missing}")
+    table = check_metadata(read_table(path, "feature table"), str(path))
     bookkeeping = [c for c in feature_columns(table) if BOOKKEEPING.search(c)]
     table = table.drop(columns=bookkeeping).copy()  # one block: cheap columns to add
     text = [c for c in feature_columns(table) if not pd.api.types.is_numeric_dtype(table[c])]
@@ -56,16 +51,15 @@ def read_feature_table(path: str | Path, moa: str | Path | None = None) -> pd.Da
             f"{path}: non-numeric columns {text[:5]} are neither features nor Metadata_ columns"
             " (rename them Metadata_... or drop them)"
         )
-    table["Metadata_Concentration"] = table["Metadata_Concentration"].astype(float)
     if "Metadata_Batch" not in table:
-        table["Metadata_Batch"] = table["Metadata_Plate"].astype(str).map(batch_from_plate)
+        table["Metadata_Batch"] = table["Metadata_Plate"].map(batch_from_plate)
     if moa is not None:
         table["Metadata_MoA"] = moa_of(read_moa(Path(moa)), table)
     if "Metadata_MoA" not in table:
         table["Metadata_MoA"] = None
     if table.duplicated(WELL_KEYS).any():
-        return well_profiles(table)
-    check_features(table, str(path))
+        return well_profiles(table, str(path))
+    check_features(table, str(path), allow_nan=True)
     return table
 
 
@@ -107,7 +101,8 @@ def evaluate_table(
     """``evaluate`` for a feature table of another tool: every post-processing variant of its
     well profiles, written to ``out`` as ``evaluate`` writes them."""
     check_new_output(out, overwrite, [features, moa])
-    result = combine(evaluate_wells(read_feature_table(features, moa), cfg.evaluate))
+    wells = read_feature_table(features, moa)
+    result = combine(evaluate_wells(wells, cfg.evaluate, str(features)))
     fp = file_fingerprint("evaluate", [Path(features), moa and Path(moa)], cfg, ("evaluate",))
     write_evaluation(result, Path(out), cfg, fp, 0.0, overwrite, features=str(features))
     return result

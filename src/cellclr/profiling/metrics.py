@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cellclr.metadata import unit_rows
+
 
 def bootstrap_interval(
     correct: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95
@@ -66,6 +68,7 @@ def mean_average_precision(treatments: pd.DataFrame, x: np.ndarray, batch: bool)
 
     meta = treatments[["Metadata_Compound", "Metadata_MoA", "Metadata_Batch"]].astype(str)
     meta = meta.reset_index(drop=True)
+    x = unit_rows(x)  # the same cosines; copairs' own norms would overflow above ~1e154
     extra = ["Metadata_Batch"] if batch else []
     try:
         ap = average_precision(

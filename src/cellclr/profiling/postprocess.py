@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from cellclr.errors import CellclrError
 from cellclr.metadata import feature_columns
@@ -32,27 +33,61 @@ def _shorten(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
 
 
-def clean_features(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """Drop the feature columns holding NaN or +-inf (``"nonfinite"``) or constant across all
-    rows (``"constant"``); return the rest and the dropped columns by reason."""
+def _exponent(peak: np.ndarray | float) -> np.ndarray:
+    """The exponent of the power of two just above ``peak`` (0 for 0): dividing by it
+    (``np.ldexp(x, -exponent)``) is exact and brings the values below 1, so that squares and
+    sums of squares cannot overflow."""
+    return np.frexp(peak)[1]
+
+
+def clean_features(
+    df: pd.DataFrame, *, constant: bool = True, source: str = "well profiles"
+) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Drop the feature columns holding NaN or +-inf (``"nonfinite"``) and, with ``constant``,
+    those constant across all rows (``"constant"``); return the rest and the dropped columns
+    by reason. ``source`` names the table in errors."""
     features = feature_columns(df)
     non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(df[c])]
     if non_numeric:
-        raise PostprocessError(f"non-numeric feature columns: {_shorten(non_numeric)}")
+        raise PostprocessError(f"{source}: non-numeric feature columns: {_shorten(non_numeric)}")
     values = df[features].to_numpy(np.float64)
     nonfinite = ~np.isfinite(values).all(axis=0)
-    constant = ~nonfinite & (values == values[:1]).all(axis=0)
-    dropped = {
-        "nonfinite": [c for c, bad in zip(features, nonfinite, strict=True) if bad],
-        "constant": [c for c, bad in zip(features, constant, strict=True) if bad],
-    }
-    removed = set(dropped["nonfinite"] + dropped["constant"])
+    dropped = {"nonfinite": [c for c, bad in zip(features, nonfinite, strict=True) if bad]}
+    if constant:
+        flat = ~nonfinite & (values == values[:1]).all(axis=0)
+        dropped["constant"] = [c for c, bad in zip(features, flat, strict=True) if bad]
+    removed = {c for columns in dropped.values() for c in columns}
     if len(removed) == len(features):
-        raise PostprocessError(
-            f"no feature column is left: of {len(features)}, {len(dropped['nonfinite'])} hold "
-            f"NaN/inf and {len(dropped['constant'])} are constant"
-        )
-    return df.drop(columns=sorted(removed, key=features.index)), dropped
+        raise PostprocessError(f"{source}: {_nothing_left(df, values, dropped)}")
+    return df.drop(columns=[c for c in features if c in removed]), dropped
+
+
+def _nothing_left(df: pd.DataFrame, values: np.ndarray, dropped: dict[str, list[str]]) -> str:
+    """Why ``clean_features`` left no column, naming the rows without any finite feature."""
+    why = (
+        f"no feature column is left: of {values.shape[1]}, {len(dropped['nonfinite'])} hold "
+        f"NaN/inf and {len(dropped.get('constant', []))} are constant"
+    )
+    empty = np.flatnonzero(~np.isfinite(values).any(axis=1))
+    if len(empty):
+        names = _shorten([_row_name(df, i) for i in empty])
+        why += f"; {len(empty)} rows have no finite feature at all (empty wells?): {names}"
+    return why
+
+
+def _row_name(df: pd.DataFrame, i: int) -> str:
+    """Row ``i`` (by position) by its plate and well when the table has them."""
+    keys = [c for c in (PLATE, "Metadata_Well") if c in df]
+    return " ".join(str(df[c].iloc[i]) for c in keys) if keys else f"row {i}"
+
+
+def log_dropped(stage: str, dropped: dict[str, list[str]]) -> None:
+    """One line per reason for the feature columns ``clean_features`` dropped."""
+    for reason, columns in dropped.items():
+        if columns:
+            tqdm.write(
+                f"{stage}: dropped {len(columns)} {reason} feature columns: {_shorten(columns)}"
+            )
 
 
 def _checked(wells: pd.DataFrame, control: str, needed: list[str]) -> tuple[list[str], np.ndarray]:
@@ -105,6 +140,8 @@ def standardize_to_controls(
     has_batch = BATCH in wells
     features, is_control = _checked(wells, control, [PLATE])
     x = wells[features].to_numpy(np.float64)
+    exponent = _exponent(np.abs(x).max(axis=0))  # (x - m) / s does not change; no overflow
+    x = np.ldexp(x, -exponent)
     plate = wells[PLATE].to_numpy()
     controls = pd.DataFrame(x[is_control], columns=features)
     controls.insert(0, PLATE, plate[is_control])
@@ -186,7 +223,10 @@ def standardize_to_controls(
                 f"{_shorten([f for f, z in zip(features, row, strict=True) if z])}"
             )
     row_of = mean.index.get_indexer(plate)
-    out = (x - m[row_of]) / np.where(zero, 1.0, s)[row_of]
+    centred = x - m[row_of]
+    out = np.where(
+        zero[row_of], np.ldexp(centred, exponent), centred / np.where(zero, 1.0, s)[row_of]
+    )
     return _replace_features(wells, features, out), notes
 
 
@@ -194,6 +234,31 @@ def _sym_power(m: np.ndarray, power: float) -> np.ndarray:
     """``m ** power`` for a symmetric positive (semi)definite ``m``, by eigendecomposition."""
     e, v = np.linalg.eigh(m)
     return (v * np.clip(e, 0.0, None) ** power) @ v.T
+
+
+def _coral(
+    xw: np.ndarray, is_control: np.ndarray, batch: np.ndarray, lam: float
+) -> tuple[np.ndarray, list[str]]:
+    """CORAL of whitened wells per batch (see ``tvn``), and the batches with < 2 controls."""
+    k = xw.shape[1]
+
+    def cov(rows: np.ndarray) -> np.ndarray:
+        return np.cov(xw[rows], rowvar=False, ddof=1).reshape(k, k)
+
+    c_t = cov(is_control)
+    target = _sym_power(c_t + lam * np.eye(k), 0.5)
+    out = np.empty_like(xw)
+    undefined = []
+    for b in pd.unique(batch):
+        in_batch = pd.isna(batch) if pd.isna(b) else batch == b
+        batch_control = in_batch & is_control
+        if batch_control.sum() < 2:
+            undefined.append(f"{b} ({int(batch_control.sum())})")
+            c_s = c_t
+        else:
+            c_s = cov(batch_control)
+        out[in_batch] = xw[in_batch] @ _sym_power(c_s + np.eye(k), -0.5) @ target
+    return out, undefined
 
 
 def tvn(
@@ -222,33 +287,35 @@ def tvn(
     if lam < 0:
         raise PostprocessError(f"TVN's lambda must be >= 0, not {lam}")
     x = wells[features].to_numpy(np.float64)
+    # In units of a power of two above the largest feature value (when that is > 1) the
+    # covariance cannot overflow; lambda, added to its eigenvalues, scales with their square.
+    peak = float(np.abs(x).max())
+    exponent = max(int(_exponent(peak)), 0)
+    x, lam_x = np.ldexp(x, -exponent), float(np.ldexp(lam, -2 * exponent))
     mu = x[is_control].mean(axis=0)
     e, v = np.linalg.eigh(np.cov(x[is_control] - mu, rowvar=False, ddof=1).reshape(k, k))
     e, v = np.clip(e[::-1], 0.0, None), v[:, ::-1]  # decreasing variance: tvn_1 the largest
-    if lam == 0 and e.min() <= k * np.finfo(np.float64).eps * e.max():
-        raise PostprocessError(
-            f"TVN with lambda = 0 would invert a zero eigenvalue: the {control} covariance of "
-            f"{n_control} wells and {k} features is singular; use lambda > 0"
+    if lam_x == 0 and e.min() <= k * np.finfo(np.float64).eps * e.max():
+        why = (
+            "use lambda > 0"
+            if lam == 0
+            else f"lambda = {lam} vanishes beside feature values up to {peak:.3g}: scale them down"
         )
-    xw = (x - mu) @ (v / np.sqrt(e + lam))
-
-    def cov(rows: np.ndarray) -> np.ndarray:
-        return np.cov(xw[rows], rowvar=False, ddof=1).reshape(k, k)
-
-    c_t = cov(is_control)
-    target = _sym_power(c_t + lam * np.eye(k), 0.5)
-    batch = wells[BATCH].to_numpy()
-    out = np.empty_like(xw)
-    undefined = []
-    for b in pd.unique(batch):
-        in_batch = pd.isna(batch) if pd.isna(b) else batch == b
-        batch_control = in_batch & is_control
-        if batch_control.sum() < 2:
-            undefined.append(f"{b} ({int(batch_control.sum())})")
-            c_s = c_t
-        else:
-            c_s = cov(batch_control)
-        out[in_batch] = xw[in_batch] @ _sym_power(c_s + np.eye(k), -0.5) @ target
+        raise PostprocessError(
+            f"TVN would invert a zero eigenvalue: the {control} covariance of {n_control} wells "
+            f"and {k} features is singular; {why}"
+        )
+    xw = (x - mu) @ (v / np.sqrt(e + lam_x))
+    try:  # only a singular covariance with a vanishing lambda can blow xw up this far
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out, undefined = _coral(xw, is_control, wells[BATCH].to_numpy(), lam)
+        if not np.isfinite(out).all():
+            raise np.linalg.LinAlgError("non-finite TVN output")
+    except np.linalg.LinAlgError:
+        raise PostprocessError(
+            f"TVN overflowed: feature values up to {peak:.3g} are too large for lambda = {lam} "
+            f"with a singular {control} covariance: scale the features down"
+        ) from None
     notes = []
     if undefined:
         notes.append(

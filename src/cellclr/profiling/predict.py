@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 
 from cellclr.config import Config, save_config
-from cellclr.embeddings import EMBEDDINGS
+from cellclr.embeddings import read_embeddings
 from cellclr.errors import CellclrError
 from cellclr.learning.embed import embed
 from cellclr.metadata import feature_columns, unit_rows
 from cellclr.outputs import check_new_output, staged_dir, write_manifest, write_parquet
 from cellclr.profiling.feature_tables import read_feature_table
-from cellclr.profiling.postprocess import postprocess
-from cellclr.profiling.profiles import WELLS, treatment_profiles, well_profiles
+from cellclr.profiling.postprocess import clean_features, log_dropped, postprocess
+from cellclr.profiling.profiles import WELLS, read_profiles, treatment_profiles, well_profiles
 
 KEYS = ["Metadata_Compound", "Metadata_Concentration"]
 
@@ -36,19 +36,9 @@ def predict_moa(
 
     Reference treatments of the query's own compound are left out (a new compound has none;
     for a known one this asks the NSC question), as are controls and those without a MoA."""
-    features = feature_columns(reference)
-    missing = [c for c in features if c not in query]
-    if missing or not features:
-        raise PredictError(
-            f"query profiles lack {len(missing)} reference features, e.g. "
-            f"{missing[:3]}: were both made by the same model and settings?"
-        )
-    ref = reference[
-        reference["Metadata_MoA"].notna() & (reference["Metadata_Compound"].astype(str) != control)
-    ].reset_index(drop=True)
-    if ref["Metadata_MoA"].nunique() < 1:
-        raise PredictError("the reference profiles hold no treatment with a MoA")
-    q = query[query["Metadata_Compound"].astype(str) != control].reset_index(drop=True)
+    features = check_same_features(reference, query, "query profiles")
+    ref = annotated(reference, control, "the reference profiles")
+    q = not_controls(query, control, "query profiles")
     similarity = (
         unit_rows(q[features].to_numpy(np.float64))
         @ unit_rows(ref[features].to_numpy(np.float64)).T
@@ -85,22 +75,60 @@ def predict_moa(
     return pd.DataFrame(rows)
 
 
+def check_same_features(reference: pd.DataFrame, query: pd.DataFrame, source: str) -> list[str]:
+    """The reference's feature columns, which the query must have exactly (no more, no less)."""
+    features, theirs = feature_columns(reference), feature_columns(query)
+    if not features:
+        raise PredictError("the reference profiles have no feature columns")
+    missing = [c for c in features if c not in set(theirs)]
+    extra = [c for c in theirs if c not in set(features)]
+    if missing or extra:
+        raise PredictError(
+            f"{source}: features do not match the reference's: {len(missing)} missing "
+            f"{missing[:3]}, {len(extra)} extra {extra[:3]}: were both made by the same model "
+            "and settings?"
+        )
+    return features
+
+
+def annotated(table: pd.DataFrame, control: str, source: str) -> pd.DataFrame:
+    """The rows with a MoA that are not ``control``; none is an error (nothing to predict from)."""
+    known = table["Metadata_MoA"].notna() if "Metadata_MoA" in table else False
+    rows = table[known & (table["Metadata_Compound"].astype(str) != control)]
+    if rows.empty:
+        raise PredictError(f"{source}: no treatment other than {control} has a Metadata_MoA")
+    return rows.reset_index(drop=True)
+
+
+def not_controls(table: pd.DataFrame, control: str, source: str) -> pd.DataFrame:
+    """The rows that are not ``control``; none is an error (there is nothing to predict)."""
+    treated = table[table["Metadata_Compound"].astype(str) != control].reset_index(drop=True)
+    if treated.empty:
+        raise PredictError(
+            f"{source}: holds only {control} control wells ({len(table)} rows): nothing to predict"
+        )
+    return treated
+
+
 SOURCE = "Metadata_PredictSource"
 
 
 def joint_treatments(
     reference_wells: pd.DataFrame, query_wells: pd.DataFrame, method: str, control: str, lam: float
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[str]]]:
     """Treatment profiles of reference and query after one post-processing of their raw wells
-    together: TVN or DMSO standardisation fitted on both, so both share one feature basis."""
+    together: TVN or DMSO standardisation fitted on both, so both share one feature basis.
+    Feature columns with NaN or infinite values in either are dropped from both (returned)."""
     both = pd.concat(
         [reference_wells.assign(**{SOURCE: "reference"}), query_wells.assign(**{SOURCE: "query"})],
         ignore_index=True,
     )
+    both, dropped = clean_features(both, constant=False, source="reference and query wells")
+    log_dropped("predict", dropped)
     both, _ = postprocess(both, method, control, lam)
     reference = treatment_profiles(both[both[SOURCE] == "reference"].drop(columns=SOURCE))
     query = treatment_profiles(both[both[SOURCE] == "query"].drop(columns=SOURCE))
-    return reference, query
+    return reference, query, dropped
 
 
 def predict(
@@ -127,17 +155,22 @@ def predict(
         raise PredictError("a query given as crops needs the --model that made the reference")
     inputs = [reference, query_profiles, query_table, query_crops, model]
     check_new_output(out, overwrite, inputs)
-    reference_wells = pd.read_parquet(Path(reference) / WELLS)
+    e = cfg.evaluate
+    reference_wells = read_profiles(reference, "wells")
+    annotated(reference_wells, e.control, f"{reference}/{WELLS}")
+    wells = None
+    if query_profiles is not None:
+        wells = read_profiles(query_profiles, "wells")
+        check_query(reference_wells, wells, e.control, f"{query_profiles}/{WELLS}")
+    elif query_table is not None:
+        wells = read_feature_table(query_table)
+        check_query(reference_wells, wells, e.control, str(query_table))
     with staged_dir(out, overwrite=overwrite) as work:
-        if query_profiles is not None:
-            wells = pd.read_parquet(Path(query_profiles) / WELLS)
-        elif query_table is not None:
-            wells = read_feature_table(query_table)
-        else:
+        if wells is None:
             embeddings = embed(model, query_crops, work / "embeddings", cfg)
-            wells = well_profiles(pd.read_parquet(embeddings / EMBEDDINGS))
-        e = cfg.evaluate
-        ref, query = joint_treatments(
+            wells = well_profiles(read_embeddings(embeddings))
+            check_query(reference_wells, wells, e.control, str(query_crops))
+        ref, query, dropped = joint_treatments(
             reference_wells, wells, cfg.profile.postprocess, e.control, e.tvn_lambda
         )
         predictions = predict_moa(ref, query, e.control, top)
@@ -150,5 +183,13 @@ def predict(
             seconds=round(time.perf_counter() - t_start, 1),
             reference=str(reference),
             n_queries=len(predictions),
+            dropped_features=dropped,
         )
     return predictions
+
+
+def check_query(reference: pd.DataFrame, query: pd.DataFrame, control: str, source: str) -> None:
+    """Before any work: the query's well profiles must have the reference's features and some
+    treatment other than the control."""
+    check_same_features(reference, query, source)
+    not_controls(query, control, source)

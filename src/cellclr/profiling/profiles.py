@@ -9,14 +9,21 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from cellclr.config import Config, save_config
-from cellclr.embeddings import EMBEDDINGS
+from cellclr.embeddings import EMBEDDINGS, read_embeddings
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
-from cellclr.metadata import feature_columns, metadata_columns
+from cellclr.metadata import (
+    as_numbers,
+    feature_columns,
+    metadata_columns,
+    read_output_table,
+    require_filled,
+)
 from cellclr.outputs import (
     check_new_output,
     read_manifest,
@@ -24,7 +31,7 @@ from cellclr.outputs import (
     write_manifest,
     write_parquet,
 )
-from cellclr.profiling.postprocess import postprocess
+from cellclr.profiling.postprocess import clean_features, log_dropped, postprocess
 
 WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
 TREATMENT_KEYS = ["Metadata_Compound", "Metadata_Concentration"]
@@ -36,7 +43,9 @@ class ProfileError(CellclrError, ValueError):
     """Features or metadata that cannot be aggregated as asked."""
 
 
-def check_features(df: pd.DataFrame, source: str) -> list[str]:
+def check_features(df: pd.DataFrame, source: str, *, allow_nan: bool = False) -> list[str]:
+    """The feature columns: there must be some, all numeric, and (unless ``allow_nan``)
+    finite."""
     features = feature_columns(df)
     if not features:
         raise ProfileError(f"{source}: no feature columns (every column starts with Metadata_)")
@@ -44,28 +53,58 @@ def check_features(df: pd.DataFrame, source: str) -> list[str]:
     non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(values[c])]
     if non_numeric:
         raise ProfileError(f"{source}: non-numeric feature columns {non_numeric[:5]}")
-    nan_cols = values.columns[values.isna().any()].tolist()
-    if nan_cols:
-        raise ProfileError(f"{source}: NaN in feature columns {nan_cols[:5]}")
+    if not allow_nan:
+        nan_cols = [c for c in features if not np.isfinite(values[c].to_numpy(float)).all()]
+        if nan_cols:
+            raise ProfileError(
+                f"{source}: NaN or infinite values in feature columns {nan_cols[:5]} "
+                "(drop them first: clean_features)"
+            )
     return features
 
 
-def _constant_within(df: pd.DataFrame, keys: list[str], columns: list[str], what: str) -> None:
+def check_metadata(table: pd.DataFrame, source: str, level: str = "wells") -> pd.DataFrame:
+    """The table (of ``level`` "wells" or "treatments", or cells, which are keyed as wells)
+    with its keys and ``Metadata_Batch`` (when present) filled, names as text and
+    concentrations as numbers, and its treatment metadata constant within wells and its MoA
+    within treatments."""
+    if table.empty:
+        raise ProfileError(f"{source}: holds no rows")
+    own = WELL_KEYS if level == "wells" else []
+    keys = [*own, *TREATMENT_KEYS, *(c for c in ["Metadata_Batch"] if c in table)]
+    require_filled(table, keys, source)
+    table = table.copy(deep=False)  # the features are shared, not copied (copy-on-write)
+    for column in keys:
+        if column != "Metadata_Concentration":
+            table[column] = table[column].astype(str)
+    table["Metadata_Concentration"] = as_numbers(table, "Metadata_Concentration", source)
+    if own:
+        _constant_within(table, own, [c for c in WELL_CONSTANT if c in table], "wells", source)
+    moa = [c for c in ["Metadata_MoA"] if c in table]
+    _constant_within(table, TREATMENT_KEYS, moa, "treatments", source)
+    return table
+
+
+def _constant_within(
+    df: pd.DataFrame, keys: list[str], columns: list[str], what: str, source: str
+) -> None:
     for column in columns:
         counts = df.groupby(keys, sort=False, dropna=False)[column].nunique(dropna=False)
         bad = counts[counts > 1]
         if len(bad):
-            raise ProfileError(f"{column} differs within {len(bad)} {what}, e.g. {bad.index[0]}")
+            raise ProfileError(
+                f"{source}: {column} differs within {len(bad)} {what}, e.g. {bad.index[0]}"
+            )
 
 
-def well_profiles(cells: pd.DataFrame) -> pd.DataFrame:
+def well_profiles(cells: pd.DataFrame, source: str = "cell features") -> pd.DataFrame:
     """Mean of each well's cells. Keeps the ``Metadata_`` columns that are constant per well,
-    adds ``Metadata_Cells``; treatment metadata must be constant within a well."""
-    missing = [c for c in WELL_KEYS + TREATMENT_KEYS if c not in cells]
-    if missing:
-        raise ProfileError(f"missing columns {missing}")
-    features = check_features(cells, "cell features")
-    _constant_within(cells, WELL_KEYS, [c for c in WELL_CONSTANT if c in cells], "wells")
+    adds ``Metadata_Cells``; treatment metadata must be constant within a well. A feature
+    column with NaN or infinite values in any cell is NaN in every well (for
+    ``clean_features`` to drop and report), never the mean of the other cells."""
+    cells = check_metadata(cells, source)
+    features = check_features(cells, source, allow_nan=True)
+    finite = [c for c in features if np.isfinite(cells[c].to_numpy(float)).all()]
     grouped = cells.groupby(WELL_KEYS, sort=True, dropna=False)
     meta = metadata_columns(cells)
     constant = [
@@ -73,17 +112,18 @@ def well_profiles(cells: pd.DataFrame) -> pd.DataFrame:
     ]
     wells = grouped[constant].first() if constant else grouped.size().to_frame()[[]]
     wells["Metadata_Cells"] = grouped.size()
-    wells = wells.join(grouped[features].mean())
+    means = grouped[finite].mean().reindex(columns=features)  # NaN where a cell had none
+    wells = wells.join(means)
     return wells.reset_index()
 
 
 def treatment_profiles(wells: pd.DataFrame) -> pd.DataFrame:
     """Median of each treatment's (compound, concentration) wells. ``Metadata_Batch`` becomes
-    the comma-joined sorted set of the wells' batches (the NSCB batch label)."""
+    the comma-joined sorted set of the wells' batches (the NSCB batch label). The features must
+    be finite (``clean_features``)."""
     features = check_features(wells, "well profiles")
-    _constant_within(
-        wells, TREATMENT_KEYS, [c for c in ["Metadata_MoA"] if c in wells], "treatments"
-    )
+    moa = [c for c in ["Metadata_MoA"] if c in wells]
+    _constant_within(wells, TREATMENT_KEYS, moa, "treatments", "well profiles")
     grouped = wells.groupby(TREATMENT_KEYS, sort=True, dropna=False)
     out = grouped.size().to_frame("Metadata_Wells")
     if "Metadata_MoA" in wells:
@@ -104,7 +144,9 @@ def read_profiles(folder: str | Path, level: str = "treatments") -> pd.DataFrame
     """The ``treatments`` (default) or ``wells`` profiles of a ``profile`` output folder."""
     if level not in ("treatments", "wells"):
         raise ProfileError(f"level must be 'treatments' or 'wells', not {level!r}")
-    return pd.read_parquet(Path(folder) / (TREATMENTS if level == "treatments" else WELLS))
+    name = TREATMENTS if level == "treatments" else WELLS
+    table = read_output_table(folder, name, "profile")
+    return check_metadata(table, str(Path(folder) / name), level)
 
 
 def profile(
@@ -115,7 +157,7 @@ def profile(
     check_new_output(out, overwrite, [embeddings_dir])
     embeddings_dir = Path(embeddings_dir)
     fp = profile_fingerprint(embeddings_dir, cfg)
-    wells = well_profiles(pd.read_parquet(embeddings_dir / EMBEDDINGS))
+    wells = well_profiles(read_embeddings(embeddings_dir), str(embeddings_dir / EMBEDDINGS))
     write_profiles(
         wells,
         Path(out),
@@ -137,9 +179,13 @@ def write_profiles(
     overwrite: bool,
     **source: str,
 ) -> None:
-    """``wells.parquet`` (the raw well means) and ``treatments.parquet`` (the median of the
-    wells after ``profile.postprocess``)."""
+    """``wells.parquet`` (the raw well means, without feature columns holding NaN) and
+    ``treatments.parquet`` (the median of the wells after ``profile.postprocess``). ``source``:
+    the input, recorded in the manifest; its path names the wells in errors."""
     t_start = time.perf_counter()
+    origin = next(iter(source.values()), "well profiles")
+    wells, dropped = clean_features(wells, constant=False, source=origin)
+    log_dropped("profile", dropped)
     processed, notes = postprocess(
         wells, cfg.profile.postprocess, cfg.evaluate.control, cfg.evaluate.tvn_lambda
     )
@@ -158,6 +204,7 @@ def write_profiles(
             n_wells=len(wells),
             n_treatments=len(treatments),
             postprocess_notes=notes,
+            dropped_features=dropped,
             **source,
         )
 
