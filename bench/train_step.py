@@ -5,8 +5,11 @@ augmenting (goal: at most 5%), and the batched augmentation throughput per core 
 per-sample albumentations pipeline like the paper's (when albumentations is installed).
 
     python bench/train_step.py --config configs/bbbc021-cpu.toml [--crops STORE] [--steps 8]
+        [--set model.arch=resnet50 ...] [--summary FILE]
 
-Without --crops it uses a synthetic store of random 68x68 3-channel crops.
+Without --crops it uses a synthetic store of random 68x68 3-channel crops. On CUDA it also
+prints the model's achieved TFLOP/s (FLOPs counted by torch's FlopCounterMode) against the bf16
+matrix-product rate measured on the same GPU. ``--summary`` appends one tab-separated line.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--crops", type=Path)
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--summary", type=Path, help="append a tab-separated result line here")
     args = ap.parse_args()
     cfg = load_config(args.config, args.set)
     tc = cfg.train
@@ -133,6 +137,19 @@ def main() -> None:
     )
     print(f"model alone (bound): {bound * 1e3:8.1f} ms   step / bound = {step / bound:.3f}")
     print(f"data + augmentation: {100 * data_share:8.2f} % of a step (goal <= 5%)")
+    tflops = peak = float("nan")
+    if device.type == "cuda":
+        tflops = step_flops(model_step, fixed) / bound / 1e12
+        peak = bf16_peak(device)
+        print(f"model FLOP rate    : {tflops:8.1f} TFLOP/s = {100 * tflops / peak:.1f}% of the")
+        print(f"                     bf16 matrix-product rate measured here, {peak:.0f} TFLOP/s")
+    if args.summary:
+        line = [cfg.model.arch, cfg.augment.size, bs, round(bs / step, 1), round(step / bound, 3)]
+        line += [round(100 * data_share, 2), f"{tflops:.1f}", f"{peak:.0f}"]
+        with args.summary.open("a") as f:
+            f.write("\t".join(map(str, ["train", *line])) + "\n")
+    if device.type == "cuda":
+        return
 
     # Augmentation throughput, batched on the device, at the config's view size and at the
     # paper's 96 px, next to a per-sample pipeline on one core
@@ -145,6 +162,29 @@ def main() -> None:
             rate /= torch.get_num_threads()
         print(f"batched augmentation, {size:3d} px: {rate:10.0f} views/s {per}")
     albumentations_rate(x.cpu().numpy())
+
+
+def step_flops(model_step, views: torch.Tensor) -> float:
+    """Floating-point operations of one forward + backward + optimizer step."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        model_step(views)
+    return float(counter.get_total_flops())
+
+
+def bf16_peak(device: torch.device, n: int = 8192, repeats: int = 10) -> float:
+    """TFLOP/s of an n x n x n bf16 matrix product on this GPU: the ceiling to compare with."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e12
 
 
 def augment_rate(aug: Augmenter, x: torch.Tensor, keys: torch.Tensor, device) -> float:

@@ -110,3 +110,20 @@ def test_a_missing_input_is_one_line_and_debug_shows_the_traceback(tmp_path, cap
     assert "nowhere is not a finished cellclr output" in one_line_error(capsys)
     with pytest.raises(FileNotFoundError):
         main(["--debug", *missing])
+
+
+def test_an_input_named_like_the_outputs_staging_folder_is_kept(tmp_path, capsys):
+    source = tmp_path / "eval.partial"
+    source.mkdir()
+    (source / "stage.json").write_text('{"fingerprint": "x"}')
+    args = ["evaluate", "--profiles", str(source), "--out", str(tmp_path / "eval")]
+    assert main(args) == 2
+    assert "overlaps the input" in one_line_error(capsys)
+    assert (source / "stage.json").is_file()
+
+
+def test_a_csv_with_a_row_longer_than_its_header_is_refused(tmp_path, capsys):
+    table = tmp_path / "features.csv"
+    table.write_text("Metadata_Plate,Metadata_Well,f1\nP1,A01,1.0,7\nP1,A02,2.0\n")
+    assert main(["evaluate", "--features", str(table), "--out", str(tmp_path / "e")]) == 2
+    assert "features.csv" in one_line_error(capsys) and not (tmp_path / "e").exists()

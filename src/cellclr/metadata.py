@@ -4,6 +4,7 @@ normalisation that cosine distances start from."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,14 +49,18 @@ def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
     try:
         if path.suffix == ".parquet":
             return pd.read_parquet(path)
-        return pd.read_csv(path, keep_default_na=False, na_values=MISSING, encoding="utf-8")
+        with warnings.catch_warnings():  # rows longer than the header: an error, not a warning
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(
+                path, keep_default_na=False, na_values=MISSING, encoding="utf-8", index_col=False
+            )
     except UnicodeDecodeError as e:
         raise MetadataError(
             f"{path}: the {what} is not UTF-8 text (byte {e.start}); save it as UTF-8 CSV"
         ) from None
     except pd.errors.EmptyDataError:
         raise MetadataError(f"{path}: the {what} holds no columns") from None
-    except pd.errors.ParserError as e:
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as e:
         raise MetadataError(
             f"{path}: the {what} is not a well-formed CSV: {str(e).strip()}"
         ) from None

@@ -44,20 +44,23 @@ class OutputError(CellclrError, ValueError):
 
 
 Inputs = Sequence[str | Path | None]
-MARKERS = (MANIFEST, "store.json")  # a folder holding one of these is a cellclr output
+# a folder holding one of these is a cellclr output (crop.json: a crop store being filled)
+MARKERS = (MANIFEST, "store.json", "crop.json")
 
 
 def check_apart(out: str | Path, inputs: Inputs) -> None:
-    """Refuse an output that is, contains, or lies inside one of the stage's inputs."""
-    where = Path(out).resolve()
-    for given in inputs:
-        if given is None or str(given) == "":
-            continue
-        source = Path(given).resolve()
-        if where == source or source.is_relative_to(where) or where.is_relative_to(source):
-            raise OutputError(
-                f"output {out} overlaps the input {given}: write the output outside its inputs"
-            )
+    """Refuse an output that is, contains, or lies inside one of the stage's inputs; the
+    output's staging folder (``OUT.partial``) counts as the output."""
+    out = Path(out)
+    for where in (out.resolve(), partial_path(out).resolve()):
+        for given in inputs:
+            if given is None or str(given) == "":
+                continue
+            source = Path(given).resolve()
+            if where == source or source.is_relative_to(where) or where.is_relative_to(source):
+                raise OutputError(
+                    f"output {out} overlaps the input {given}: write the output outside its inputs"
+                )
 
 
 def check_new_output(out: str | Path, overwrite: bool, inputs: Inputs = ()) -> None:
@@ -122,7 +125,13 @@ def staged_dir(
         if not resumable:
             shutil.rmtree(work, ignore_errors=True)
         raise
-    if out.exists():  # swap: the old output goes only once the new one is in place
+    swap_in(work, out)
+
+
+def swap_in(work: Path, out: Path) -> None:
+    """Rename the finished ``work`` folder to ``out``; an old ``out`` goes only once the new one
+    is in place (moved aside under a fresh name, so no stray file is in the way)."""
+    if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         out.rename(old / out.name)
         work.rename(out)

@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cellclr.errors import CellclrError
 from cellclr.outputs import OutputExistsError
 from cellclr.store import CropStore, StoreError
 from cellclr.store.import_crops import import_crops
@@ -107,7 +108,7 @@ def test_bad_input_is_named_and_nothing_is_left(tmp_path, crop_files, change, me
     images = np.load(crop_files[0])["images"]
     cells = pd.read_csv(crop_files[1])
     paths = _write(tmp_path, *change(images, cells))
-    with pytest.raises(StoreError, match=message):
+    with pytest.raises(CellclrError, match=message):
         import_crops(*paths, tmp_path / "out")
     _assert_nothing_written(tmp_path)
 

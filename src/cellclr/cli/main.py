@@ -71,16 +71,26 @@ def describe(error: BaseException) -> str | None:
     return None
 
 
+# what an interrupted verb leaves, and how to continue it
+RESUME = {
+    "train": " (continue with --resume: the last checkpoint is kept)",
+    "crop": " (run it again: finished plates are kept)",
+    "run": " (run it again: finished stages are skipped, training resumes)",
+    "demo": " (run it again: finished stages are skipped, training resumes)",
+    "download": " (run it again: finished plates are skipped, partial files resumed)",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
     except KeyboardInterrupt:
-        print(
-            "cellclr: interrupted (an interrupted training continues with --resume)",
-            file=sys.stderr,
-        )
+        print(f"cellclr: interrupted{RESUME.get(args.verb, '')}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # whoever read the output has gone (`cellclr ... | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:
         message = describe(e)
         if message is None or args.debug:

@@ -47,6 +47,7 @@ from cellclr.outputs import (
     check_apart,
     check_new_output,
     partial_path,
+    swap_in,
     write_json,
     write_manifest,
     write_parquet,
@@ -132,7 +133,7 @@ def crop_sites(
     save_config(cfg, work / "config.toml")
     write_manifest(work, "crop", fp, seconds=round(time.perf_counter() - t_start, 1), **summary)
     if work != out:
-        _swap_in(work, out)
+        swap_in(work, out)
     return summary
 
 
@@ -265,12 +266,3 @@ def _work_folder(out: Path, fp: str, overwrite: bool, inputs: list[str]) -> Path
         shutil.rmtree(work)  # an unfinished store with other settings
     (work / "plates").mkdir(parents=True, exist_ok=True)
     return work
-
-
-def _swap_in(work: Path, out: Path) -> None:
-    """Replace ``out`` by the finished store in ``work`` (the old one is removed last)."""
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    out.rename(old)
-    work.rename(out)
-    shutil.rmtree(old)

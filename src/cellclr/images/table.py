@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellclr.errors import CellclrError
-from cellclr.metadata import as_numbers, read_table
+from cellclr.metadata import as_numbers, read_table, require_filled
 
 SITE_KEYS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
 
@@ -32,10 +32,7 @@ def check_image_table(table: pd.DataFrame, channels: list[str], source: str) -> 
         raise ImageTableError(f"{source}: missing columns {', '.join(missing)}")
     if table.empty:
         raise ImageTableError(f"{source}: holds no sites")
-    for column in [*SITE_KEYS, *channels]:
-        empty = table.index[table[column].isna()].tolist()
-        if empty:
-            raise ImageTableError(f"{source}: column {column} is empty in rows {empty[:5]}")
+    require_filled(table, [*SITE_KEYS, *channels], source)
     table = table.copy()
     table["Metadata_Plate"] = table["Metadata_Plate"].astype(str)
     table["Metadata_Well"] = table["Metadata_Well"].astype(str)

@@ -26,21 +26,21 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    distributed: bool = False  # started by torchrun: a process group (even of one process)
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def distributed(self) -> bool:
-        return self.size > 1
-
 
 def world_from_env() -> World:
     """The process's place, from the variables torchrun sets (one process without them)."""
     env = os.environ
-    size = int(env.get("WORLD_SIZE", "1"))
-    return World(int(env.get("RANK", "0")), size, int(env.get("LOCAL_RANK", "0")))
+    launched = all(k in env for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+    if not launched:
+        return World()
+    rank, size = int(env["RANK"]), int(env["WORLD_SIZE"])
+    return World(rank, size, int(env.get("LOCAL_RANK", "0")), distributed=True)
 
 
 def init_distributed(device_name: str) -> tuple[World, torch.device]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -215,6 +216,7 @@ def train(
                 crops=str(crops),
                 device=str(device),
                 processes=world.size,
+                backend=dist.get_backend() if world.distributed else None,
                 normalization=levels,
                 final_loss=log[-1]["loss"] if log else None,
             )

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 from cellclr.config import Config
 from cellclr.fingerprint import fingerprint
@@ -54,6 +55,8 @@ def read_feature_table(path: str | Path, moa: str | Path | None = None) -> pd.Da
     if "Metadata_Batch" not in table:
         table["Metadata_Batch"] = table["Metadata_Plate"].map(batch_from_plate)
     if moa is not None:
+        if "Metadata_MoA" in table:
+            tqdm.write(f"{path}: its Metadata_MoA column is replaced by the MoAs of {moa}")
         table["Metadata_MoA"] = moa_of(read_moa(Path(moa)), table)
     if "Metadata_MoA" not in table:
         table["Metadata_MoA"] = None

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from cellclr.metadata import as_numbers, read_table
+from cellclr.metadata import as_numbers, read_table, require_filled
 from cellclr.outputs import staged_dir
 from cellclr.store import StoreError, finalize_store, write_plate
 from cellclr.store.format import REQUIRED_COLUMNS
@@ -85,11 +85,9 @@ def read_cells(path: Path, n_images: int) -> pd.DataFrame:
         raise StoreError(f"{path}: missing required columns {', '.join(missing)}")
     if len(cells) != n_images:
         raise StoreError(f"{path}: {len(cells)} rows but the images hold {n_images} crops")
-    for column in [*REQUIRED_COLUMNS, *(c for c in ("Metadata_Batch",) if c in cells)]:
-        empty = np.flatnonzero(cells[column].isna().to_numpy())
-        if len(empty):
-            first = empty[:5].tolist()
-            raise StoreError(f"{path}: column {column} is empty in {len(empty)} rows ({first}...)")
+    require_filled(
+        cells, [*REQUIRED_COLUMNS, *(c for c in ("Metadata_Batch",) if c in cells)], path
+    )
     keep = [c for c in cells.columns if c.startswith("Metadata_") or c in LOCATION_COLUMNS]
     cells = cells[keep].copy()
     for column in ("Metadata_Plate", "Metadata_Well", "Metadata_Compound"):
