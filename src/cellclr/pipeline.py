@@ -14,6 +14,7 @@ from cellclr.baselines.stages import KINDS, baseline_fingerprint, classic_embedd
 from cellclr.config import Config
 from cellclr.errors import CellclrError
 from cellclr.images.crop import crop
+from cellclr.learning.distributed import barrier, init_distributed, world_from_env
 from cellclr.learning.embed import embed, embed_fingerprint
 from cellclr.learning.train import train, train_fingerprint
 from cellclr.outputs import (
@@ -37,15 +38,16 @@ def _up_to_date(folder: Path, fp: str) -> bool:
 def _stage(
     name: str, folder: Path, fp: Callable[[], str], work: Callable[[bool], object], overwrite: bool
 ) -> None:
+    say = tqdm.write if world_from_env().main else (lambda _: None)
     if folder.exists():
         if _up_to_date(folder, fp()):
-            tqdm.write(f"[run] {name}: {folder} is up to date, skipped")
+            say(f"[run] {name}: {folder} is up to date, skipped")
             return
         if not overwrite:
             raise OutputExistsError(
                 f"{folder} was made from other inputs or config: pass --overwrite to redo it"
             )
-    tqdm.write(f"[run] {name} -> {folder}")
+    say(f"[run] {name} -> {folder}")
     work(overwrite)
 
 
@@ -55,14 +57,20 @@ def run(
     """Run every stage into ``out/{crops,model,embeddings,profiles,eval}``, then the baselines
     of ``evaluate.baselines``; return the evaluation folder. The crops come from ``crops``,
     else ``data.crops``, else the ``crop`` stage (when the config names a BBBC021 folder or an
-    image table)."""
+    image table).
+
+    Under ``torchrun``, every process trains and embeds; the main process alone crops (the
+    others wait), then profiles, evaluates and runs the baselines, while the others return."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    world, _ = init_distributed(cfg.train.device)
     crops = crops or cfg.data.crops
     if not crops and (cfg.crop.bbbc021 or cfg.crop.images_table):
-        tqdm.write(f"[run] crop -> {out / 'crops'}")
         crops = out / "crops"
-        crop(crops, cfg, overwrite=overwrite)  # skips finished plates
+        if world.main:
+            tqdm.write(f"[run] crop -> {crops}")
+            crop(crops, cfg, overwrite=overwrite)  # skips finished plates
+        barrier(world)
     if not crops:
         raise CellclrError(
             "no crop store: pass --crops, or set data.crops or crop.bbbc021/crop.images_table"
@@ -77,6 +85,8 @@ def run(
         overwrite,
     )
     _embed(cfg, model, crops, store, out, overwrite)
+    if not world.main:
+        return out / "eval"
     result = _profile_and_evaluate(cfg, out, overwrite)
     for kind in cfg.evaluate.baselines:
         run_baseline(kind, cfg, out, crops, overwrite=overwrite, summary=False)
@@ -117,7 +127,7 @@ def run_baseline(
             lambda ow: random_model(crops, model, cfg, overwrite=ow),
             overwrite,
         )
-        _embed(cfg, model, crops, store, folder, overwrite)
+        _embed(cfg, model, crops, store, folder, overwrite, distributed=False)
     else:
         emb = folder / "embeddings"
         _stage(
@@ -134,14 +144,20 @@ def run_baseline(
 
 
 def _embed(
-    cfg: Config, model: Path, crops: str | Path, store: CropStore, out: Path, overwrite: bool
+    cfg: Config,
+    model: Path,
+    crops: str | Path,
+    store: CropStore,
+    out: Path,
+    overwrite: bool,
+    distributed: bool = True,
 ) -> None:
     emb = out / "embeddings"
     _stage(
         "embed",
         emb,
         lambda: embed_fingerprint(model, store, cfg),
-        lambda ow: embed(model, crops, emb, cfg, overwrite=ow),
+        lambda ow: embed(model, crops, emb, cfg, overwrite=ow, distributed=distributed),
         overwrite,
     )
 

@@ -2,18 +2,22 @@
 synchronised BatchNorm equal their single-process versions, and torchrun training equals one
 process, also across a kill and a resume."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from cellclr.embeddings import EMBEDDINGS
 from cellclr.learning.distributed import CPUSyncBatchNorm, gather
+from cellclr.learning.embed import embed
 from cellclr.learning.losses import nt_xent
 from cellclr.learning.saved_model import MODEL
 from cellclr.learning.train import CHECKPOINT, train
@@ -147,3 +151,20 @@ def test_global_batch_must_divide_over_the_processes(store4, tmp_path):
         extra_env={"EXPECT": "failure"},
     )  # fmt: skip
     assert done.returncode != 0 and "must divide evenly over the 2 processes" in done.stderr
+
+
+def test_two_process_embed_equals_one_and_run_works(store4, tmp_path):
+    cfg = tiny_config("embed.batch_size=16")
+    model = train(store4, tmp_path / "model", cfg)
+    one = embed(model, store4, tmp_path / "one", cfg)
+    args = ["embed", "--model", str(model), "--crops", str(store4), "--out", str(tmp_path / "two")]
+    torchrun(*args, *sets("embed.batch_size=16"))
+    a = pd.read_parquet(one / EMBEDDINGS)
+    b = pd.read_parquet(tmp_path / "two" / EMBEDDINGS)
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-6)
+    assert not list((tmp_path / "two").glob(".features-*"))
+    torchrun("run", "--crops", str(store4), "--out", str(tmp_path / "run"), *sets())
+    metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+    assert metrics["nsc"]["total"] == 6
+    manifest = json.loads((tmp_path / "run" / "model" / "stage.json").read_text())
+    assert manifest["processes"] == 2 and manifest["backend"] == "gloo"

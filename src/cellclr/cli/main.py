@@ -97,7 +97,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cellclr: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Under torchrun: leave the process group cleanly (torch warns otherwise)."""
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -15,9 +18,10 @@ from cellclr.fingerprint import fingerprint
 from cellclr.learning.augment import resize
 from cellclr.learning.batches import CropBatches
 from cellclr.learning.device import autocast, resolve_device
+from cellclr.learning.distributed import World, barrier, init_distributed
 from cellclr.learning.saved_model import load_encoder
 from cellclr.metadata import metadata_columns
-from cellclr.outputs import read_manifest, staged_dir, write_manifest
+from cellclr.outputs import partial_path, read_manifest, staged_dir, write_manifest
 from cellclr.store import CropStore, StoreError
 
 
@@ -34,13 +38,20 @@ def embed(
     cfg: Config,
     *,
     overwrite: bool = False,
+    distributed: bool = True,
 ) -> Path:
-    """Write ``embeddings.parquet``: the store's cell metadata and one feature row per cell."""
+    """Write ``embeddings.parquet``: the store's cell metadata and one feature row per cell.
+
+    Under ``torchrun`` (and ``distributed``), the processes take turns at the batches, write
+    their features to part files, and the main process joins them in order: the output is the
+    one process's, row for row. ``distributed=False``: this process alone, even under torchrun.
+    """
     t_start = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out)
+    world, device = init_distributed(cfg.embed.device) if distributed else (World(), None)
+    device = device or resolve_device(cfg.embed.device)
     store = CropStore(crops)
     fp = embed_fingerprint(model_dir, store, cfg)
-    device = resolve_device(cfg.embed.device)
     encoder, meta = load_encoder(model_dir, device)
     if list(store.channels) != list(meta["channels"]):
         raise StoreError(
@@ -49,28 +60,89 @@ def embed(
     norm = store.normalization(meta["normalize"], meta["normalize_min_cells"])
     n, bs = len(store), cfg.embed.batch_size
     batches = [np.arange(i, min(i + bs, n)) for i in range(0, n, bs)]
-    metadata = store.cells[metadata_columns(store.cells)]
     names = [f"{FEATURE_PREFIX}{i:04d}" for i in range(encoder.out_dim)]
 
-    with staged_dir(out, overwrite=overwrite, inputs=[model_dir, crops]) as work:
-        batches_on_device = CropBatches(store, norm, batches, device)
-        with (
-            EmbeddingWriter(work / EMBEDDINGS, metadata, names) as writer,
-            torch.inference_mode(),
-            autocast(device),
-        ):
-            for x in tqdm(batches_on_device, desc="embed", unit="batch", disable=None):
-                writer.append(encoder(resize(x, meta["size"])).float().cpu().numpy())
-        save_config(cfg, work / "config.toml")
-        write_manifest(
-            work,
-            "embed",
-            fp,
-            seconds=round(time.perf_counter() - t_start, 1),
-            model=str(model_dir),
-            crops=str(crops),
-            store=store.id,
-            n_cells=n,
-            n_features=len(names),
-        )
+    def features() -> Iterator[np.ndarray]:
+        """This process's batches (every world.size-th), encoded."""
+        mine = CropBatches(store, norm, batches[world.rank :: world.size], device)
+        bar = tqdm(mine, desc="embed", unit="batch", disable=None if world.main else True)
+        with torch.inference_mode(), autocast(device):
+            for x in bar:
+                yield encoder(resize(x, meta["size"])).float().cpu().numpy()
+
+    if world.main:
+        folder = staged_dir(out, overwrite=overwrite, inputs=[model_dir, crops])
+    else:
+        folder = nullcontext(partial_path(out))
+    with folder as work:
+        barrier(world)  # the main process has made the work folder
+        metadata = store.cells[metadata_columns(store.cells)]
+        if world.size == 1:
+            with EmbeddingWriter(work / EMBEDDINGS, metadata, names) as writer:
+                for block in features():
+                    writer.append(block)
+        else:
+            _write_part(
+                work,
+                world,
+                features(),
+                sum(len(b) for b in batches[world.rank :: world.size]),
+                len(names),
+            )
+            barrier(world)
+            if world.main:
+                _join_parts(work, world, batches, metadata, names)
+        if world.main:
+            save_config(cfg, work / "config.toml")
+            write_manifest(
+                work,
+                "embed",
+                fp,
+                seconds=round(time.perf_counter() - t_start, 1),
+                model=str(model_dir),
+                crops=str(crops),
+                store=store.id,
+                n_cells=n,
+                n_features=len(names),
+                processes=world.size,
+            )
+    barrier(world)  # the others return once the output is in place
     return out
+
+
+def _part(work: Path, rank: int) -> Path:
+    return work / f".features-{rank}.npy"
+
+
+def _write_part(
+    work: Path, world: World, blocks: Iterator[np.ndarray], rows: int, width: int
+) -> None:
+    """This process's features, in the order of its batches, as a float32 ``.npy``."""
+    part = np.lib.format.open_memmap(_part(work, world.rank), "w+", np.float32, (rows, width))
+    done = 0
+    for block in blocks:
+        part[done : done + len(block)] = block
+        done += len(block)
+    part.flush()
+    del part
+
+
+def _join_parts(
+    work: Path,
+    world: World,
+    batches: list[np.ndarray],
+    metadata: pd.DataFrame,
+    names: list[str],
+) -> None:
+    """Write the processes' features in the store's order (batch i came from process
+    i mod size), then delete the parts."""
+    parts = [np.load(_part(work, r), mmap_mode="r") for r in range(world.size)]
+    offsets = [0] * world.size
+    with EmbeddingWriter(work / EMBEDDINGS, metadata, names) as writer:
+        for i, batch in enumerate(batches):
+            r = i % world.size
+            writer.append(parts[r][offsets[r] : offsets[r] + len(batch)])
+            offsets[r] += len(batch)
+    del parts
+    for r in range(world.size):
+        _part(work, r).unlink()
