@@ -32,7 +32,7 @@ from cellclr.learning.losses import nt_xent
 from cellclr.learning.methods.simclr import SimCLR
 from cellclr.learning.optim import build_optimizer
 from cellclr.learning.rng import cell_keys
-from cellclr.learning.train import epoch_batches
+from cellclr.learning.sampler import epoch_batches
 from cellclr.outputs import staged_dir
 from cellclr.store import CropStore, finalize_store, write_plate
 
@@ -84,11 +84,8 @@ def main() -> None:
     norm = store.normalization(cfg.data.normalize, cfg.data.normalize_min_cells)
     bs = min(tc.batch_size, len(store))
     batches = (epoch_batches(len(store), bs, 0, 0) * (args.steps + 2))[: args.steps + 2]
-    model = SimCLR(
-        build_encoder(cfg.model.arch, len(store.channels), cfg.model.stem),
-        cfg.model.proj_hidden,
-        cfg.model.proj_dim,
-    ).to(device, memory_format=torch.channels_last)
+    encoder = build_encoder(cfg.model.arch, len(store.channels), cfg.model.stem)
+    model = SimCLR(encoder, cfg).to(device, memory_format=torch.channels_last)
     opt = build_optimizer(model, tc.optimizer, tc.lr, tc.weight_decay)
     aug = Augmenter(cfg.augment)
     positions = torch.arange(bs, device=device)

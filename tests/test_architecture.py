@@ -9,13 +9,14 @@ SRC = Path(cellclr.__file__).parent
 # lowest first; a module may import from its own layer or any layer below it
 LAYERS = [
     {"errors", "config", "outputs", "fingerprint", "metadata", "workers", "embeddings"},
+    {"retrieval"},
     {"store"},
     {"images"},
     {"learning"},
     {"baselines"},
     {"profiling"},
     {"report"},
-    {"pipeline", "demo", "cli", "__main__", "__init__"},
+    {"pipeline", "compare", "demo", "cli", "__main__", "__init__"},
 ]
 
 

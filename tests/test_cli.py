@@ -339,3 +339,26 @@ def test_bad_config_values_are_one_line(tmp_path, store, capsys):
         err.startswith("cellclr: error:") and "checkpoint_every" in err and "Traceback" not in err
     )
     assert not (tmp_path / "m").exists() and not (tmp_path / "m.partial").exists()
+
+
+def test_compare_puts_methods_and_baselines_side_by_side(store, tmp_path, capsys):
+    configs = []
+    for method in ("simclr", "supcon"):
+        path = tmp_path / f"{method}.toml"
+        path.write_text(f'[train]\nmethod = "{method}"\nepochs = 1\n')
+        configs.append(str(path))
+    out = tmp_path / "cmp"
+    args = ["compare", "--configs", *configs, "--crops", str(store), "--out", str(out), *sets()]
+    assert main([*args, "--set", "train.epochs=1"]) == 0
+    printed = capsys.readouterr().out
+    assert "| supcon (weakly supervised) | none |" in printed
+    results = pd.read_parquet(out / "results.parquet")
+    assert set(results["representation"]) == {"simclr", "supcon", "classic", "random"}
+    assert set(results.loc[results["representation"] == "supcon", "supervision"]) == {
+        "weak: treatment labels"
+    }
+    page = (out / "report.html").read_text()
+    assert (
+        "SupCon, weakly supervised (treatment labels)" in page and "simclr (this run)" not in page
+    )
+    assert page.count("<h3>") >= 2  # a training section per method

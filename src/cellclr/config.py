@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cellclr.errors import CellclrError
 
@@ -66,6 +73,8 @@ class DataConfig(Section):
     crops: str = ""  # crop store used by `cellclr run` when --crops is not given
     normalize: Literal["plate", "batch", "global", "none"] = "plate"  # intensity statistics
     normalize_min_cells: Count = 100  # below this, a plate uses its batch's (then global) stats
+    sampler: Literal["uniform", "balanced"] = "uniform"  # balanced: each group equally often
+    balance_by: str = "treatment"  # treatment (compound + concentration), or a Metadata_ column
 
 
 class ModelConfig(Section):
@@ -88,6 +97,9 @@ class AugmentConfig(Section):
     blur_sigma: interval(0.0) = [0.1, 1.5]  # in pixels of the view
     noise_p: Fraction = 0.5  # probability of additive Gaussian noise; 0 = off
     noise_std: NonNegative = 0.03  # its largest standard deviation (normalised intensity units)
+    elastic_p: Fraction = 0.0  # probability of an elastic deformation; 0 = off
+    elastic_alpha: NonNegative = 2.0  # its largest displacement, in pixels of the view
+    elastic_grid: Annotated[int, Field(ge=2, le=32)] = 4  # control points per side
 
     @model_validator(mode="after")
     def _ordered(self) -> AugmentConfig:
@@ -99,6 +111,9 @@ class AugmentConfig(Section):
 
 
 class TrainConfig(Section):
+    method: Literal["simclr", "supcon", "dino"] = "simclr"
+    label: str = "treatment"  # supcon's labels: treatment (compound + concentration) or compound
+    select_every: Annotated[int, Field(ge=0)] = 0  # replicate mAP every N epochs; 0 = never
     epochs: Count = 40
     batch_size: Annotated[int, Field(ge=2)] = 256
     optimizer: Literal["adamw", "lars"] = "adamw"
@@ -112,10 +127,37 @@ class TrainConfig(Section):
     threads: Annotated[int, Field(ge=0)] = 0  # CPU threads for torch; 0 = all cores
     sync_bn: bool = True  # under torchrun: BatchNorm statistics over every process's batch
 
+    @field_validator("label")
+    @classmethod
+    def _not_the_answer(cls, label: str) -> str:
+        if label.lower() in ("moa", "metadata_moa"):
+            raise ValueError(
+                "MoA labels would train on the answer that NSC grades: use treatment or compound"
+            )
+        if label not in ("treatment", "compound"):
+            raise ValueError(f"{label!r} is not one of 'treatment', 'compound'")
+        return label
+
 
 class EmbedConfig(Section):
     batch_size: Count = 512
     device: Device = "auto"
+    tta: bool = False  # average the features of the 8 rotations and flips of each crop
+
+
+class DinoConfig(Section):
+    """DINO (train.method = "dino"): head, temperatures, momentum, local views."""
+
+    out_dim: Count = 1024  # prototypes
+    hidden: Count = 512
+    bottleneck: Count = 128
+    student_temperature: Positive = 0.1
+    teacher_temperature: Positive = 0.04
+    center_momentum: Fraction = 0.9
+    teacher_momentum: Fraction = 0.996  # rises to 1 over training (cosine)
+    local_views: Annotated[int, Field(ge=0)] = 4
+    local_size: Annotated[int, Field(ge=8)] = 32  # side of the local views
+    local_scale: interval(0.0, 1.0) = [0.1, 0.4]  # their area fraction
 
 
 Postprocessing = Literal["none", "dmso", "tvn"]
@@ -143,6 +185,7 @@ class Config(Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    dino: DinoConfig = Field(default_factory=DinoConfig)
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
@@ -168,8 +211,8 @@ def _message(error: dict[str, Any]) -> str:
         high = next((m.max_length for m in field.metadata if hasattr(m, "max_length")), None)
         size = str(low) if low == high else f"at least {low}" if high is None else f"{low}-{high}"
         return f"{where}: expected a list of {size} values, got {value!r}"
-    if kind == "value_error":
-        return f"{where}.{ctx['error']}"
+    if kind == "value_error":  # a section's validator names its key; a key's names none
+        return f"{where}.{ctx['error']}" if len(loc) == 1 else f"{where}: {ctx['error']}"
     explain = {
         "bool_type": "expected true or false",
         "int_type": "expected an integer",

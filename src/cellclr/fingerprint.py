@@ -21,7 +21,7 @@ RUNTIME_KEYS = {
         "workers",
     ),
     "data": ("crops",),  # the store is fingerprinted by its content id
-    "train": ("device", "threads", "checkpoint_every"),
+    "train": ("device", "threads", "checkpoint_every", "select_every"),
     "embed": ("device", "batch_size"),
     "evaluate": ("baselines",),
 }

@@ -200,6 +200,18 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return manifest
 
 
+COMPARE = "compare.json"  # in a `cellclr compare` folder: the methods compared, in order
+
+
+def compared_runs(folder: str | Path) -> list[tuple[str, Path]]:
+    """The method runs of a ``cellclr compare`` folder (name, run folder), in order; [] for an
+    ordinary run folder."""
+    path = Path(folder) / COMPARE
+    if not path.is_file():
+        return []
+    return [(name, Path(folder) / name) for name in json.loads(path.read_text())["methods"]]
+
+
 def current_baselines(run: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
     """The baselines of a run folder (``baselines/<name>/``) made from the run's own crop store,
     and the names of those left out (made from other crops, or unfinished)."""

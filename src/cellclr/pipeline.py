@@ -20,6 +20,7 @@ from cellclr.learning.train import train, train_fingerprint
 from cellclr.outputs import (
     MANIFEST,
     OutputExistsError,
+    compared_runs,
     current_baselines,
     read_manifest,
     write_parquet,
@@ -183,13 +184,14 @@ def _profile_and_evaluate(cfg: Config, out: Path, overwrite: bool) -> Path:
 
 
 def collect_results(run: str | Path) -> pd.DataFrame:
-    """The results of the run and of each baseline in it, one row per representation and
-    post-processing variant."""
+    """The results of the run (or of each method of a ``compare`` folder) and of each baseline
+    in it, one row per representation and post-processing variant."""
     run = Path(run)
     baselines, stale = current_baselines(run)
     for name in stale:
         tqdm.write(f"results: baselines/{name} left out (unfinished, or made from other crops)")
-    sources = [("cellclr", run / "eval"), *((name, folder / "eval") for name, folder in baselines)]
+    runs = compared_runs(run) or [("cellclr", run)]
+    sources = [(name, folder / "eval") for name, folder in [*runs, *baselines]]
     tables = [
         results_table(json.loads((ev / "metrics.json").read_text()), name)
         for name, ev in sources
@@ -218,12 +220,18 @@ def format_results(results: pd.DataFrame) -> str:
         return "n/a" if pd.isna(value) else f"{value:.3f}"
 
     lines = [
-        "| profiles | variant | NSC (95% CI) | NSCB (95% CI) | drop | mAP | mAP batch |",
-        "|---|---|---|---|---|---|---|",
+        "| profiles | variant | NSC (95% CI) | NSCB (95% CI) | drop | mAP | mAP batch "
+        "| replicate mAP |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for _, r in results.iterrows():
+        replicate = r.get("replicate_map", float("nan"))
+        name = r["representation"]
+        if str(r.get("supervision", "none")).startswith("weak"):
+            name += " (weakly supervised)"
         lines.append(
-            f"| {r['representation']} | {r['variant']} | {cell(r, 'nsc')} | {cell(r, 'nscb')} "
-            f"| {r['drop_pct']:.1f} | {number(r['nsc_map'])} | {number(r['nscb_map'])} |"
+            f"| {name} | {r['variant']} | {cell(r, 'nsc')} | {cell(r, 'nscb')} "
+            f"| {r['drop_pct']:.1f} | {number(r['nsc_map'])} | {number(r['nscb_map'])} "
+            f"| {number(replicate)} |"
         )
     return "\n".join(lines)

@@ -7,7 +7,7 @@ from cellclr.learning.rng import cell_keys
 
 ALL_OFF = dict(
     crop=False, flip=False, rotate90=False, brightness=0.0, contrast=0.0, blur_p=0.0, noise_p=0.0
-)
+)  # elastic_p is 0 by default
 
 
 def batch(b=6, c=3, s=24, seed=0):
@@ -82,7 +82,14 @@ def test_flips_and_rotations_only_permute_pixels():
 
 @pytest.mark.parametrize(
     "name,value",
-    [("brightness", 0.5), ("contrast", 0.5), ("blur_p", 1.0), ("noise_p", 1.0), ("crop", True)],
+    [
+        ("brightness", 0.5),
+        ("contrast", 0.5),
+        ("blur_p", 1.0),
+        ("noise_p", 1.0),
+        ("crop", True),
+        ("elastic_p", 1.0),
+    ],
 )
 def test_each_operation_alone_changes_the_image(name, value):
     x = batch()
@@ -117,3 +124,16 @@ def test_invalid_settings_are_named():
     with pytest.raises(ValueError, match="rotate90 needs square"):
         x = torch.rand(2, 3, 10, 12)
         Augmenter(AugmentConfig(size=8))(x, keys(x))
+
+
+def test_elastic_moves_pixels_by_at_most_about_alpha():
+    # a horizontal ramp: a displacement of d pixels changes a value by about d / size
+    size = 32
+    ramp = torch.linspace(0, 1, size).expand(4, 1, size, size).contiguous()
+    cfg = AugmentConfig(size=size, **{**ALL_OFF, "elastic_p": 1.0, "elastic_alpha": 2.0})
+    out = Augmenter(cfg)(ramp, keys(ramp))
+    inner = (slice(None), slice(None), slice(3, -3), slice(3, -3))  # away from the reflection
+    shift = (out - ramp)[inner].abs() * (size - 1)
+    assert 0.3 < shift.max() <= 2.5
+    still = Augmenter(AugmentConfig(size=size, **{**ALL_OFF, "elastic_p": 1.0, "elastic_alpha": 0}))
+    torch.testing.assert_close(still(ramp, keys(ramp)), ramp, atol=1e-5, rtol=0)

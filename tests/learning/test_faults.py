@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import cellclr.learning.train as train_module
+import cellclr.learning.methods.simclr as simclr_module
 from cellclr.cli import main
 from cellclr.config import ConfigError, load_config
 from cellclr.learning.checkpoints import CheckpointError
@@ -22,7 +22,7 @@ from tests.test_cli import sets
 
 def nan_loss_at(monkeypatch, epoch: int, step: int) -> None:
     """Make the loss NaN at one step of one epoch (1-based)."""
-    real = train_module.nt_xent
+    real = simclr_module.nt_xent
     calls = {"n": 0}
     steps = 3  # 56 cells / batch 16
 
@@ -31,7 +31,7 @@ def nan_loss_at(monkeypatch, epoch: int, step: int) -> None:
         value = real(*args, **kwargs)
         return value * float("nan") if calls["n"] == (epoch - 1) * steps + step else value
 
-    monkeypatch.setattr(train_module, "nt_xent", loss)
+    monkeypatch.setattr(simclr_module, "nt_xent", loss)
 
 
 def test_non_finite_loss_stops_and_the_last_checkpoint_resumes(store, tmp_path, monkeypatch):

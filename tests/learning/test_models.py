@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from cellclr.config import load_config
 from cellclr.learning.backbones import build_encoder
 from cellclr.learning.methods.simclr import SimCLR
 
@@ -22,7 +23,8 @@ def test_stems(stem):
 
 
 def test_simclr_projects_features():
-    model = SimCLR(build_encoder("resnet_small", 3), proj_hidden=64, proj_dim=16)
+    cfg = load_config(None, ["model.proj_hidden=64", "model.proj_dim=16"])
+    model = SimCLR(build_encoder("resnet_small", 3), cfg)
     z = model(torch.rand(4, 3, 16, 16))
     assert z.shape == (4, 16)
     z.sum().backward()

@@ -1,4 +1,4 @@
-"""Verbs over whole runs: ``run``, ``baseline``, ``demo``, ``report``."""
+"""Verbs over whole runs: ``run``, ``compare``, ``baseline``, ``demo``, ``report``."""
 
 from __future__ import annotations
 
@@ -29,6 +29,24 @@ def _run(args: argparse.Namespace) -> None:
 
     run(config_of(args), args.out, args.crops, overwrite=args.overwrite)
     print_results(args.out)
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--configs", type=Path, nargs="+", required=True, help="one TOML config per method"
+    )
+    p.add_argument("--crops", type=Path, help="crop store (default: data.crops of the configs)")
+    p.add_argument("--out", type=Path, required=True, help="comparison folder")
+    set_arg(p, "override a key in every config, e.g. --set train.epochs=5 (repeatable)")
+    overwrite_arg(p)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from cellclr.compare import compare
+
+    report = compare(args.configs, args.crops, args.out, args.set, overwrite=args.overwrite)
+    print_results(args.out)
+    print(f"report: {report}")
 
 
 def _baseline_args(p: argparse.ArgumentParser) -> None:
@@ -83,6 +101,15 @@ VERBS = (
         "exists for the same inputs and config is skipped; an interrupted training resumes.",
         _run_args,
         _run,
+    ),
+    Verb(
+        "compare",
+        "train and evaluate several methods side by side, with the baselines",
+        "Run each config (SimCLR, SupCon, DINO, ...) on one crop store into OUT/<config name>/ "
+        "(reusing finished stages), the classic and random baselines into OUT/baselines/, and "
+        "write one results table and one report (OUT/report.html) with every method.",
+        _compare_args,
+        _compare,
     ),
     Verb(
         "baseline",

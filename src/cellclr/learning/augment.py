@@ -20,6 +20,7 @@ from cellclr.learning.rng import KeyedRandom
 # one stream per random parameter
 AREA, RATIO, SHIFT_X, SHIFT_Y, FLIP_X, FLIP_Y, ROTATE = range(1, 8)
 CONTRAST, BRIGHTNESS, BLUR, BLUR_SIGMA, NOISE, NOISE_STD, NOISE_PIXELS = range(8, 15)
+ELASTIC, ELASTIC_FIELD = range(15, 17)
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -37,7 +38,7 @@ class Augmenter:
 
     @property
     def geometric(self) -> bool:
-        return self.cfg.crop or self.cfg.flip or self.cfg.rotate90
+        return self.cfg.crop or self.cfg.flip or self.cfg.rotate90 or self.cfg.elastic_p > 0
 
     def __call__(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Views of ``x``; ``keys`` (int64, one per sample) seed each sample's parameters."""
@@ -91,9 +92,23 @@ class Augmenter:
             dim=1,
         ).to(x.dtype)
         grid = F.affine_grid(theta, [b, x.shape[1], cfg.size, cfg.size], align_corners=False)
+        if cfg.elastic_p > 0:
+            grid = grid + self._elastic(r, b).to(grid.dtype)
         return F.grid_sample(
             x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
         )
+
+    def _elastic(self, r: KeyedRandom, b: int) -> torch.Tensor:
+        """A smooth random displacement of the sampling grid (B, size, size, 2): normal
+        displacements at ``elastic_grid`` x ``elastic_grid`` control points, interpolated
+        bicubically, at most about ``elastic_alpha`` pixels; zero for unchosen samples."""
+        cfg = self.cfg
+        field = r.normal(ELASTIC_FIELD, 2, cfg.elastic_grid, cfg.elastic_grid).clamp(-2, 2) / 2
+        size = (cfg.size, cfg.size)
+        field = F.interpolate(field, size=size, mode="bicubic", align_corners=True)
+        chosen = (r.uniform(ELASTIC) < cfg.elastic_p).float().view(b, 1, 1, 1)
+        pixel = 2.0 / cfg.size  # one pixel of the view in normalised coordinates
+        return (field * (cfg.elastic_alpha * pixel) * chosen).permute(0, 2, 3, 1)
 
     def _intensity(self, x: torch.Tensor, r: KeyedRandom) -> torch.Tensor:
         c = x.shape[1]

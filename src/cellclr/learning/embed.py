@@ -5,20 +5,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from cellclr.config import Config, save_config
 from cellclr.embeddings import EMBEDDINGS, FEATURE_PREFIX, EmbeddingWriter
 from cellclr.fingerprint import fingerprint
-from cellclr.learning.augment import resize
-from cellclr.learning.batches import CropBatches
-from cellclr.learning.device import autocast, resolve_device
+from cellclr.learning.device import resolve_device
 from cellclr.learning.distributed import World, barrier, init_distributed
+from cellclr.learning.encode import encode
 from cellclr.learning.saved_model import load_encoder
 from cellclr.metadata import metadata_columns
 from cellclr.outputs import partial_path, read_manifest, staged_dir, write_manifest
@@ -64,11 +63,9 @@ def embed(
 
     def features() -> Iterator[np.ndarray]:
         """This process's batches (every world.size-th), encoded."""
-        mine = CropBatches(store, norm, batches[world.rank :: world.size], device)
-        bar = tqdm(mine, desc="embed", unit="batch", disable=None if world.main else True)
-        with torch.inference_mode(), autocast(device):
-            for x in bar:
-                yield encoder(resize(x, meta["size"])).float().cpu().numpy()
+        bar = partial(tqdm, desc="embed", unit="batch", disable=None if world.main else True)
+        mine = batches[world.rank :: world.size]
+        yield from encode(encoder, store, norm, mine, device, meta["size"], cfg.embed.tta, bar)
 
     if world.main:
         folder = staged_dir(out, overwrite=overwrite, inputs=[model_dir, crops])

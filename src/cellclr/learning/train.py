@@ -1,5 +1,6 @@
-"""``cellclr train``: SimCLR on the crops of a crop store, in one process or data-parallel under
-``torchrun`` (``train.batch_size`` is the global batch; each process takes its slice of it).
+"""``cellclr train``: a method (SimCLR, SupCon or DINO; ``train.method``) on the crops of a crop
+store, in one process or data-parallel under ``torchrun`` (``train.batch_size`` is the global
+batch; each process takes its slice of it).
 
 Each epoch's order is a function of the seed and epoch, and each view a function of the seed,
 epoch, the cell's place in that order and the view (``cellclr.learning.rng``): so N processes
@@ -23,11 +24,9 @@ from tqdm import tqdm
 from cellclr.config import Config, ConfigError, save_config
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
-from cellclr.learning.augment import Augmenter
-from cellclr.learning.backbones import build_encoder
 from cellclr.learning.batches import CropBatches
 from cellclr.learning.checkpoints import load_torch, save_torch
-from cellclr.learning.device import autocast, resolve_device
+from cellclr.learning.device import resolve_device
 from cellclr.learning.distributed import (
     World,
     all_max,
@@ -38,11 +37,12 @@ from cellclr.learning.distributed import (
     init_distributed,
     sync_batchnorm,
 )
-from cellclr.learning.losses import nt_xent
-from cellclr.learning.methods.simclr import SimCLR
+from cellclr.learning.methods import METHODS, Batch, Method, build_method
 from cellclr.learning.optim import build_optimizer, warmup_cosine
 from cellclr.learning.rng import cell_keys
+from cellclr.learning.sampler import epoch_batches, group_codes
 from cellclr.learning.saved_model import model_meta, save_model
+from cellclr.learning.selection import replicate_map_of
 from cellclr.outputs import atomic_file, partial_path, staged_dir, write_manifest
 from cellclr.store import CropStore, Normalization
 
@@ -64,15 +64,14 @@ def train_fingerprint(store: CropStore, cfg: Config) -> str:
     """The crops, the config and the kind of device (CUDA trains in bf16: other numbers)."""
     device = resolve_device(cfg.train.device).type
     inputs = [store.id, device, VIEWS]
-    return fingerprint("train", inputs, cfg, ("data", "model", "augment", "train"))
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """This epoch's shuffled global batches (the incomplete last one is dropped); a function of
-    the seed and epoch alone, so a resumed run, or another number of processes, sees the same."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    perm = torch.randperm(n, generator=g).numpy()
-    return [perm[i * batch_size : (i + 1) * batch_size] for i in range(n // batch_size)]
+    sections = (
+        "data",
+        "model",
+        "augment",
+        "train",
+        *(("dino",) if cfg.train.method == "dino" else ()),
+    )
+    return fingerprint("train", inputs, cfg, sections)
 
 
 def global_batch_size(requested: int, n: int, world: World, crops: str | Path) -> int:
@@ -84,7 +83,7 @@ def global_batch_size(requested: int, n: int, world: World, crops: str | Path) -
         )
     size = min(requested, n) // world.size * world.size
     if size < 2:
-        raise CellclrError(f"{crops}: SimCLR needs at least 2 cells, the store has {n}")
+        raise CellclrError(f"{crops}: training needs at least 2 cells, the store has {n}")
     return size
 
 
@@ -130,7 +129,7 @@ def train(
     overwrite: bool = False,
     resume: bool = False,
 ) -> Path:
-    """Train a SimCLR model on the store at ``crops``; write ``model.pt`` and logs to ``out``."""
+    """Train ``train.method`` on the store at ``crops``; write ``model.pt`` and logs to ``out``."""
     t_start = time.perf_counter()
     tc = cfg.train
     world, device = init_distributed(tc.device)
@@ -149,28 +148,26 @@ def train(
     batch_size = global_batch_size(tc.batch_size, n, world, crops)
     steps = n // batch_size
 
-    torch.manual_seed(tc.seed)
-    model = SimCLR(
-        build_encoder(cfg.model.arch, len(store.channels), cfg.model.stem),
-        cfg.model.proj_hidden,
-        cfg.model.proj_dim,
-    )
+    method = build_method(cfg, len(store.channels))
     if world.distributed and tc.sync_bn:
-        model = sync_batchnorm(model, device)
-    model = model.to(device, memory_format=torch.channels_last)
-    net = model
+        method = sync_batchnorm(method, device)
+    method = method.to(device, memory_format=torch.channels_last)
+    trained = method.trained()
+    net = trained
     if world.distributed:
-        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    optimizer = build_optimizer(model, tc.optimizer, tc.lr, tc.weight_decay)
+        ids = [device] if device.type == "cuda" else None
+        net = DistributedDataParallel(trained, device_ids=ids)
+    optimizer = build_optimizer(trained, tc.optimizer, tc.lr, tc.weight_decay)
     scheduler = warmup_cosine(optimizer, tc.warmup_epochs * steps, tc.epochs * steps)
-    augment = Augmenter(cfg.augment)
+    labels = torch.from_numpy(group_codes(store, tc.label)) if method.uses_labels else None
+    groups = group_codes(store, cfg.data.balance_by) if cfg.data.sampler == "balanced" else None
 
     out = Path(out)
     with _output(out, overwrite, resume, crops, world) as work:
         ck = broadcast(_resume_state(work, fp, resume, overwrite) if world.main else None, world)
         start_epoch, log = 0, []
         if ck is not None:
-            model.load_state_dict(ck["model"])
+            method.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
             scheduler.load_state_dict(ck["scheduler"])
             start_epoch, log = ck["epoch"], ck["log"]
@@ -183,12 +180,13 @@ def train(
             try:
                 record = _train_epoch(
                     net,
+                    method,
                     optimizer,
                     scheduler,
-                    augment,
                     store,
                     norm,
-                    epoch_batches(n, batch_size, tc.seed, epoch),
+                    epoch_batches(n, batch_size, tc.seed, epoch, groups),
+                    labels,
                     device,
                     cfg,
                     world,
@@ -201,13 +199,19 @@ def train(
                     f"{work}: lower train.lr (or check the crops) and start again with "
                     "--overwrite, or continue with --resume"
                 ) from None
+            if (
+                tc.select_every
+                and world.main
+                and ((epoch + 1) % tc.select_every == 0 or epoch + 1 == tc.epochs)
+            ):
+                record["replicate_map"] = replicate_map_of(method.encoder_to_keep(), store, cfg)
             log.append({"epoch": epoch + 1, **record})
             if world.main:
-                _save_epoch(work, fp, log, model, optimizer, scheduler, tc)
+                _save_epoch(work, fp, log, method, optimizer, scheduler, tc)
             barrier(world)  # a checkpoint is either on disk for every process or for none
 
         if world.main:
-            save_model(work, model_meta(cfg, store), model.encoder)
+            save_model(work, model_meta(cfg, store), method.encoder_to_keep())
             write_manifest(
                 work,
                 "train",
@@ -219,6 +223,8 @@ def train(
                 backend=dist.get_backend() if world.distributed else None,
                 normalization=levels,
                 final_loss=log[-1]["loss"] if log else None,
+                method=tc.method,
+                supervision=supervision(cfg),
             )
     barrier(world)  # the others return once the output is in place
     return out
@@ -242,46 +248,56 @@ def _save_epoch(work: Path, fp: str, log: list[dict], model, optimizer, schedule
         save_torch(state, work / CHECKPOINT)
 
 
+def supervision(cfg: Config) -> str:
+    """``none``, or which labels a weakly supervised method trained on."""
+    uses_labels = METHODS[cfg.train.method].uses_labels
+    return f"weak: {cfg.train.label} labels" if uses_labels else "none"
+
+
 def _train_epoch(
     net,
+    method: Method,
     optimizer,
     scheduler,
-    augment: Augmenter,
     store: CropStore,
     norm: Normalization,
     batches: list[np.ndarray],
+    labels: torch.Tensor | None,
     device: torch.device,
     cfg: Config,
     world: World,
     epoch: int,
 ) -> dict[str, float]:
-    net.train()
+    method.train()
     t0 = time.perf_counter()
     size = len(batches[0])  # the global batch
     local = size // world.size
     start = world.rank * local
     mine = [b[start : start + local] for b in batches]
-    seed, temperature = cfg.train.seed, cfg.train.temperature
-    loss_gather = gather if world.distributed else None
+    seed, epochs = cfg.train.seed, cfg.train.epochs
     losses: list[torch.Tensor] = []
     bar = tqdm(
         CropBatches(store, norm, mine, device),
-        desc=f"epoch {epoch}/{cfg.train.epochs}",
+        desc=f"epoch {epoch}/{epochs}",
         unit="batch",
         leave=False,
         disable=None if world.main else True,
     )
     for step, x in enumerate(bar):
         positions = torch.arange(local, device=device) + step * size + start
-        keys = torch.cat([cell_keys(seed, epoch, positions, v) for v in (0, 1)])
-        views = augment(torch.cat([x, x]), keys).contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            z = net(views)
-        loss = nt_xent(z[:local], z[local:], temperature, gather=loss_gather, rank=world.rank)
+        batch = Batch(
+            crops=x,
+            keys=lambda view, p=positions: cell_keys(seed, epoch, p, view),
+            labels=None if labels is None else labels[mine[step]].to(device),
+            gather=gather if world.distributed else None,
+            world=world,
+        )
+        loss = method.loss(net, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
+        method.after_step((epoch - 1 + (step + 1) / len(batches)) / epochs)
         losses.append(loss.detach())
         if len(losses) % 10 == 1:  # .item() waits for the device: not every step
             _check_finite(losses, len(losses) - 10, epoch, len(batches), world)

@@ -46,6 +46,7 @@ from cellclr.profiling.postprocess import (
     postprocess,
 )
 from cellclr.profiling.profiles import WELLS, read_profiles, treatment_profiles
+from cellclr.retrieval import replicate_map
 
 REQUIRED = ["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA", "Metadata_Batch"]
 
@@ -230,6 +231,8 @@ def evaluate_wells(
             tqdm.write(f"evaluate ({variant}): {note}")
         result = evaluate_treatments(treatment_profiles(processed), e.control, e, source)
         result.metrics.update(notes=notes, dropped_features=dropped)
+        if e.map and copairs_available():
+            result.metrics["replicate"] = replicate_map(processed, e.control, e.seed)
         results[variant] = result
     return results
 
@@ -241,8 +244,9 @@ def combine(results: dict[str, Evaluation | str]) -> Evaluation:
     done = {v: r for v, r in results.items() if isinstance(r, Evaluation)}
     first = next(iter(done))
     metrics = {**done[first].metrics, "variant": first}
+    keys = ("nsc", "nscb", "drop_pct", "notes", "replicate")
     metrics["variants"] = {
-        v: {k: r.metrics[k] for k in ("nsc", "nscb", "drop_pct", "notes")} for v, r in done.items()
+        v: {k: r.metrics[k] for k in keys if k in r.metrics} for v, r in done.items()
     }
     metrics["skipped_variants"] = {v: r for v, r in results.items() if isinstance(r, str)}
     tables = {
@@ -264,7 +268,8 @@ def variants(metrics: dict) -> dict[str, dict]:
 
 
 def results_table(metrics: dict, representation: str = "cellclr") -> pd.DataFrame:
-    """One row per variant: counts, percentages, intervals, drop, mAP and k-NN accuracy."""
+    """One row per variant: counts, percentages, intervals, drop, mAP, k-NN accuracy, and the
+    label-free replicate mAP (with the fraction of treatments retrieved)."""
     rows = []
     for variant, m in variants(metrics).items():
         row = {"representation": representation, "variant": variant}
@@ -278,6 +283,10 @@ def results_table(metrics: dict, representation: str = "cellclr") -> pd.DataFram
             for k, knn in s.get("knn", {}).items():
                 row[f"{task}_knn{k}_pct"] = 100 * _number(knn["accuracy"])
         row["drop_pct"] = _number(m["drop_pct"])
+        replicate = m.get("replicate") or {}
+        row["supervision"] = (metrics.get("training") or {}).get("supervision", "none")
+        row["replicate_map"] = _number(replicate.get("map"))
+        row["replicate_retrieved"] = _number(replicate.get("retrieved"))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -315,6 +324,9 @@ def evaluate(
     fp = evaluate_fingerprint(profiles_dir, cfg)
     wells = read_profiles(profiles_dir, "wells")
     result = combine(evaluate_wells(wells, cfg.evaluate, str(profiles_dir / WELLS)))
+    training = training_of(profiles_dir)
+    if training:
+        result.metrics["training"] = training
     write_evaluation(
         result,
         Path(out),
@@ -325,6 +337,21 @@ def evaluate(
         profiles=str(profiles_dir),
     )
     return result
+
+
+def training_of(profiles_dir: Path) -> dict | None:
+    """How the model behind these profiles was trained (method, and ``supervision``: ``none``
+    or the labels a weakly supervised method used), followed through the stage manifests
+    (profiles -> embeddings -> model); None when the chain is not ours (a feature table)."""
+    try:
+        embeddings = read_manifest(profiles_dir).get("embeddings")
+        model = embeddings and read_manifest(embeddings).get("model")
+        manifest = model and read_manifest(model)
+    except (CellclrError, OSError):
+        return None
+    if not manifest or "supervision" not in manifest:
+        return None
+    return {"method": manifest.get("method"), "supervision": manifest["supervision"]}
 
 
 def _number(value: float | None) -> float:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from cellclr.metadata import unit_rows
+from cellclr.retrieval import quiet_zero_rows
 
 
 def bootstrap_interval(
@@ -70,16 +71,17 @@ def mean_average_precision(treatments: pd.DataFrame, x: np.ndarray, batch: bool)
     meta = meta.reset_index(drop=True)
     x = unit_rows(x)  # the same cosines; copairs' own norms would overflow above ~1e154
     extra = ["Metadata_Batch"] if batch else []
-    try:
-        ap = average_precision(
-            meta,
-            x,
-            pos_sameby=["Metadata_MoA"],
-            pos_diffby=["Metadata_Compound", *extra],
-            neg_sameby=[],
-            neg_diffby=["Metadata_Compound", "Metadata_MoA", *extra],
-            progress_bar=False,
-        )
+    try:  # copairs divides by row norms itself: a zero row gives NaN, left out below
+        with quiet_zero_rows():
+            ap = average_precision(
+                meta,
+                x,
+                pos_sameby=["Metadata_MoA"],
+                pos_diffby=["Metadata_Compound", *extra],
+                neg_sameby=[],
+                neg_diffby=["Metadata_Compound", "Metadata_MoA", *extra],
+                progress_bar=False,
+            )
     except UnpairedException:  # no query has a positive (or a negative): nothing to rank
         return float("nan")
     scores = ap["average_precision"].dropna()

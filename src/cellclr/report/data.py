@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from cellclr.errors import CellclrError
-from cellclr.outputs import current_baselines
+from cellclr.outputs import compared_runs, current_baselines
 from cellclr.store import CropStore, StoreError
 
 STAGE_FOLDERS = ("crops", "model", "embeddings", "profiles", "eval")
@@ -33,9 +33,12 @@ class RunData:
     train_log: pd.DataFrame | None
     profiles: dict[str, pd.DataFrame]  # treatment profiles: this run's, then each baseline's
     wells: dict[str, pd.DataFrame]  # well profiles, likewise (where present)
-    baselines: dict[str, dict[str, Any]]  # baseline name -> its metrics.json
+    baselines: dict[str, dict[str, Any]]  # other representation -> its metrics.json
     store: CropStore | None
     notes: dict[str, str]  # section id -> why something is missing there
+    name: str = "cellclr"  # this run's name (a method's, in a comparison)
+    train_logs: dict[str, pd.DataFrame] = field(default_factory=dict)  # other methods' logs
+    folders: list[Path] = field(default_factory=list)  # run folders whose stages are timed
 
     @property
     def control(self) -> str:
@@ -106,8 +109,13 @@ def _headline(table: pd.DataFrame, metrics: dict[str, Any]) -> pd.DataFrame:
 
 
 def load_run(run: Path) -> RunData:
-    """Read a finished run; raise ``ReportError`` naming the first missing required file."""
+    """Read a finished run (or a ``compare`` folder: its first method is the run, the other
+    methods are shown beside the baselines); raise ``ReportError`` naming the first missing
+    required file."""
     run = Path(run)
+    methods = compared_runs(run)
+    if methods:
+        return _load_comparison(run, methods)
     for name in ("metrics.json", "nsc.parquet", "nscb.parquet"):
         if not (run / "eval" / name).is_file():
             raise ReportError(
@@ -146,16 +154,36 @@ def load_run(run: Path) -> RunData:
         baselines=baselines,
         store=store,
         notes=notes,
+        folders=[run],
     )
+
+
+def _load_comparison(folder: Path, methods: list[tuple[str, Path]]) -> RunData:
+    """The first method's run, with the other methods and the folder's baselines beside it."""
+    (name, first), others = methods[0], methods[1:]
+    data = load_run(first)
+    data.path, data.name, data.folders = folder, name, [f for _, f in methods]
+    data.notes.pop("results", None)
+    data.profiles = {name: data.profiles.pop("cellclr")} if "cellclr" in data.profiles else {}
+    data.wells = {name: data.wells.pop("cellclr")} if "cellclr" in data.wells else {}
+    data.baselines = {}
+    baselines, _ = current_baselines(folder)
+    for other, path in [*others, *baselines]:
+        data.baselines[other] = read_json(path / "eval" / "metrics.json")
+        for table, store in (("treatments", data.profiles), ("wells", data.wells)):
+            if (path / "profiles" / f"{table}.parquet").is_file():
+                store[other] = pd.read_parquet(path / "profiles" / f"{table}.parquet")
+        log = path / "model" / "train_log.jsonl"
+        if log.is_file() and log.stat().st_size and other not in dict(baselines):
+            data.train_logs[other] = pd.read_json(log, lines=True)
+    return data
 
 
 def stage_times(run: RunData) -> list[StageTime]:
     """The timed stages of the run and of its baselines, from their ``stage.json``."""
-    folders = [run.path / f for f in STAGE_FOLDERS]
-    for baseline in run.baselines:
-        folders += sorted(
-            p.parent for p in (run.path / "baselines" / baseline).glob("*/stage.json")
-        )
+    runs = run.folders or [run.path]
+    folders = [r / f for r in runs for f in STAGE_FOLDERS]
+    folders += sorted(p.parent for p in (run.path / "baselines").glob("*/*/stage.json"))
     times = []
     for folder in folders:
         manifest = read_json(folder / "stage.json")

@@ -38,6 +38,7 @@ BASELINE_NOTES = {
     "random": "the same encoder with random weights",
     "classic": "CellProfiler-like features",
 }
+METHOD_NAMES = {"simclr": "SimCLR", "supcon": "SupCon", "dino": "DINO"}
 
 Cell = str | dict[str, str]
 
@@ -86,7 +87,8 @@ def _batch(label: Any) -> Cell:
 def header(run: RunData) -> dict[str, Any]:
     """The title, headline cards and one sentence each on what was evaluated and the model."""
     m = run.metrics
-    finished = datetime.fromtimestamp((run.path / "eval" / "metrics.json").stat().st_mtime)
+    evaluated = (run.folders or [run.path])[0] / "eval" / "metrics.json"
+    finished = datetime.fromtimestamp(evaluated.stat().st_mtime)
     cards = [
         ("NSC", score(m["nsc"]), "nearest treatment of another compound has the same MoA"),
         ("NSCB", score(m["nscb"]), "… and comes from another batch"),
@@ -116,20 +118,37 @@ def header(run: RunData) -> dict[str, Any]:
     }
 
 
+def about(name: str, metrics: dict[str, Any]) -> str:
+    """What a representation is: a baseline's description, or the method that trained it and
+    whether labels were used (weakly supervised)."""
+    if name in BASELINE_NOTES:
+        return BASELINE_NOTES[name]
+    training = metrics.get("training") or {}
+    method = METHOD_NAMES.get(str(training.get("method")), "SimCLR")
+    supervision = str(training.get("supervision", "none"))
+    if supervision.startswith("weak"):
+        return f"{method}, weakly supervised ({supervision.removeprefix('weak: ')})"
+    return f"{method} embeddings, no labels"
+
+
 def results(run: RunData) -> dict[str, Any]:
-    """NSC, NSCB and mAP of each post-processing variant, for this run and its baselines."""
-    runs = [("cellclr (this run)", "SimCLR embeddings", run.metrics)]
-    runs += [(name, BASELINE_NOTES.get(name, ""), m) for name, m in run.baselines.items()]
+    """NSC, NSCB, mAP and replicate mAP of each post-processing variant, for this run (each
+    method, in a comparison) and its baselines."""
+    this = f"{run.name} (this run)" if run.name == "cellclr" else run.name
+    runs = [(this, about(run.name, run.metrics), run.metrics)]
+    runs += [(name, about(name, m), m) for name, m in run.baselines.items()]
     rows: list[list[Cell]] = []
-    for name, about, m in runs:
+    for name, text, m in runs:
         for i, (variant, v) in enumerate(variants(m).items()):
-            label: list[Cell] = [name, _cell("muted", about)] if i == 0 else ["", ""]
+            label: list[Cell] = [name, _cell("muted", text)] if i == 0 else ["", ""]
             nsc, nscb = v["nsc"], v["nscb"]
             scores = [score(nsc), ci(nsc), score(nscb), ci(nscb), drop(v)]
-            rows.append([*label, variant, *scores, mean_ap(nsc), mean_ap(nscb)])
+            replicate = mean_ap(v.get("replicate") or {})
+            rows.append([*label, variant, *scores, mean_ap(nsc), mean_ap(nscb), replicate])
     header = ["Profiles", "", "Post-processing", "NSC", "95% CI", "NSCB", "95% CI", "Drop"]
+    header += ["mAP", "mAP (batch)", "Replicate mAP"]
     return {
-        "table": _table([*header, "mAP", "mAP (batch)"], rows, right=range(3, 10), main={0}),
+        "table": _table(header, rows, right=range(3, 11), main={0}),
         "skipped": [
             f"{name}: post-processing {v} not computed: {why}"
             for name, _, m in runs
@@ -140,19 +159,31 @@ def results(run: RunData) -> dict[str, Any]:
 
 
 def training(run: RunData) -> dict[str, Any]:
-    """The training curves and a sentence summing them up."""
-    log = run.train_log
-    if log is None:
+    """The training curves and a sentence summing them up (for each method of a comparison)."""
+    if run.train_log is None:
         return {"note": run.notes["training"]}
-    stage = read_json(run.path / "model" / "stage.json")
+    stage = read_json((run.folders or [run.path])[0] / "model" / "stage.json")
+    logs = [(run.name, run.train_log), *run.train_logs.items()]
+    return {"device": str(stage.get("device", "?")), "runs": [_curves(n, log) for n, log in logs]}
+
+
+def _curves(name: str, log: pd.DataFrame) -> dict[str, Any]:
+    selection = ""
+    if "replicate_map" in log and log["replicate_map"].notna().any():
+        picked = log.dropna(subset=["replicate_map"])
+        best = picked.loc[picked["replicate_map"].idxmax()]
+        selection = (
+            f"; replicate mAP {best['replicate_map']:.3f} at its best (epoch {best['epoch']})"
+        )
     return {
+        "name": name,
         "epochs": plural(len(log), "epoch"),
         "final_loss": f"{log['loss'].iloc[-1]:.4g}",
         "images_per_s": f"{log['images_per_s'].median():.0f}",
         "minutes": f"{log['seconds'].sum() / 60:.1f}",
-        "device": str(stage.get("device", "?")),
+        "selection": selection,
         "figure": _image(
-            figures.training_figure(log), "training loss, learning rate and throughput"
+            figures.training_figure(log), f"{name}: training loss, learning rate and throughput"
         ),
     }
 
@@ -222,7 +253,7 @@ def profile_map(run: RunData) -> dict[str, Any]:
     maps = [
         {
             "name": name,
-            "about": BASELINE_NOTES.get(name, "this run" if name == "cellclr" else "baseline"),
+            "about": "this run" if name == "cellclr" else about(name, run.baselines.get(name, {})),
             "figure": _image(
                 figures.map_figure(t, run.wells.get(name), name, run.control),
                 f"PCA map of {name} treatment profiles",

@@ -1,1 +1,29 @@
-"""Self-supervised methods: the model (backbone plus heads) that a training step optimises."""
+"""Training methods, one per module: each builds the model a step trains and computes the loss.
+
+- ``simclr``: NT-Xent between two views of each cell (no labels).
+- ``supcon``: SupCon, the views of cells with the same treatment (or compound) are positives
+  (weak supervision: never the MoA).
+- ``dino``: self-distillation with a momentum teacher, global and local views (no labels).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cellclr.config import Config
+from cellclr.learning.backbones import build_encoder
+from cellclr.learning.methods.base import Batch, Method
+from cellclr.learning.methods.dino import DINO
+from cellclr.learning.methods.simclr import SimCLR
+from cellclr.learning.methods.supcon import SupCon
+
+METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "supcon": SupCon, "dino": DINO}
+
+__all__ = ["METHODS", "Batch", "Method", "build_method"]
+
+
+def build_method(cfg: Config, in_channels: int) -> Method:
+    """The configured method on the configured encoder, initialised from ``train.seed``."""
+    torch.manual_seed(cfg.train.seed)
+    encoder = build_encoder(cfg.model.arch, in_channels, cfg.model.stem)
+    return METHODS[cfg.train.method](encoder, cfg)

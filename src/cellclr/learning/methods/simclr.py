@@ -6,7 +6,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cellclr.config import Config
+from cellclr.learning.augment import Augmenter
 from cellclr.learning.backbones import ResNet
+from cellclr.learning.device import autocast
+from cellclr.learning.losses import nt_xent
+from cellclr.learning.methods.base import Batch, Method
 
 
 class ProjectionHead(nn.Module):
@@ -25,13 +30,27 @@ class ProjectionHead(nn.Module):
         return self.net(h)
 
 
-class SimCLR(nn.Module):
+class SimCLR(Method):
     """Encoder + projection head. ``forward`` returns the projection; ``encoder`` the features."""
 
-    def __init__(self, encoder: ResNet, proj_hidden: int, proj_dim: int) -> None:
+    def __init__(self, encoder: ResNet, cfg: Config) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = ProjectionHead(encoder.out_dim, proj_hidden, proj_dim)
+        self.head = ProjectionHead(encoder.out_dim, cfg.model.proj_hidden, cfg.model.proj_dim)
+        self.augment = Augmenter(cfg.augment)
+        self.temperature = cfg.train.temperature
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))
+
+    def projections(self, net: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projections of two views of each cell."""
+        x, n = batch.crops, len(batch.crops)
+        views = self.augment(torch.cat([x, x]), torch.cat([batch.keys(0), batch.keys(1)]))
+        with autocast(x.device):
+            z = net(views.contiguous(memory_format=torch.channels_last))
+        return z[:n], z[n:]
+
+    def loss(self, net: nn.Module, batch: Batch) -> torch.Tensor:
+        z1, z2 = self.projections(net, batch)
+        return nt_xent(z1, z2, self.temperature, gather=batch.gather, rank=batch.world.rank)

@@ -1,0 +1,51 @@
+"""``cellclr compare``: several methods (one config each) on one crop store, beside the classic
+and random-weights baselines, in one results table and one report.
+
+Each config runs into ``OUT/<config name>/`` (stages already done with the same inputs and
+settings are reused), the baselines into ``OUT/baselines/``; ``OUT/compare.json`` lists the
+methods, ``OUT/results.parquet`` and ``OUT/report.html`` put them side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cellclr.baselines.stages import KINDS
+from cellclr.config import load_config
+from cellclr.errors import CellclrError
+from cellclr.learning.distributed import init_distributed
+from cellclr.outputs import COMPARE, write_json
+from cellclr.pipeline import run, run_baseline, write_results
+from cellclr.report import write_report
+
+
+def compare(
+    configs: list[Path],
+    crops: str | Path | None,
+    out: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Run every config (and the baselines) into ``out``; return the report's path."""
+    out, configs = Path(out), [Path(c) for c in configs]
+    names = [c.stem for c in configs]
+    if not configs or len(set(names)) != len(names):
+        raise CellclrError(f"give configs with distinct file names, got {', '.join(names)}")
+    loaded = [load_config(c, overrides) for c in configs]  # every config checked first
+    crops = crops or loaded[0].data.crops
+    if not crops:
+        raise CellclrError("compare needs a crop store: pass --crops (or set data.crops)")
+    for name, cfg in zip(names, loaded, strict=True):
+        cfg.evaluate.baselines = []  # once for all methods, below
+        tqdm.write(f"[compare] {name} -> {out / name}")
+        run(cfg, out / name, crops, overwrite=overwrite)
+    world, _ = init_distributed(loaded[0].train.device)
+    if not world.main:
+        return out / "report.html"
+    write_json({"methods": names, "configs": [str(c) for c in configs]}, out / COMPARE)
+    for kind in KINDS:
+        run_baseline(kind, loaded[0], out, crops, overwrite=overwrite, summary=False)
+    write_results(out)
+    return write_report(out, overwrite=True)
