@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from cellclr.cli.common import (
@@ -43,6 +44,19 @@ def _simulate(args: argparse.Namespace) -> None:
     print(f"screen: {args.out}  (next: cellclr crop --bbbc021 {args.out} --out ...)")
 
 
+def _shard(text: str) -> tuple[int, int]:
+    """An argparse type: ``I/N``, shard I (0 to N-1) of N."""
+    from cellclr.images.crop import CropError, check_shard
+
+    match = re.fullmatch(r"\s*(-?\d+)\s*/\s*(-?\d+)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N, two integers (e.g. 0/8)")
+    try:
+        return check_shard(int(match[1]), int(match[2]))
+    except CropError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _crop_args(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--bbbc021", type=Path, help="BBBC021 folder (metadata/ and WeekN/)")
@@ -64,7 +78,20 @@ def _crop_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--box", type=at_least(8), help="crop side in pixels (default: 96)")
     p.add_argument("--plates", nargs="+", help="only these plates")
     p.add_argument("--wells", nargs="+", help="only these wells")
-    p.add_argument("--workers", type=at_least(0), help="processes (default: all cores)")
+    p.add_argument(
+        "--workers", type=at_least(0), help="processes (default: the cores this job may use)"
+    )
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="crop only shard I of N, I from 0 to N-1, e.g. --shard "
+        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT in a job array with --array=0-(N-1): the "
+        "selected plates sorted by name, plate k to shard k %% N. Every job, given the same "
+        "options, writes its own plates into the same OUT (a shared filesystem); the last to "
+        "finish finalises the store, and a run without --shard afterwards also does (cropping "
+        "anything missing). Not with --overwrite",
+    )
     p.add_argument(
         "--locations",
         type=Path,
@@ -100,18 +127,31 @@ def _crop(args: argparse.Namespace) -> None:
         c.locations = str(args.locations)
     c.skip_incomplete = c.skip_incomplete or args.skip_incomplete
     c.illumination = c.illumination and not args.no_illumination
-    summary = crop(args.out, cfg, overwrite=args.overwrite)
+    summary = crop(args.out, cfg, overwrite=args.overwrite, shard=args.shard)
+    missing = summary["plates_missing"]
+    if args.shard:
+        n = summary["plates_selected"]
+        print(
+            f"shard {summary['shard']}: {len(summary['shard_plates'])} plates done "
+            f"({len(summary['plates_cropped'])} cropped now); "
+            + (
+                f"{len(missing)} of {n} plates still missing: the last shard to finish "
+                "finalises the store (if none does, run this crop without --shard)"
+                if missing
+                else f"all {n} plates done: the store is complete"
+            )
+        )
     print(
         f"cropped {summary['cells']} cells from {summary['sites_cropped']} sites "
-        f"({summary['off_edge']} boxes off the image edge skipped); "
-        f"plates in the store: {len(summary['plates_in_store'])}"
+        f"({summary['off_edge']} boxes off the image edge skipped)"
+        + ("" if missing else f"; plates in the store: {len(summary['plates_in_store'])}")
     )
     if summary["skipped_incomplete"]:
         print(
             f"skipped {len(summary['skipped_incomplete'])} incomplete sites: "
             + ", ".join(summary["skipped_incomplete"][:20])
         )
-    print(f"crop store: {args.out}")
+    print(f"crop store{' (not finalised yet)' if missing else ''}: {args.out}")
 
 
 VERBS = (
@@ -138,8 +178,8 @@ VERBS = (
         "Illumination correction, nucleus detection (or nucleus centres from CSV files) and a "
         "fixed box around each nucleus, plate by plate, from 16-bit (or 8-bit) TIFFs; a rerun "
         "(also after a kill) skips finished plates, and --overwrite replaces a store made with "
-        "other settings once the new one is complete (it is built in OUT.partial). Options "
-        "override [crop] of the config.",
+        "other settings once the new one is complete (it is built in OUT.partial); --shard I/N "
+        "splits the plates over the N jobs of an array. Options override [crop] of the config.",
         _crop_args,
         _crop,
     ),

@@ -12,6 +12,14 @@ store is (re)built from the finished plates at the end.
 A store made with other settings (another image table, box, detection, ...) is replaced only
 with ``overwrite``, and only once the new one is complete: the new one is built in
 ``<out>.partial`` (which a rerun continues) and renamed into place at the end.
+
+Across machines, ``shard=(i, n)`` (``--shard I/N``, one job of an array) crops only shard i's
+share of the selected plates (``shard_plates``: sorted by name, plate k to shard k % n) into
+``out`` itself. The jobs claim ``out`` with one ``crop.json``, created whole and only once (a
+job that finds another fingerprint there refuses), and each writes only its own plates' files.
+A job that ends with every selected plate finished finalises the store; finalising writes each
+file atomically and identically from the plates' files, which no job changes any more, so two
+jobs ending together do no harm. A run without ``shard`` crops what is missing and finalises.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import json
 import os
 import shutil
 import time
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -33,8 +42,12 @@ from cellclr.images.nuclei import NucleusParams
 from cellclr.images.plates import (
     RECORD_COLUMNS,
     crop_plate,
+    missing_files,
+    pending_plates,
     plate_done,
     plate_illumination,
+    record_skipped,
+    shard_plates,
     site_records,
     site_tasks,
 )
@@ -44,11 +57,11 @@ from cellclr.metadata import metadata_columns
 from cellclr.outputs import (
     OutputError,
     OutputExistsError,
+    atomic_file,
     check_apart,
     check_new_output,
     partial_path,
     swap_in,
-    write_json,
     write_manifest,
     write_parquet,
 )
@@ -74,11 +87,29 @@ def load_sites(c: CropConfig) -> tuple[pd.DataFrame, list[str]]:
     return read_image_table(c.images_table, c.channels, c.images_root or None), list(c.channels)
 
 
-def crop(out: str | Path, cfg: Config, *, overwrite: bool = False) -> dict:
+def crop(
+    out: str | Path,
+    cfg: Config,
+    *,
+    overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
+) -> dict:
     """Crop the images that ``cfg.crop`` names (a BBBC021 folder or an image table) into the
     crop store at ``out``; return the summary (see ``crop_sites``)."""
     table, channels = load_sites(cfg.crop)
-    return crop_sites(table, channels, out, cfg, overwrite=overwrite)
+    return crop_sites(table, channels, out, cfg, overwrite=overwrite, shard=shard)
+
+
+def check_shard(shard: int, shards: int) -> tuple[int, int]:
+    """Shard I of N: N at least 1, I from 0 to N-1 (SLURM's array task id with --array=0-N-1)."""
+    if shards < 1:
+        raise CropError(f"shard {shard}/{shards}: N, the number of shards, must be at least 1")
+    if not 0 <= shard < shards:
+        raise CropError(
+            f"shard {shard}/{shards}: I counts from 0 and must lie in 0..{shards - 1} (with "
+            f"SLURM: --array=0-{shards - 1}, --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+        )
+    return shard, shards
 
 
 def table_fingerprint(table: pd.DataFrame, channels: list[str], cfg: Config) -> str:
@@ -99,15 +130,6 @@ def nucleus_params(c: CropConfig) -> NucleusParams:
     )
 
 
-def missing_files(table: pd.DataFrame, channels: list[str]) -> pd.Series:
-    """Per site, the first of its channel files that does not exist ('' when complete)."""
-
-    def first_missing(row: pd.Series) -> str:
-        return next((row[c] for c in channels if not os.path.isfile(row[c])), "")
-
-    return table.apply(first_missing, axis=1)
-
-
 def crop_sites(
     table: pd.DataFrame,
     channels: list[str],
@@ -115,22 +137,48 @@ def crop_sites(
     cfg: Config,
     *,
     overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> dict:
-    """Crop every site of ``table`` (restricted to ``crop.plates``/``crop.wells``) into the crop
-    store at ``out``; return a summary (also in ``out/crop.json``)."""
+    """Crop every site of ``table`` (restricted to ``crop.plates``/``crop.wells``, and with
+    ``shard`` to that shard's plates) into the crop store at ``out``; return a summary (also in
+    ``out/stage.json`` once the store is complete; ``plates_missing``: the selected plates
+    that a sharded run leaves to other shards, unfinished)."""
     t_start = time.perf_counter()
     c = cfg.crop
     out = Path(out)
+    if shard is not None:
+        check_shard(*shard)
+        if overwrite:
+            raise CropError(
+                "--shard cannot be used with --overwrite: the jobs of an array cannot replace a "
+                f"store together; delete {out} first, or replace it with a run without --shard"
+            )
     missing = [col for col in ("Metadata_Compound", "Metadata_Concentration") if col not in table]
     if missing:
         raise CropError(f"the image table lacks treatment columns {missing}")
     fp = table_fingerprint(table, channels, cfg)
     selected = select_sites(table, c.plates, c.wells)
     inputs = [c.bbbc021, c.images_table, c.images_root, c.locations]
-    work = _work_folder(out, fp, overwrite, inputs)
-    write_json({"fingerprint": fp}, work / CROP_MANIFEST)
-    summary = _crop_into(work, table, selected, channels, cfg)
-    save_config(cfg, work / "config.toml")
+    work = _work_folder(out, fp, overwrite, inputs, sharded=shard is not None)
+    mine = selected
+    if shard is not None:
+        mine = selected[
+            selected["Metadata_Plate"].isin(shard_plates(selected["Metadata_Plate"], *shard))
+        ]
+    summary, skipped = _crop_into(work, table, mine, channels, cfg)
+    pending = pending_plates(work, selected, channels) if shard is not None else []
+    if not pending:
+        _finalise(work, channels, skipped, summary["plates_cropped"])
+    summary["plates_in_store"] = _plates_in_store(work)
+    summary["plates_missing"] = pending
+    if shard is not None:
+        summary["shard"] = f"{shard[0]}/{shard[1]}"
+        summary["shard_plates"] = sorted(set(mine["Metadata_Plate"]))
+        summary["plates_selected"] = selected["Metadata_Plate"].nunique()
+    if pending:  # not finished: no config.toml nor stage.json, which mark a finished output
+        return summary
+    with atomic_file(work / "config.toml") as tmp:
+        save_config(cfg, tmp)
     write_manifest(work, "crop", fp, seconds=round(time.perf_counter() - t_start, 1), **summary)
     if work != out:
         swap_in(work, out)
@@ -139,8 +187,9 @@ def crop_sites(
 
 def _crop_into(
     folder: Path, table: pd.DataFrame, selected: pd.DataFrame, channels: list[str], cfg: Config
-) -> dict:
-    """Crop the plates of ``selected`` that ``folder`` lacks, then finalise the store."""
+) -> tuple[dict, list[dict]]:
+    """Crop the plates of ``selected`` that ``folder`` lacks; return a summary and the records
+    of the sites skipped (missing files)."""
     c = cfg.crop
     # every site of the selected plates, checked once for missing files
     rows = table[table["Metadata_Plate"].isin(set(selected["Metadata_Plate"]))]
@@ -164,13 +213,9 @@ def _crop_into(
         for _, r in incomplete.iterrows()
     ]
     records, plates_done = _crop_plates(folder, todo, complete, skipped, channels, c)
-    sites = pd.concat([site_records(folder), pd.DataFrame(skipped, columns=RECORD_COLUMNS)])
-    sites = sites.drop_duplicates(SITE_KEYS).sort_values(SITE_KEYS)
-    write_parquet(sites.reset_index(drop=True), folder / "sites.parquet")
-    if plates_done or not (folder / "store.json").is_file():
-        finalize_store(folder, channels)
+    record_skipped(folder, skipped)
     records += skipped
-    return {
+    summary = {
         "plates_cropped": plates_done,
         "sites_cropped": int(sum(r["status"] == "ok" for r in records)),
         "cells": int(sum(r["cells"] for r in records)),
@@ -181,13 +226,27 @@ def _crop_into(
         "plates_without_illumination": sorted(
             {r["Metadata_Plate"] for r in records if r["status"] == "ok" and not r["illumination"]}
         ),
-        "plates_in_store": sorted(
-            pd.read_parquet(folder / "cells.parquet", columns=["Metadata_Plate"])
-            .iloc[:, 0]
-            .astype(str)
-            .unique()
-        ),
     }
+    return summary, skipped
+
+
+def _finalise(folder: Path, channels: list[str], skipped: list[dict], cropped: list[str]) -> None:
+    """Join the plates' site records into ``sites.parquet`` and finalise the store, unless it is
+    finalised and no plate was cropped. Every file is replaced atomically, and with the same
+    bytes by any job: a job finalising while another does so too leaves a valid store."""
+    sites = pd.concat([site_records(folder), pd.DataFrame(skipped, columns=RECORD_COLUMNS)])
+    sites = sites.drop_duplicates(SITE_KEYS).sort_values(SITE_KEYS)
+    write_parquet(sites.reset_index(drop=True), folder / "sites.parquet")
+    if cropped or not (folder / "store.json").is_file():
+        finalize_store(folder, channels)
+
+
+def _plates_in_store(folder: Path) -> list[str]:
+    """The plates of the finalised store in ``folder`` (none when it is not finalised)."""
+    if not (folder / "store.json").is_file():
+        return []
+    plates = pd.read_parquet(folder / "cells.parquet", columns=["Metadata_Plate"]).iloc[:, 0]
+    return sorted(plates.astype(str).unique())
 
 
 def _crop_plates(
@@ -200,7 +259,7 @@ def _crop_plates(
 ) -> tuple[list[dict], list[str]]:
     """Crop the sites of ``todo`` plate by plate; return their records and the plates done."""
     params = nucleus_params(c)
-    workers = c.workers or os.cpu_count() or 1
+    workers = c.workers or _usable_cpus()
     records: list[dict] = []
     plates_done = []
     with ExitStack() as stack:
@@ -216,6 +275,14 @@ def _crop_plates(
             records += crop_plate(folder, plate, tasks, own, pool, bar)
             plates_done.append(plate)
     return records, plates_done
+
+
+def _usable_cpus() -> int:
+    """The cores this process may run on (a cluster job's share of a node), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _sites_to_crop(folder: Path, complete: pd.DataFrame, selected: np.ndarray) -> pd.DataFrame:
@@ -242,27 +309,69 @@ def _fingerprint_in(folder: Path) -> str | None:
         return None
 
 
-def _work_folder(out: Path, fp: str, overwrite: bool, inputs: list[str]) -> Path:
+def _unclaimed(folder: Path) -> bool:
+    """Whether ``folder`` is absent, or empty but for the temporary files of jobs claiming it."""
+    if not folder.exists():
+        return True
+    prefix = f".{CROP_MANIFEST}."
+    return folder.is_dir() and all(p.name.startswith(prefix) for p in folder.iterdir())
+
+
+def _claim(folder: Path, fp: str) -> Path:
+    """Make ``folder`` a crop store of fingerprint ``fp`` (its ``crop.json``) unless it is one;
+    refuse one claimed with another. Safe when jobs race: the file appears whole, linked from a
+    written temporary file (which fails if the name exists), and every job reads the winner."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / CROP_MANIFEST
+    if not manifest.exists():
+        tmp = folder / f".{CROP_MANIFEST}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+        tmp.write_text(json.dumps({"fingerprint": fp}, indent=2, sort_keys=True) + "\n")
+        try:
+            os.link(tmp, manifest)
+        except FileExistsError:
+            pass  # another job claimed it first
+        finally:
+            tmp.unlink()
+    if _fingerprint_in(folder) != fp:
+        raise OutputExistsError(
+            f"{manifest} was written at the same time by a crop from another image table or "
+            "with other crop settings: give every job of an array the same table and options"
+        )
+    (folder / "plates").mkdir(exist_ok=True)
+    return folder
+
+
+def _work_folder(
+    out: Path, fp: str, overwrite: bool, inputs: list[str], sharded: bool = False
+) -> Path:
     """Where this run crops: ``out`` itself when it is new, empty, or holds plates cropped the
     same way (they are kept, missing ones are added); else, with ``overwrite``, the staging
     folder ``out.partial`` (continued if it holds plates cropped the same way), which replaces
-    ``out`` once complete. Nothing else is deleted, and never an input."""
+    ``out`` once complete. Nothing else is deleted, and never an input. A ``sharded`` run (one
+    of several jobs) only ever adds to ``out``."""
     check_apart(out, inputs)
-    if not out.exists() or _fingerprint_in(out) == fp or (out.is_dir() and not any(out.iterdir())):
-        (out / "plates").mkdir(parents=True, exist_ok=True)
-        return out
-    if (out / CROP_MANIFEST).is_file() and not overwrite:
+    if _unclaimed(out) or _fingerprint_in(out) == fp:
+        return _claim(out, fp)
+    ours = (out / CROP_MANIFEST).is_file()
+    if sharded:
+        what = "exists and is not a crop store"
+        if ours:
+            what = "holds crops made from another image table or crop settings"
+        raise OutputExistsError(
+            f"{out} {what}: --shard adds plates to a store made the same way, never replaces "
+            f"one; delete {out} first, or replace it with a run without --shard (--overwrite)"
+        )
+    if ours and not overwrite:
         raise OutputExistsError(
             f"{out} holds crops made from another image table or crop settings (or by an older "
             "cellclr): pass --overwrite to replace them (they are kept until the new store is "
             "complete)"
         )
-    if not (out / CROP_MANIFEST).is_file():
+    if not ours:
         check_new_output(out, overwrite, inputs)  # a store from import-crops may be replaced
     work = partial_path(out)
     if work.exists() and _fingerprint_in(work) != fp:
-        if _fingerprint_in(work) is None and not (work.is_dir() and not any(work.iterdir())):
+        if _fingerprint_in(work) is None and not _unclaimed(work):
             raise OutputError(f"{work} exists and is not an unfinished crop store: remove it")
         shutil.rmtree(work)  # an unfinished store with other settings
-    (work / "plates").mkdir(parents=True, exist_ok=True)
-    return work
+    return _claim(work, fp)

@@ -5,11 +5,15 @@ A plate is done once its site record is written, which happens last, after its c
 rows of the cell index are in place; before a plate's crops are replaced, its record and index
 are removed first. So a run stopped at any point (an error, a kill) leaves each plate either
 done, with files that match, or not done, and the next run crops only the plates not done.
+
+Jobs of an array share the plates out by name (``shard_plates``), and each finds out from the
+plates' records which plates are not finished yet (``pending_plates``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from concurrent.futures import Executor
 from pathlib import Path
 
@@ -45,6 +49,48 @@ def site_records(folder: Path) -> pd.DataFrame:
     """The site records of every finished plate in ``folder``."""
     parts = [pd.read_parquet(p) for p in sorted((folder / RECORDS).glob("*.parquet"))]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RECORD_COLUMNS)
+
+
+def missing_files(table: pd.DataFrame, channels: list[str]) -> pd.Series:
+    """Per site, the first of its channel files that does not exist ('' when complete)."""
+
+    def first_missing(row: pd.Series) -> str:
+        return next((row[c] for c in channels if not os.path.isfile(row[c])), "")
+
+    return table.apply(first_missing, axis=1)
+
+
+def shard_plates(plates: Iterable[str], shard: int, shards: int) -> list[str]:
+    """The plates of shard ``shard`` (0 to ``shards`` - 1): the plates sorted by name, plate k
+    going to shard k % ``shards``. Only the names count, so every job given the same table and
+    selection agrees on its share, the shares are disjoint and cover every plate, and their
+    sizes differ by one plate at most."""
+    return sorted({str(p) for p in plates})[shard::shards]
+
+
+def pending_plates(folder: Path, selected: pd.DataFrame, channels: list[str]) -> list[str]:
+    """The plates of ``selected`` not finished in ``folder``: with a selected site that no
+    plate record holds, or one recorded as skipped whose files have all arrived since (a rerun
+    crops it). Reads the records of every plate; checks files only of sites recorded skipped."""
+    records = site_records(folder).drop_duplicates(SITE_KEYS).set_index(SITE_KEYS)["status"]
+    status = records.reindex(pd.MultiIndex.from_frame(selected[SITE_KEYS])).to_numpy()
+    pending = pd.isna(status)
+    skipped = ~pending & (status != "ok")
+    if skipped.any():
+        pending[skipped] = (missing_files(selected[skipped], channels) == "").to_numpy()
+    return sorted(set(selected.loc[pending, "Metadata_Plate"]))
+
+
+def record_skipped(folder: Path, skipped: list[dict]) -> None:
+    """Record the plates that have skipped sites and no record: none of their selected sites
+    could be read (missing files), so there is nothing to crop, and they count as finished
+    (``pending_plates``); a later run crops them once their files are there."""
+    table = pd.DataFrame(skipped, columns=RECORD_COLUMNS)
+    for plate, rows in table.groupby("Metadata_Plate", sort=True):
+        record = record_file(folder, str(plate))
+        if not record.exists():
+            record.parent.mkdir(exist_ok=True)
+            write_parquet(rows.reset_index(drop=True), record)
 
 
 def locations_file(folder: str, plate: str, well: str, site: int) -> str:
