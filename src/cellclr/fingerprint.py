@@ -14,6 +14,8 @@ RUNTIME_KEYS = {
     "crop": (
         "bbbc021",
         "images_table",
+        "loaddata",
+        "platemap",
         "images_root",
         "plates",
         "wells",
