@@ -22,6 +22,41 @@ def test_embedding_writer_row_groups_keep_rows_aligned(tmp_path, monkeypatch):
     assert pq.ParquetFile(path).num_row_groups == 4  # 3 + 3 + 3 + 1: memory holds one group
 
 
+def test_embedding_writer_takes_metadata_in_blocks(tmp_path, monkeypatch):
+    monkeypatch.setattr(embeddings, "ROWS_PER_GROUP", 4)
+    meta = pd.DataFrame({"Metadata_Cell": np.arange(16), "Metadata_Well": list("AABBCCDDEEFFGGHH")})
+    feats = np.arange(32, dtype=np.float32).reshape(16, 2)
+    pulled = []
+
+    def blocks():  # sizes unrelated to the row groups, an empty one, odd indexes
+        for start, stop in [(0, 3), (3, 8), (8, 9), (9, 9), (9, 16)]:
+            pulled.append(stop)
+            yield meta.iloc[start:stop].set_axis(range(100 + start, 100 + stop))
+
+    path = tmp_path / embeddings.EMBEDDINGS
+    with embeddings.EmbeddingWriter(path, blocks(), ["f0", "f1"]) as writer:
+        writer.append(feats[:6])
+        assert pulled == [3, 8]  # one group written: the metadata is read as it is needed
+        writer.append(feats[6:])
+    back = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(back[meta.columns], meta)
+    np.testing.assert_array_equal(back[["f0", "f1"]].to_numpy(), feats)
+    assert [len(g) for g in embeddings.iter_embeddings(tmp_path)] == [4, 4, 4, 4]
+
+
+@pytest.mark.parametrize(
+    ("rows", "problem"),
+    [(5, "5 feature rows for 6 cells"), (7, "at least 7 feature rows for 6 cells")],
+)
+def test_embedding_writer_refuses_blocks_of_another_count(tmp_path, monkeypatch, rows, problem):
+    monkeypatch.setattr(embeddings, "ROWS_PER_GROUP", 4)
+    blocks = (pd.DataFrame({"Metadata_A": [i, i]}) for i in range(3))
+    writer = embeddings.EmbeddingWriter(tmp_path / "e.parquet", blocks, ["f"])
+    with pytest.raises(RuntimeError, match=problem):
+        writer.append(np.zeros((rows, 1)))
+        writer.close()
+
+
 def test_embedding_writer_refuses_a_row_count_mismatch(tmp_path):
     writer = embeddings.EmbeddingWriter(
         tmp_path / "e.parquet", pd.DataFrame({"Metadata_A": [1, 2]}), ["f"]
@@ -32,19 +67,25 @@ def test_embedding_writer_refuses_a_row_count_mismatch(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "read", [embeddings.read_embeddings, lambda folder: list(embeddings.iter_embeddings(folder))]
+)
+@pytest.mark.parametrize(
     ("damage", "problem"),
     [
         ("no folder", "no such folder"),
         ("no file", "missing embeddings.parquet"),
+        ("empty", "the embeddings.parquet is an empty file"),
         ("truncated", "cannot read the embeddings.parquet: "),
     ],
 )
-def test_read_embeddings_of_an_unfinished_folder(tmp_path, damage, problem):
+def test_read_embeddings_of_an_unfinished_folder(tmp_path, damage, problem, read):
     folder = tmp_path / "embeddings"
     if damage != "no folder":
         folder.mkdir()
+    if damage == "empty":
+        (folder / embeddings.EMBEDDINGS).write_bytes(b"")
     if damage == "truncated":
         pd.DataFrame({"Metadata_A": [1], "emb_0000": [0.5]}).to_parquet(folder / "e.parquet")
         (folder / embeddings.EMBEDDINGS).write_bytes((folder / "e.parquet").read_bytes()[:50])
     with pytest.raises(CellclrError, match=f"{folder} is not a finished `embed` output: {problem}"):
-        embeddings.read_embeddings(folder)
+        read(folder)

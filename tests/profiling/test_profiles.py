@@ -71,3 +71,13 @@ def test_inconsistent_metadata_and_bad_features():
         treatment_profiles(wells)
     with pytest.raises(ProfileError, match="no feature columns"):
         well_profiles(cells[[c for c in cells if c.startswith("Metadata_")]])
+
+
+def test_well_means_of_float32_features_are_float32():
+    cells = cells_table()
+    cells.loc[2, "f1"] = np.inf  # a column of NaN means, typed as its feature all the same
+    cells[["f0", "f1"]] = cells[["f0", "f1"]].astype(np.float32)
+    cells["n"] = np.arange(len(cells))
+    wells = well_profiles(cells)
+    assert wells[["f0", "f1", "f2", "n"]].dtypes.tolist() == [np.float32] * 2 + [np.float64] * 2
+    assert wells["f1"].isna().all() and wells["n"].notna().all()

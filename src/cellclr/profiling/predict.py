@@ -10,14 +10,18 @@ import numpy as np
 import pandas as pd
 
 from cellclr.config import Config, save_config
-from cellclr.embeddings import read_embeddings
 from cellclr.errors import CellclrError
 from cellclr.learning.embed import embed
 from cellclr.metadata import feature_columns, unit_rows
 from cellclr.outputs import check_new_output, staged_dir, write_manifest, write_parquet
 from cellclr.profiling.feature_tables import read_feature_table
 from cellclr.profiling.postprocess import clean_features, log_dropped, postprocess
-from cellclr.profiling.profiles import WELLS, read_profiles, treatment_profiles, well_profiles
+from cellclr.profiling.profiles import (
+    WELLS,
+    embedded_well_profiles,
+    read_profiles,
+    treatment_profiles,
+)
 
 KEYS = ["Metadata_Compound", "Metadata_Concentration"]
 
@@ -168,7 +172,7 @@ def predict(
     with staged_dir(out, overwrite=overwrite) as work:
         if wells is None:
             embeddings = embed(model, query_crops, work / "embeddings", cfg)
-            wells = well_profiles(read_embeddings(embeddings))
+            wells = embedded_well_profiles(embeddings)
             check_query(reference_wells, wells, e.control, str(query_crops))
         ref, query, dropped = joint_treatments(
             reference_wells, wells, cfg.profile.postprocess, e.control, e.tvn_lambda

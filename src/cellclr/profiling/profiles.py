@@ -7,6 +7,8 @@ other column is a feature.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from cellclr.config import Config, save_config
-from cellclr.embeddings import EMBEDDINGS, read_embeddings
+from cellclr.embeddings import EMBEDDINGS, iter_embeddings
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
 from cellclr.metadata import (
@@ -32,6 +34,7 @@ from cellclr.outputs import (
     write_parquet,
 )
 from cellclr.profiling.postprocess import clean_features, log_dropped, postprocess
+from cellclr.profiling.streaming import GroupSums, RowProblems
 
 WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
 TREATMENT_KEYS = ["Metadata_Compound", "Metadata_Concentration"]
@@ -70,18 +73,32 @@ def check_metadata(table: pd.DataFrame, source: str, level: str = "wells") -> pd
     within treatments."""
     if table.empty:
         raise ProfileError(f"{source}: holds no rows")
-    own = WELL_KEYS if level == "wells" else []
-    keys = [*own, *TREATMENT_KEYS, *(c for c in ["Metadata_Batch"] if c in table)]
+    keys = _required(table, level)
     require_filled(table, keys, source)
+    table = _named(table, keys, source)
+    if level == "wells":
+        constant = [c for c in WELL_CONSTANT if c in table]
+        _constant_within(table, WELL_KEYS, constant, "wells", source)
+    moa = [c for c in ["Metadata_MoA"] if c in table]
+    _constant_within(table, TREATMENT_KEYS, moa, "treatments", source)
+    return table
+
+
+def _required(table: pd.DataFrame, level: str) -> list[str]:
+    """The metadata columns that must be filled: the keys (of wells and treatments, or of
+    treatments) and ``Metadata_Batch`` when present."""
+    own = WELL_KEYS if level == "wells" else []
+    return [*own, *TREATMENT_KEYS, *(c for c in ["Metadata_Batch"] if c in table)]
+
+
+def _named(table: pd.DataFrame, keys: list[str], source: str) -> pd.DataFrame:
+    """The table with its ``keys`` as text and its concentrations as numbers (text is an
+    error)."""
     table = table.copy(deep=False)  # the features are shared, not copied (copy-on-write)
     for column in keys:
         if column != "Metadata_Concentration":
             table[column] = table[column].astype(str)
     table["Metadata_Concentration"] = as_numbers(table, "Metadata_Concentration", source)
-    if own:
-        _constant_within(table, own, [c for c in WELL_CONSTANT if c in table], "wells", source)
-    moa = [c for c in ["Metadata_MoA"] if c in table]
-    _constant_within(table, TREATMENT_KEYS, moa, "treatments", source)
     return table
 
 
@@ -90,11 +107,17 @@ def _constant_within(
 ) -> None:
     for column in columns:
         counts = df.groupby(keys, sort=False, dropna=False)[column].nunique(dropna=False)
-        bad = counts[counts > 1]
-        if len(bad):
-            raise ProfileError(
-                f"{source}: {column} differs within {len(bad)} {what}, e.g. {bad.index[0]}"
-            )
+        _refuse_varying(counts > 1, column, what, source)
+
+
+def _refuse_varying(varies: pd.Series, column: str, what: str, source: str) -> None:
+    """An error if ``column`` varies within some groups: ``varies`` flags each group, indexed
+    by its keys in order of first appearance."""
+    if varies.any():
+        example = varies.index[varies.to_numpy()][0]
+        raise ProfileError(
+            f"{source}: {column} differs within {int(varies.sum())} {what}, e.g. {example}"
+        )
 
 
 def well_profiles(cells: pd.DataFrame, source: str = "cell features") -> pd.DataFrame:
@@ -113,8 +136,64 @@ def well_profiles(cells: pd.DataFrame, source: str = "cell features") -> pd.Data
     wells = grouped[constant].first() if constant else grouped.size().to_frame()[[]]
     wells["Metadata_Cells"] = grouped.size()
     means = grouped[finite].mean().reindex(columns=features)  # NaN where a cell had none
+    means = _typed(means, cells[features])
     wells = wells.join(means)
     return wells.reset_index()
+
+
+def _typed(means: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """The well means of ``features`` as pandas types them: float32 for a float32 feature,
+    float64 for the rest (in one block per dtype)."""
+    dtypes = {c: np.float32 if t == np.float32 else np.float64 for c, t in features.dtypes.items()}
+    return means.astype(dtypes).copy()  # the copy joins the columns into blocks
+
+
+def stream_well_profiles(
+    blocks: Iterable[pd.DataFrame], source: str = "cell features"
+) -> pd.DataFrame:
+    """``well_profiles`` of cells that arrive in blocks of rows (an embeddings file, a row
+    group at a time): the same wells, columns, checks and errors, and the same means (summed
+    in float64), but memory holds one block and the wells, never all cells. A problem in the
+    metadata is raised after the last block, its rows counted across them all."""
+    blocks = (block for block in blocks if len(block))
+    first = next(blocks, None)
+    if first is None:
+        raise ProfileError(f"{source}: holds no rows")
+    required = _required(first, "wells")
+    require_filled(first.iloc[:0], required, source)  # missing columns
+    numeric = [c for c in feature_columns(first) if pd.api.types.is_numeric_dtype(first[c])]
+    described = [c for c in metadata_columns(first) if c not in WELL_KEYS]
+    sums = GroupSums(WELL_KEYS, described, numeric)
+    problems = RowProblems(required, ["Metadata_Concentration"])
+    for block in chain([first], blocks):
+        problems.add(block)
+        if not problems.found:  # then counted to the end, to name them as require_filled does
+            sums.add(_named(block, required, source))
+    problems.check(source)
+    return _streamed_wells(sums, first.iloc[:0], source)
+
+
+def _streamed_wells(sums: GroupSums, template: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The well profiles of ``stream_well_profiles`` from its sums, after the checks of
+    ``well_profiles`` that need every cell (``template``: the cells' columns, no rows)."""
+    keys = pd.MultiIndex.from_frame(sums.firsts[WELL_KEYS])
+    varies = pd.DataFrame(sums.varies, index=keys, columns=sums.described)
+    for column in [c for c in WELL_CONSTANT if c in varies]:
+        _refuse_varying(varies[column], column, "wells", source)
+    moa = [c for c in ["Metadata_MoA"] if c in template]
+    _constant_within(sums.firsts, TREATMENT_KEYS, moa, "treatments", source)
+    check_features(template, source, allow_nan=True)
+    constant = [c for c in sums.described if not varies[c].any()]
+    wells = sums.firsts[WELL_KEYS + constant].copy()
+    wells["Metadata_Cells"] = sums.counts
+    means = _typed(sums.means(), template[sums.features])
+    wells = pd.concat([wells, means], axis=1)
+    return wells.sort_values(WELL_KEYS).reset_index(drop=True)
+
+
+def embedded_well_profiles(folder: str | Path) -> pd.DataFrame:
+    """The well profiles of an ``embed`` output folder, read a row group at a time."""
+    return stream_well_profiles(iter_embeddings(folder), str(Path(folder) / EMBEDDINGS))
 
 
 def treatment_profiles(wells: pd.DataFrame) -> pd.DataFrame:
@@ -152,12 +231,13 @@ def read_profiles(folder: str | Path, level: str = "treatments") -> pd.DataFrame
 def profile(
     embeddings_dir: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
 ) -> Path:
-    """Write ``wells.parquet`` and ``treatments.parquet`` from an ``embed`` output."""
+    """Write ``wells.parquet`` and ``treatments.parquet`` from an ``embed`` output, read a
+    row group at a time (memory holds one and the wells, not the cells)."""
     t_start = time.perf_counter()
     check_new_output(out, overwrite, [embeddings_dir])
     embeddings_dir = Path(embeddings_dir)
     fp = profile_fingerprint(embeddings_dir, cfg)
-    wells = well_profiles(read_embeddings(embeddings_dir), str(embeddings_dir / EMBEDDINGS))
+    wells = embedded_well_profiles(embeddings_dir)
     write_profiles(
         wells,
         Path(out),
