@@ -66,13 +66,47 @@ def _crop_args(p: argparse.ArgumentParser) -> None:
         help="CSV/parquet: Metadata_Plate, Metadata_Well, Metadata_Site, treatment columns, "
         "one image-path column per channel",
     )
-    p.add_argument(
-        "--channels",
-        help="channel columns of the image table, e.g. DNA,Tubulin,Actin (nuclei are found "
-        "in the first)",
+    source.add_argument(
+        "--loaddata",
+        type=Path,
+        help="CellProfiler LoadData or CytoTable table (CSV/parquet): FileName_<Ch> and "
+        "PathName_<Ch> (or Image_FileName_Orig<Ch>), Metadata_Plate/Well/Site (or "
+        "Image_Metadata_*), one row per field or per object; FileName_Illum<Ch> columns name "
+        "CellProfiler's illumination functions, used instead of our own",
     )
     p.add_argument(
-        "--root", type=Path, help="where relative image paths start (default: the table's folder)"
+        "--channels",
+        help="channels to read, in this order: columns of the image table, e.g. "
+        "DNA,Tubulin,Actin, or LoadData channels, e.g. DNA,ER,RNA,AGP,Mito (default there: all)",
+    )
+    p.add_argument(
+        "--images-root",
+        "--root",
+        dest="root",
+        type=Path,
+        help="image table: where relative image paths start (default: the table's folder); "
+        "LoadData table: the folder of the images, replacing the table's PathName (the longest "
+        "tail of PathName found under it, else it), or holding the files a table without "
+        "PathName names",
+    )
+    p.add_argument(
+        "--platemap",
+        type=Path,
+        help="plate map (CSV/TSV/parquet) joined by plate and well: Metadata_Plate (or plate, "
+        "Assay_Plate_Barcode), Metadata_Well (or well_position), compound (Metadata_Compound, "
+        "jcp2022, broad_sample, ...) and concentration (Metadata_Concentration, "
+        "mmoles_per_liter, ...); or JUMP's barcode_platemap.csv with platemap/<name>.txt "
+        "beside it. Needed when the table has no treatment columns",
+    )
+    p.add_argument(
+        "--nucleus-channel",
+        help="the channel nuclei are found in (default: the one named DNA, else the first)",
+    )
+    p.add_argument(
+        "--edge",
+        choices=["skip", "pad"],
+        help="boxes that leave the field: skip them (default) or pad them with zeros "
+        "(recorded per cell in Metadata_PaddedPixels)",
     )
     p.add_argument("--out", type=Path, required=True, help="crop store folder")
     p.add_argument("--box", type=at_least(8), help="crop side in pixels (default: 96)")
@@ -95,8 +129,10 @@ def _crop_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--locations",
         type=Path,
-        help="folder of nucleus centres, LOCATIONS/<plate>/<well>-<site>-Nuclei.csv, "
-        "instead of detection",
+        help="nucleus centres instead of detection: a folder, "
+        "LOCATIONS/<plate>/<well>-<site>-Nuclei.csv (DeepProfiler), or a CellProfiler object "
+        "table (CSV/parquet) with Nuclei_Location_Center_X/Y (or Location_Center_X/Y), matched "
+        "to fields by plate, well and site or by ImageNumber",
     )
     p.add_argument(
         "--skip-incomplete",
@@ -113,18 +149,18 @@ def _crop(args: argparse.Namespace) -> None:
 
     cfg = config_of(args)
     c = cfg.crop
-    if args.bbbc021 or args.images_table:
+    if args.bbbc021 or args.images_table or args.loaddata:
         c.bbbc021 = str(args.bbbc021 or "")
         c.images_table = str(args.images_table or "")
+        c.loaddata = str(args.loaddata or "")
     if args.channels:
         c.channels = channel_list(args.channels)
-    for name in ("box", "workers", "plates", "wells"):
+    for name in ("box", "workers", "plates", "wells", "nucleus_channel", "edge"):
         if getattr(args, name) is not None:
             setattr(c, name, getattr(args, name))
-    if args.root:
-        c.images_root = str(args.root)
-    if args.locations:
-        c.locations = str(args.locations)
+    for name, key in (("root", "images_root"), ("platemap", "platemap"), ("locations", None)):
+        if getattr(args, name):
+            setattr(c, key or name, str(getattr(args, name)))
     c.skip_incomplete = c.skip_incomplete or args.skip_incomplete
     c.illumination = c.illumination and not args.no_illumination
     summary = crop(args.out, cfg, overwrite=args.overwrite, shard=args.shard)
@@ -143,7 +179,8 @@ def _crop(args: argparse.Namespace) -> None:
         )
     print(
         f"cropped {summary['cells']} cells from {summary['sites_cropped']} sites "
-        f"({summary['off_edge']} boxes off the image edge skipped)"
+        f"({summary['off_edge']} boxes off the image edge "
+        f"{'padded' if c.edge == 'pad' else 'skipped'})"
         + ("" if missing else f"; plates in the store: {len(summary['plates_in_store'])}")
     )
     if summary["skipped_incomplete"]:
@@ -175,8 +212,11 @@ VERBS = (
     Verb(
         "crop",
         "raw fields of view -> single-cell crop store",
-        "Illumination correction, nucleus detection (or nucleus centres from CSV files) and a "
-        "fixed box around each nucleus, plate by plate, from 16-bit (or 8-bit) TIFFs; a rerun "
+        "Illumination correction (ours, or CellProfiler's functions named by a LoadData table), "
+        "nucleus detection (or nucleus centres from CSV files or a CellProfiler object table) "
+        "and a fixed box around each nucleus, plate by plate, from 16-bit (or 8-bit) TIFFs "
+        "(plain or compressed, one plane per file); treatments from the table or a plate map "
+        "(--platemap); a rerun "
         "(also after a kill) skips finished plates, and --overwrite replaces a store made with "
         "other settings once the new one is complete (it is built in OUT.partial); --shard I/N "
         "splits the plates over the N jobs of an array. Options override [crop] of the config.",

@@ -1,2 +1,4 @@
-"""Raw fields of view -> single-cell crops: image tables (BBBC021, DeepProfiler layout), download,
-illumination correction, nucleus detection, the crop stage, and a simulated screen."""
+"""Raw fields of view -> single-cell crops: image tables (BBBC021, DeepProfiler layout,
+CellProfiler LoadData/CytoTable tables, plate maps), TIFF reading, download, illumination
+correction (ours or CellProfiler's), nucleus detection or given centres, the crop stage, and a
+simulated screen."""

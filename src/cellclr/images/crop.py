@@ -38,9 +38,12 @@ from tqdm import tqdm
 
 from cellclr.config import Config, CropConfig, save_config
 from cellclr.fingerprint import fingerprint
+from cellclr.images.loaddata import illumination_columns
+from cellclr.images.locations import locations_digest
 from cellclr.images.nuclei import NucleusParams
 from cellclr.images.plates import (
     RECORD_COLUMNS,
+    check_cellprofiler_illumination,
     crop_plate,
     missing_files,
     pending_plates,
@@ -52,7 +55,8 @@ from cellclr.images.plates import (
     site_tasks,
 )
 from cellclr.images.sites import CropError
-from cellclr.images.table import SITE_KEYS, read_image_table, select_sites
+from cellclr.images.sources import check_treatments, load_sites, nucleus_channel, nucleus_table
+from cellclr.images.table import SITE_KEYS, select_sites
 from cellclr.metadata import metadata_columns
 from cellclr.outputs import (
     OutputError,
@@ -73,20 +77,6 @@ CROP_MANIFEST = "crop.json"
 LAYOUT = "plate-files-2"
 
 
-def load_sites(c: CropConfig) -> tuple[pd.DataFrame, list[str]]:
-    """The image table and channel names that the ``[crop]`` settings point at."""
-    if bool(c.bbbc021) == bool(c.images_table):
-        raise CropError(
-            "give either a BBBC021 folder (--bbbc021) or an image table "
-            "(--images-table with --channels)"
-        )
-    if c.bbbc021:
-        from cellclr.images.bbbc021 import CHANNELS, bbbc021_image_table
-
-        return bbbc021_image_table(c.bbbc021), list(CHANNELS)
-    return read_image_table(c.images_table, c.channels, c.images_root or None), list(c.channels)
-
-
 def crop(
     out: str | Path,
     cfg: Config,
@@ -94,8 +84,9 @@ def crop(
     overwrite: bool = False,
     shard: tuple[int, int] | None = None,
 ) -> dict:
-    """Crop the images that ``cfg.crop`` names (a BBBC021 folder or an image table) into the
-    crop store at ``out``; return the summary (see ``crop_sites``)."""
+    """Crop the images that ``cfg.crop`` names (a BBBC021 folder, an image table or a LoadData
+    table, with a plate map) into the crop store at ``out``; return the summary (see
+    ``crop_sites``)."""
     table, channels = load_sites(cfg.crop)
     return crop_sites(table, channels, out, cfg, overwrite=overwrite, shard=shard)
 
@@ -112,12 +103,19 @@ def check_shard(shard: int, shards: int) -> tuple[int, int]:
     return shard, shards
 
 
-def table_fingerprint(table: pd.DataFrame, channels: list[str], cfg: Config) -> str:
-    """The crop stage's fingerprint: the table (file names, not folders) and crop settings."""
-    names = table[channels].map(lambda p: Path(p).name)
+def table_fingerprint(
+    table: pd.DataFrame, channels: list[str], cfg: Config, nuclei: dict | None = None
+) -> str:
+    """The crop stage's fingerprint: the table (file names, not folders, also of CellProfiler's
+    illumination functions), the nucleus centres of a locations table, and crop settings."""
+    files = [*channels, *illumination_columns(table, channels)]
+    names = table[files].map(lambda p: Path(p).name)
     meta = table[metadata_columns(table)]
     digest = pd.util.hash_pandas_object(pd.concat([meta, names], axis=1), index=False).sum()
-    return fingerprint("crop", [str(int(digest)), *channels, LAYOUT], cfg, ("crop",))
+    inputs = [str(int(digest)), *channels, LAYOUT]
+    if nuclei is not None:
+        inputs.append(locations_digest(nuclei))
+    return fingerprint("crop", inputs, cfg, ("crop",))
 
 
 def nucleus_params(c: CropConfig) -> NucleusParams:
@@ -153,19 +151,19 @@ def crop_sites(
                 "--shard cannot be used with --overwrite: the jobs of an array cannot replace a "
                 f"store together; delete {out} first, or replace it with a run without --shard"
             )
-    missing = [col for col in ("Metadata_Compound", "Metadata_Concentration") if col not in table]
-    if missing:
-        raise CropError(f"the image table lacks treatment columns {missing}")
-    fp = table_fingerprint(table, channels, cfg)
+    table = check_treatments(table)
+    nucleus_channel(channels, c)  # a nucleus channel that is not read is an error now
+    nuclei = nucleus_table(c, table)
+    fp = table_fingerprint(table, channels, cfg, nuclei)
     selected = select_sites(table, c.plates, c.wells)
-    inputs = [c.bbbc021, c.images_table, c.images_root, c.locations]
+    inputs = [c.bbbc021, c.images_table, c.loaddata, c.platemap, c.images_root, c.locations]
     work = _work_folder(out, fp, overwrite, inputs, sharded=shard is not None)
     mine = selected
     if shard is not None:
         mine = selected[
             selected["Metadata_Plate"].isin(shard_plates(selected["Metadata_Plate"], *shard))
         ]
-    summary, skipped = _crop_into(work, table, mine, channels, cfg)
+    summary, skipped = _crop_into(work, table, mine, channels, cfg, nuclei)
     pending = pending_plates(work, selected, channels) if shard is not None else []
     if not pending:
         _finalise(work, channels, skipped, summary["plates_cropped"])
@@ -186,7 +184,12 @@ def crop_sites(
 
 
 def _crop_into(
-    folder: Path, table: pd.DataFrame, selected: pd.DataFrame, channels: list[str], cfg: Config
+    folder: Path,
+    table: pd.DataFrame,
+    selected: pd.DataFrame,
+    channels: list[str],
+    cfg: Config,
+    nuclei: dict | None,
 ) -> tuple[dict, list[dict]]:
     """Crop the plates of ``selected`` that ``folder`` lacks; return a summary and the records
     of the sites skipped (missing files)."""
@@ -212,7 +215,7 @@ def _crop_into(
         | {"status": f"skipped: missing {r['missing']}"}
         for _, r in incomplete.iterrows()
     ]
-    records, plates_done = _crop_plates(folder, todo, complete, skipped, channels, c)
+    records, plates_done = _crop_plates(folder, todo, complete, skipped, channels, c, nuclei)
     record_skipped(folder, skipped)
     records += skipped
     summary = {
@@ -256,6 +259,7 @@ def _crop_plates(
     skipped: list[dict],
     channels: list[str],
     c: CropConfig,
+    nuclei: dict | None,
 ) -> tuple[list[dict], list[str]]:
     """Crop the sites of ``todo`` plate by plate; return their records and the plates done."""
     params = nucleus_params(c)
@@ -269,8 +273,9 @@ def _crop_plates(
         for plate, sites in todo.groupby("Metadata_Plate", sort=True):
             plate = str(plate)
             plate_sites = complete[complete["Metadata_Plate"] == plate]
-            illum = plate_illumination(folder, plate, plate_sites, channels, c)
-            tasks = site_tasks(plate, sites, channels, c, params, illum)
+            theirs = c.illumination and check_cellprofiler_illumination(sites, channels)
+            illum = None if theirs else plate_illumination(folder, plate, plate_sites, channels, c)
+            tasks = site_tasks(plate, sites, channels, c, params, illum, nuclei)
             own = [r for r in skipped if r["Metadata_Plate"] == plate]
             records += crop_plate(folder, plate, tasks, own, pool, bar)
             plates_done.append(plate)

@@ -157,3 +157,44 @@ def load_illumination(path: Path) -> dict[str, np.ndarray]:
         if values.ndim != 2:
             raise IlluminationError(f"illumination file {path}: {name} is not a 2-D array")
     return functions
+
+
+def load_cellprofiler_function(path: str | Path) -> np.ndarray:
+    """A CellProfiler illumination function (``<plate>_Illum<Ch>.npy``, an array its SaveImages
+    wrote): 2-D, finite and positive, as float32. CellProfiler divides it out
+    (CorrectIlluminationApply, "Divide"), as ``correct`` does; its scale does not matter."""
+    path = Path(path)
+    named = f"CellProfiler illumination function {path}"
+    if not path.is_file():
+        raise IlluminationError(f"{named} not found")
+    try:
+        values = np.load(path, allow_pickle=False)
+        if not isinstance(values, np.ndarray):
+            raise ValueError("not a single .npy array")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise IlluminationError(f"cannot read {named}: {error}") from error
+    values = np.squeeze(values)
+    if values.ndim != 2 or values.dtype.kind not in "fiu":
+        raise IlluminationError(
+            f"{named}: expected a 2-D array of numbers, got {values.dtype} of shape {values.shape}"
+        )
+    if not (np.isfinite(values).all() and (values > 0).all()):
+        raise IlluminationError(f"{named}: holds values that are not finite and positive")
+    return values.astype(np.float32)
+
+
+def check_function_shape(
+    function: np.ndarray, image_shape: tuple[int, ...], function_path: str, image_path: str
+) -> None:
+    """Refuse an illumination function of another shape than the image, saying when it is the
+    image's shape transposed (rows and columns swapped)."""
+    if function.shape == tuple(image_shape):
+        return
+    hint = ""
+    if function.shape == tuple(image_shape)[::-1]:
+        hint = " (rows and columns swapped: it was saved transposed)"
+    raise IlluminationError(
+        f"illumination function {function_path} is {function.shape[0]} x {function.shape[1]} "
+        f"(rows x columns) but image {image_path} is {image_shape[0]} x {image_shape[1]}{hint}: "
+        "the function must be made from images of this size and orientation"
+    )

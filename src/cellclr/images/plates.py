@@ -23,8 +23,10 @@ from tqdm import tqdm
 
 from cellclr.config import CropConfig
 from cellclr.images.illumination import IlluminationAccumulator, save_illumination
+from cellclr.images.loaddata import illumination_columns
 from cellclr.images.nuclei import NucleusParams
 from cellclr.images.sites import CropError, Site, process_site_task, read_site
+from cellclr.images.sources import nucleus_channel
 from cellclr.images.table import SITE_KEYS
 from cellclr.metadata import metadata_columns
 from cellclr.outputs import write_parquet
@@ -158,25 +160,50 @@ def site_tasks(
     c: CropConfig,
     params: NucleusParams,
     illum: Path | None,
+    nuclei: dict[tuple, pd.DataFrame] | None = None,
 ) -> list[tuple[Site, int, NucleusParams]]:
-    """The work of each of the plate's sites, for ``process_site_task``."""
+    """The work of each of the plate's sites, for ``process_site_task``: ``illum`` is the
+    plate's own illumination file (CellProfiler's functions, when the table names them and
+    ``crop.illumination`` is on, take its place); ``nuclei`` the centres of each field when a
+    locations table gives them."""
     meta_cols = metadata_columns(sites)
+    cp_columns = illumination_columns(sites, channels) if c.illumination else []
+    nucleus = nucleus_channel(channels, c)
     tasks = []
     for _, row in sites.iterrows():
+        key = (str(plate), str(row["Metadata_Well"]), int(row["Metadata_Site"]))
         locations = None
-        if c.locations:
-            locations = locations_file(
-                c.locations, plate, row["Metadata_Well"], row["Metadata_Site"]
-            )
+        if c.locations and nuclei is None:
+            locations = locations_file(c.locations, plate, key[1], key[2])
         site = Site(
             [row[ch] for ch in channels],
             tuple(channels),
             {k: row[k] for k in meta_cols},
-            str(illum) if illum else None,
+            None if cp_columns or not illum else str(illum),
             locations,
+            nucleus=nucleus,
+            cp_illumination=tuple(row[col] for col in cp_columns) if cp_columns else None,
+            nuclei=None if nuclei is None else nuclei[key],
+            pad=c.edge == "pad",
         )
         tasks.append((site, c.box, params))
     return tasks
+
+
+def check_cellprofiler_illumination(sites: pd.DataFrame, channels: list[str]) -> bool:
+    """Whether the sites' table names CellProfiler illumination functions; if so, every one
+    named must exist (an error names the first missing file and its channel)."""
+    columns = illumination_columns(sites, channels)
+    for channel, column in zip(channels, columns, strict=False):
+        for path in sites[column].unique():
+            if not os.path.isfile(path):
+                raise CropError(
+                    f"CellProfiler illumination function not found: {path} (channel {channel}, "
+                    f"named by the table's FileName_Illum{channel}): put it there, or pass "
+                    "--no-illumination (crop.illumination = false), or drop the table's "
+                    "FileName_Illum columns to estimate our own"
+                )
+    return bool(columns)
 
 
 def crop_plate(

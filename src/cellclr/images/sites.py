@@ -1,6 +1,7 @@
 """One field of view (site) -> single-cell crops: read its channel images, divide out the
-plate's illumination functions, find nuclei (or read their centres), cut a box around each.
-Runs in the crop stage's worker processes."""
+plate's illumination functions (ours, or CellProfiler's), find nuclei in the nucleus channel (or
+take their centres from a file or table), cut a box around each (``boxes``: skipped or padded
+at the edge). Runs in the crop stage's worker processes."""
 
 from __future__ import annotations
 
@@ -11,12 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tifffile
 
 from cellclr.errors import CellclrError
-from cellclr.images.illumination import correct, load_illumination
+from cellclr.images.boxes import PADDED, crop_boxes
+from cellclr.images.illumination import (
+    check_function_shape,
+    correct,
+    load_cellprofiler_function,
+    load_illumination,
+)
 from cellclr.images.nuclei import NucleusParams, detect_nuclei, read_locations
 from cellclr.images.table import SITE_KEYS
+from cellclr.images.tiff import read_image
+
+__all__ = ["CropError", "Site", "SiteResult", "crop_boxes", "process_site", "read_image"]
 
 LOCATION = ["Nuclei_Location_Center_X", "Nuclei_Location_Center_Y"]
 
@@ -34,6 +43,10 @@ class Site:
     metadata: dict
     illumination: str | None = None  # the plate's illumination file
     locations: str | None = None  # a nucleus-centre CSV instead of detection
+    nucleus: int = 0  # the index of the channel nuclei are found in
+    cp_illumination: tuple[str, ...] | None = None  # CellProfiler's functions, one per channel
+    nuclei: pd.DataFrame | None = None  # nucleus centres from a table, instead of detection
+    pad: bool = False  # crop.edge = "pad": boxes leaving the field are zero-padded
 
 
 @dataclass
@@ -41,32 +54,6 @@ class SiteResult:
     crops: np.ndarray  # uint16 (n, C, box, box)
     cells: pd.DataFrame
     record: dict = field(default_factory=dict)
-
-
-def read_image(path: str) -> np.ndarray:
-    """A 2-D image of counts from a TIFF file, as uint16; a missing, unreadable or truncated
-    file is an error naming it. Unsigned 8-bit images are counts too and keep their values
-    (0..255, not stretched); any other pixel type (signed, 32-bit, floating point) is refused
-    rather than converted, since no conversion is right for every source."""
-    if not os.path.isfile(path):
-        raise CropError(f"missing image file: {path}")
-    try:
-        image = tifffile.imread(path)
-    except Exception as e:  # tifffile raises many types for truncated or corrupt files
-        raise CropError(
-            f"unreadable TIFF {path}: truncated or corrupt ({type(e).__name__}: {e})"
-        ) from None
-    image = np.squeeze(image)
-    if image.size == 0:
-        raise CropError(f"unreadable TIFF {path}: truncated or corrupt (it holds no pixels)")
-    if image.ndim != 2:
-        raise CropError(f"{path}: expected a 2-D image, got shape {image.shape}")
-    if image.dtype not in (np.uint8, np.uint16):
-        raise CropError(
-            f"{path}: {image.dtype} pixels; cellclr reads unsigned 16-bit (or 8-bit) counts: "
-            "convert the images to 16-bit counts (uint16 TIFFs)"
-        )
-    return image.astype(np.uint16, copy=False)
 
 
 def read_site(paths: list[str]) -> list[np.ndarray]:
@@ -86,27 +73,29 @@ def _illumination(path: str, channels: tuple[str, ...]) -> list[np.ndarray]:
     return [functions[c] for c in channels]
 
 
-def crop_boxes(
-    images: list[np.ndarray], centres: np.ndarray, box: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Crops of side ``box`` centred on each (x, y); returns them and which centres fit."""
-    height, width = images[0].shape
-    top_left = np.round(centres[:, ::-1]).astype(int) - box // 2  # (row, col)
-    fits = (
-        (top_left >= 0).all(axis=1)
-        & (top_left[:, 0] + box <= height)
-        & (top_left[:, 1] + box <= width)
-    )
-    stack = np.stack(images)
-    crops = np.empty((int(fits.sum()), len(images), box, box), dtype=np.uint16)
-    for i, (r, c) in enumerate(top_left[fits]):
-        crops[i] = stack[:, r : r + box, c : c + box]
-    return crops, fits
+def _cellprofiler_function(path: str) -> np.ndarray:
+    """A CellProfiler function, read once per process (again if the file changes)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return load_cellprofiler_function(path)  # says that it is missing
+    return _cached_function(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_function(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    return load_cellprofiler_function(path)
 
 
 def corrected(site: Site, images: list[np.ndarray]) -> list[np.ndarray]:
-    """The site's images divided by its plate's illumination functions (``correct``: rounded,
-    clipped to 0..65535), or as they are when the plate has none."""
+    """The site's images divided by its illumination functions (``correct``: rounded, clipped
+    to 0..65535): CellProfiler's when the table names them, else its plate's own; or as they
+    are when there are none."""
+    if site.cp_illumination is not None:
+        functions = [_cellprofiler_function(p) for p in site.cp_illumination]
+        for f, path, image_path in zip(functions, site.cp_illumination, site.paths, strict=True):
+            check_function_shape(f, images[0].shape, path, image_path)
+        return [correct(im, f) for im, f in zip(images, functions, strict=True)]
     if site.illumination is None:
         return images
     functions = _illumination(site.illumination, site.channels)
@@ -128,24 +117,33 @@ def process_site(site: Site, box: int, params: NucleusParams) -> SiteResult:
             f"the crop box (crop.box, --box) of {box} pixels is larger than the field of view, "
             f"{height} x {width} pixels ({site.paths[0]})"
         )
-    if site.locations is not None:
-        nuclei = read_locations(Path(site.locations))
-    else:
-        nuclei = detect_nuclei(images[0], params)
+    nuclei = _nuclei(site, images, params)
     centres = nuclei[LOCATION].to_numpy(float).reshape(-1, 2)
-    crops, fits = crop_boxes(images, centres, box)
-    cells = nuclei[fits].reset_index(drop=True)
+    crops, kept, padded = crop_boxes(images, centres, box, pad=site.pad)
+    cells = nuclei[kept].reset_index(drop=True)
+    cells = cells.drop(columns=[k for k in site.metadata if k in cells])
     for key, value in site.metadata.items():
         cells.insert(len(cells.columns), key, value)
     cells["Metadata_SiteCellCount"] = len(cells)
+    if site.pad:
+        cells[PADDED] = padded
     record = {
         **{k: site.metadata[k] for k in SITE_KEYS},
         "cells": len(cells),
-        "off_edge": int((~fits).sum()),
-        "illumination": site.illumination is not None,
+        "off_edge": int((~kept).sum() + (padded > 0).sum()),
+        "illumination": site.illumination is not None or site.cp_illumination is not None,
         "status": "ok",
     }
     return SiteResult(crops, cells, record)
+
+
+def _nuclei(site: Site, images: list[np.ndarray], params: NucleusParams) -> pd.DataFrame:
+    """The site's nucleus centres: given by a table or a file, else detected."""
+    if site.nuclei is not None:
+        return site.nuclei.reset_index(drop=True)
+    if site.locations is not None:
+        return read_locations(Path(site.locations))
+    return detect_nuclei(images[site.nucleus], params)
 
 
 def process_site_task(args: tuple[Site, int, NucleusParams]) -> SiteResult:
