@@ -66,7 +66,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     world, _ = init_distributed(cfg.train.device)
     crops = crops or cfg.data.crops
-    if not crops and (cfg.crop.bbbc021 or cfg.crop.images_table):
+    if not crops and (cfg.crop.bbbc021 or cfg.crop.images_table or cfg.crop.loaddata):
         crops = out / "crops"
         if world.main:
             tqdm.write(f"[run] crop -> {crops}")
@@ -74,7 +74,8 @@ def run(
         barrier(world)
     if not crops:
         raise CellclrError(
-            "no crop store: pass --crops, or set data.crops or crop.bbbc021/crop.images_table"
+            "no crop store: pass --crops, or set data.crops or crop.bbbc021, crop.images_table "
+            "or crop.loaddata"
         )
     store = CropStore(crops)
     model = out / "model"
@@ -106,8 +107,12 @@ def run_baseline(
 ) -> Path:
     """Evaluate a baseline on the run's crops into ``out/baselines/<kind>/``; return its
     evaluation folder."""
-    if kind not in KINDS:
-        raise CellclrError(f"unknown baseline {kind!r}: choose {', '.join(KINDS)}")
+    from cellclr.baselines.stages import cellprofiler_embeddings
+
+    features = {"classic": classic_embeddings, "cellprofiler": cellprofiler_embeddings}
+    kinds = list(dict.fromkeys([*KINDS, *features]))
+    if kind not in kinds:
+        raise CellclrError(f"unknown baseline {kind!r}: choose {', '.join(kinds)}")
     out = Path(out)
     crops = crops or cfg.data.crops or (out / "crops" if (out / "crops").is_dir() else None)
     if not crops:
@@ -132,10 +137,10 @@ def run_baseline(
     else:
         emb = folder / "embeddings"
         _stage(
-            "baseline classic",
+            f"baseline {kind}",
             emb,
             fp,
-            lambda ow: classic_embeddings(crops, emb, cfg, overwrite=ow),
+            lambda ow: features[kind](crops, emb, cfg, overwrite=ow),
             overwrite,
         )
     result = _profile_and_evaluate(cfg, folder, overwrite)

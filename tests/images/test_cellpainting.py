@@ -120,3 +120,22 @@ def test_cellprofiler_nuclei_from_the_table_centre_the_crops(field, tmp_path):
     crops = store.read(np.arange(len(store)))
     for i, (x, y) in enumerate(cells[XY].to_numpy()):
         assert crops[i, 0, BOX // 2, BOX // 2] == dna[round(y), round(x)]
+
+
+def test_five_channels_train_embed_and_profile(field, tmp_path):
+    """One epoch of training, embedding and profiles on the 5-channel store, as the README's
+    Cell Painting section runs them (tiny model and views)."""
+    from tests.helpers import TINY_OVERRIDES
+
+    assert crop(tmp_path, "crops", "--no-illumination") == 0
+    tiny = [a for o in [*TINY_OVERRIDES, "train.epochs=1"] for a in ("--set", o)]
+    crops, model = str(tmp_path / "crops"), str(tmp_path / "model")
+    assert main(["train", "--crops", crops, "--out", model, *tiny]) == 0
+    embeddings = str(tmp_path / "embeddings")
+    assert main(["embed", "--model", model, "--crops", crops, "--out", embeddings]) == 0
+    assert main(["profile", "--embeddings", embeddings, "--out", str(tmp_path / "p")]) == 0
+    cells = pd.read_parquet(tmp_path / "embeddings" / "embeddings.parquet")
+    assert len(cells) == len(CropStore(tmp_path / "crops"))
+    wells = pd.read_parquet(tmp_path / "p" / "wells.parquet")
+    assert len(wells) == 1 and wells["Metadata_Cells"].iloc[0] == len(cells)
+    assert np.isfinite(wells.filter(like="emb_").to_numpy()).all()
