@@ -22,9 +22,6 @@ finite for any crop, empty or constant ones included.
 
 from __future__ import annotations
 
-import os
-from contextlib import ExitStack
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +30,11 @@ from scipy import ndimage
 from skimage.feature import graycomatrix, graycoprops
 from skimage.measure import perimeter
 from skimage.morphology import convex_hull_image
-from tqdm import tqdm
 
+from cellclr.baselines.chunks import Chunk, available_cores, chunk_tasks, map_chunks, read_scaled
 from cellclr.embeddings import EMBEDDINGS, EmbeddingWriter
 from cellclr.metadata import metadata_columns
 from cellclr.store import CropStore
-from cellclr.workers import process_pool
 
 SIGMA = 1.0  # Gaussian smoothing (pixels) before thresholding
 MIN_NUCLEUS_AREA = 10  # foreground components of the first channel smaller than this are noise
@@ -261,17 +257,9 @@ def classic_features(crops: np.ndarray, channels: list[str]) -> pd.DataFrame:
     return pd.DataFrame(values, columns=feature_names(channels))
 
 
-@lru_cache(maxsize=1)
-def _open_store(path: str) -> CropStore:
-    return CropStore(path)
-
-
-def _chunk_features(task: tuple[str, np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """Features of the store's cells ``indices``, scaled with their ``low``/``high`` (n, C)."""
-    path, indices, low, high = task
-    store = _open_store(path)
-    crops = store.read(indices).astype(np.float32)
-    scaled = (crops - low[:, :, None, None]) / (high - low)[:, :, None, None]
+def _chunk_features(task: Chunk) -> np.ndarray:
+    """Features of one chunk of the store's cells (see ``cellclr.baselines.chunks``)."""
+    store, scaled = read_scaled(task)
     return classic_features(scaled, store.channels).to_numpy()
 
 
@@ -297,30 +285,13 @@ def write_classic_embeddings(
 
     Crops are scaled per plate and channel as for the learned model (``normalize``,
     ``normalize_min_cells``), measured in chunks of ``batch`` cells over ``workers``
-    processes (0: all cores; 1: in this process). With ``standardize`` each feature is
-    z-scored over all cells: raw features span wildly different scales (areas in hundreds,
-    intensities near 0.1), so cosine distances over them would be ruled by a few.
+    processes (0: the cores this job may use; 1: in this process). With ``standardize`` each
+    feature is z-scored over all cells: raw features span wildly different scales (areas in
+    hundreds, intensities near 0.1), so cosine distances over them would be ruled by a few.
     """
     store = CropStore(crops_path)
-    norm = store.normalization(normalize, normalize_min_cells)
-    n = len(store)
-    tasks = []
-    for start in range(0, n, batch):
-        indices = np.arange(start, min(start + batch, n))
-        groups = norm.group_of_cell[indices]
-        tasks.append((str(store.path), indices, norm.low[groups], norm.high[groups]))
-    workers = min(workers or os.cpu_count() or 1, len(tasks))
-    parts = []
-    with ExitStack() as stack:
-        bar = stack.enter_context(tqdm(total=n, desc="classic", unit="cell", disable=None))
-        if workers > 1:
-            results = stack.enter_context(process_pool(workers)).map(_chunk_features, tasks)
-        else:
-            stack.callback(_open_store.cache_clear)
-            results = map(_chunk_features, tasks)
-        for part in results:
-            parts.append(part)
-            bar.update(len(part))
+    tasks = chunk_tasks(store, normalize, normalize_min_cells, batch)
+    parts = list(map_chunks(_chunk_features, tasks, workers or available_cores(), "classic"))
     values = np.concatenate(parts)
     if standardize:
         values = standardize_columns(values)

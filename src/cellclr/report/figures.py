@@ -16,6 +16,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from cellclr.metadata import feature_columns, unit_rows
+from cellclr.report.channels import PALETTE, colours
 from cellclr.report.formatting import batch_label, natural_key
 
 DPI = 150  # PNG resolution; images are shown at 96 CSS pixels per figure inch
@@ -23,10 +24,9 @@ PAGE_IN = 11.8  # the page's content width in figure inches (1136 CSS pixels)
 CELLS_PER_MOA = 10  # example crops per MoA
 CELL_SEED = 0
 STRETCH_PCT = (1.0, 99.5)  # percentiles mapped to black and full colour in the composites
-# channel i is drawn in colour i (DNA blue, Tubulin green, Actin red for BBBC021), additively
-CHANNEL_COLOURS = np.array(
-    [(0.1, 0.35, 1), (0, 1, 0), (1, 0, 0), (1, 0, 1), (0, 1, 1), (1, 1, 0)], dtype=np.float32
-)
+# shown channel i is drawn in colour i, additively (see cellclr.report.channels)
+CHANNEL_COLOURS = np.array([rgb for _, rgb in PALETTE], dtype=np.float32)
+LEGEND_PANEL_IN = 1.1  # width of one panel of the channel legend
 GREY = "#b0b7c0"
 MARKERS = ("o", "s", "^", "D", "v", "P")  # a new marker for each ten groups on the maps
 
@@ -172,18 +172,30 @@ def map_figure(t: pd.DataFrame, wells: pd.DataFrame | None, name: str, control: 
 
 
 def channel_colours(n: int) -> np.ndarray:
-    """The display colour (RGB in [0, 1]) of each of ``n`` channels."""
-    return CHANNEL_COLOURS[np.arange(n) % len(CHANNEL_COLOURS)]
+    """The display colour (RGB in [0, 1]) of each of ``n`` shown channels (1 to 8)."""
+    return colours(n)[0]
 
 
-def composite(crops: np.ndarray) -> np.ndarray:
-    """(n, C, H, W) counts -> (n, H, W, 3) colour composites in [0, 1], each channel stretched
-    between percentiles of its values over all the given crops."""
+def stretch(crops: np.ndarray) -> np.ndarray:
+    """(n, C, H, W) counts -> values in [0, 1], each channel stretched between percentiles of
+    its values over all the given crops."""
     x = crops.astype(np.float32)
     low, high = np.percentile(x.transpose(1, 0, 2, 3).reshape(x.shape[1], -1), STRETCH_PCT, axis=1)
     scaled = (x - low[None, :, None, None]) / np.maximum(high - low, 1e-6)[None, :, None, None]
-    rgb = np.einsum("nchw,ck->nhwk", np.clip(scaled, 0, 1), channel_colours(crops.shape[1]))
-    return np.clip(rgb, 0, 1)
+    return np.clip(scaled, 0, 1)
+
+
+def colourise(scaled: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """(n, C, H, W) values in [0, 1] -> (n, H, W, 3): channel c drawn in ``rgb[c]``, added up
+    and clipped (where stained structures overlap, their colours mix)."""
+    return np.clip(np.einsum("nchw,ck->nhwk", scaled, rgb), 0, 1)
+
+
+def composite(crops: np.ndarray, rgb: np.ndarray | None = None) -> np.ndarray:
+    """(n, C, H, W) counts -> (n, H, W, 3) colour composites in [0, 1] (``rgb``: each channel's
+    colour, by default ``channel_colours``)."""
+    rgb = channel_colours(crops.shape[1]) if rgb is None else rgb
+    return colourise(stretch(crops), rgb)
 
 
 def sample_cells(cells: pd.DataFrame, control: str) -> dict[str, np.ndarray]:
@@ -228,6 +240,29 @@ def _mosaic_figure(image: np.ndarray, labels: list[str]) -> Figure:
     return fig
 
 
-def cells_figure(crops: np.ndarray, per_row: list[int], labels: list[str]) -> Png:
+def cells_figure(
+    crops: np.ndarray, per_row: list[int], labels: list[str], rgb: np.ndarray | None = None
+) -> Png:
     """Colour composites of (n, C, H, W) crops in labelled rows of ``per_row`` cells."""
-    return to_png(_mosaic_figure(mosaic(composite(crops), per_row), labels))
+    return to_png(_mosaic_figure(mosaic(composite(crops, rgb), per_row), labels))
+
+
+def legend_figure(crops: np.ndarray, names: list[str], rgb: np.ndarray) -> Png:
+    """The legend of the composites: the first of (n, C, H, W) crops, stretched as in the
+    mosaic, one panel per channel in its colour with its name, then (for several channels)
+    all of them together."""
+    scaled = stretch(crops)[:1]
+    panels = [colourise(scaled[:, [c]], rgb[[c]])[0] for c in range(len(names))]
+    titles = list(names)
+    if len(names) > 1:
+        panels.append(colourise(scaled, rgb)[0])
+        titles.append("composite")
+    fig = Figure(figsize=(LEGEND_PANEL_IN * len(panels), LEGEND_PANEL_IN + 0.3))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel, title in zip(axes, panels, titles, strict=True):
+        ax.imshow(panel, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.82, wspace=0.08)
+    return to_png(fig)

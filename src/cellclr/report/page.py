@@ -6,8 +6,10 @@ confusion, a 2-D map of the treatment profiles, example cells, and the config wi
 timings. Plots are PNGs drawn by matplotlib's Agg backend and embedded as base64, so the file
 needs nothing else. Optional parts that are missing are skipped with a note.
 
-``data`` reads the run, ``figures`` draws the plots, ``sections`` turns both into plain data for
-each section, and the jinja2 template ``templates/report.html`` (autoescaped) lays it out.
+``data`` reads the run, ``figures`` draws the plots (``channels``: which channels the example
+cells show, in which colours: ``report.channels`` of the run's config), ``sections`` turns both
+into plain data for each section, and the jinja2 template ``templates/report.html``
+(autoescaped) lays it out.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import pandas as pd
 import tomli_w
 
 from cellclr.profiling.evaluate import variants
-from cellclr.report import figures
+from cellclr.report import channels, figures
 from cellclr.report.data import RunData, read_json, stage_times
 from cellclr.report.formatting import (
     batch_label,
@@ -37,6 +37,7 @@ from cellclr.store import StoreError
 BASELINE_NOTES = {
     "random": "the same encoder with random weights",
     "classic": "CellProfiler-like features",
+    "cellprofiler": "CellProfiler's measurements (cp_measure)",
 }
 METHOD_NAMES = {"simclr": "SimCLR", "supcon": "SupCon", "dino": "DINO"}
 
@@ -271,24 +272,31 @@ def example_cells(run: RunData) -> dict[str, Any]:
         return {"note": run.notes["cells"]}
     if "Metadata_MoA" not in store.cells:
         return {"note": "the crop store has no Metadata_MoA column, so no example cells are shown."}
+    wanted = run.config.get("report", {}).get("channels") or []
+    shown = channels.select(store.channels, wanted, store.path)  # errors before reading
     picked = figures.sample_cells(store.cells, run.control)
     try:
-        crops = store.read(np.concatenate(list(picked.values())))
+        crops = store.read(np.concatenate(list(picked.values())))[:, shown.indices]
     except (StoreError, OSError) as e:
         return {"note": f"the crops could not be read ({e})."}
     labels = [f"{m} (control)" if m == run.control else m for m in picked]
-    png = figures.cells_figure(crops, [len(i) for i in picked.values()], labels)
-    colours = figures.channel_colours(len(store.channels))
+    png = figures.cells_figure(crops, [len(i) for i in picked.values()], labels, shown.colours)
+    legend = figures.legend_figure(crops, shown.names, shown.colours)
     return {
         "per_moa": figures.CELLS_PER_MOA,
         "seed": figures.CELL_SEED,
         "store": str(store.path),
         "channels": [
-            {"name": name, "rgb": ",".join(str(int(255 * v)) for v in colour)}
-            for name, colour in zip(store.channels, colours, strict=True)
+            {"name": name, "colour": colour, "rgb": ",".join(str(round(255 * v)) for v in rgb)}
+            for name, colour, rgb in zip(
+                shown.names, shown.colour_names, shown.colours, strict=True
+            )
         ],
+        "hidden": ", ".join(shown.hidden),
+        "chosen": bool(wanted),
         "low": f"{figures.STRETCH_PCT[0]:g}",
         "high": f"{figures.STRETCH_PCT[1]:g}",
+        "legend": _image(legend, "legend: one cell, each channel alone in its colour"),
         "figure": _image(png, "example cells per MoA"),
     }
 
