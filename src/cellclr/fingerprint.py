@@ -26,6 +26,7 @@ RUNTIME_KEYS = {
     "train": ("device", "threads", "checkpoint_every", "select_every"),
     "embed": ("device", "batch_size"),
     "evaluate": ("baselines",),
+    "cellprofiler": ("workers",),
 }
 
 

@@ -35,9 +35,6 @@ SECTIONS = {
 
 
 def baseline_fingerprint(kind: str, store: CropStore, cfg: Config) -> str:
-    if kind == "cellprofiler":  # the number of processes changes the speed, not the output
-        cfg = cfg.model_copy(deep=True)
-        cfg.cellprofiler.workers = 0
     return fingerprint(f"baseline-{kind}", [store.id], cfg, SECTIONS[kind])
 
 
