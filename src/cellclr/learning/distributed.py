@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import nn
 
@@ -117,6 +116,22 @@ class _Gather(torch.autograd.Function):
         return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
 
 
+class _Sum(torch.autograd.Function):
+    """All-reduce (sum) whose gradient is the sum of every process's output gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous().clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 def gather(x: torch.Tensor) -> torch.Tensor:
     """Every process's ``x`` concatenated in rank order, with gradients to their owners."""
     return _Gather.apply(x)
@@ -125,7 +140,7 @@ def gather(x: torch.Tensor) -> torch.Tensor:
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch normalisation with statistics over every process's batch, for CPU process groups
     (``torch.nn.SyncBatchNorm`` runs on GPUs only): per-channel sums, sums of squares and counts
-    are all-reduced, with gradients (``torch.distributed.nn``)."""
+    are all-reduced, with gradients."""
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() not in (2, 4):
@@ -143,7 +158,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         shape = [1, -1, *([1] * (x.dim() - 2))]
         count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float64)
         local = torch.cat([x.double().sum(dims), (x.double() ** 2).sum(dims), count])
-        total = dist_nn.all_reduce(local)
+        total = _Sum.apply(local)
         c = x.shape[1]
         n = total[-1]
         mean = total[:c] / n
