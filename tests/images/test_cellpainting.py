@@ -106,6 +106,18 @@ def test_our_nuclei_against_cellprofilers(field, tmp_path):
     assert (near < 30).sum() == 1 and near.min() < 15
 
 
+def test_eager_declumping_splits_the_nucleus_cellprofiler_split(field, tmp_path):
+    # a lower threshold and a shallower split depth cut that bean-shaped nucleus as CellProfiler
+    # did: then all five of its nuclei have one of ours within 6 px (defaults keep it whole)
+    eager = ["--set", "crop.nucleus_threshold=li", "--set", "crop.nucleus_split_depth=0.25"]
+    assert crop(tmp_path, "crops", "--no-illumination", "--edge", "pad", *eager) == 0
+    found = CropStore(tmp_path / "crops").cells[XY].to_numpy()
+    assert 30 <= len(found) <= 60
+    theirs = pd.read_parquet(TABLE)[XY].to_numpy()
+    distance = np.array([np.hypot(*(found - t).T).min() for t in theirs])
+    assert (distance < 6).all(), distance
+
+
 def test_cellprofiler_nuclei_from_the_table_centre_the_crops(field, tmp_path):
     assert crop(tmp_path, "crops", "--no-illumination", "--locations", str(TABLE)) == 0
     store = CropStore(tmp_path / "crops")

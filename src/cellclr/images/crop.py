@@ -125,6 +125,7 @@ def nucleus_params(c: CropConfig) -> NucleusParams:
         min_area=c.nucleus_min_area,
         max_area=c.nucleus_max_area,
         min_distance=c.nucleus_min_distance,
+        split_depth=c.nucleus_split_depth,
     )
 
 
