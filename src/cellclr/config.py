@@ -70,7 +70,7 @@ class CropConfig(Section):
     nucleus_min_area: Count = 50
     nucleus_max_area: Count = 5000
     nucleus_min_distance: Count = 7
-    nucleus_split_depth: Annotated[float, Field(gt=0)] = 1.0  # dip of the distance ridge that splits
+    nucleus_split_depth: Annotated[float, Field(gt=0)] = 1.0  # distance-ridge dip that splits
     skip_incomplete: bool = False  # skip (and list) sites with a missing image file
     workers: Annotated[int, Field(ge=0)] = 0  # processes; 0 = all cores
 
