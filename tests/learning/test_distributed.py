@@ -158,7 +158,8 @@ def test_two_process_embed_equals_one_and_run_works(store4, tmp_path):
     model = train(store4, tmp_path / "model", cfg)
     one = embed(model, store4, tmp_path / "one", cfg)
     args = ["embed", "--model", str(model), "--crops", str(store4), "--out", str(tmp_path / "two")]
-    torchrun(*args, *sets("embed.batch_size=16"))
+    done = torchrun(*args, *sets("embed.batch_size=16"))
+    assert done.stdout.count("embeddings:") == 1  # the main process alone prints
     a = pd.read_parquet(one / EMBEDDINGS)
     b = pd.read_parquet(tmp_path / "two" / EMBEDDINGS)
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6, atol=1e-6)

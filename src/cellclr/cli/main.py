@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import io
 import os
 import sys
 
@@ -83,8 +85,11 @@ RESUME = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # under torchrun only the main process prints results (errors still come from every one)
+    quiet = os.environ.get("RANK", "0") != "0"
     try:
-        args.handler(args)
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+            args.handler(args)
     except KeyboardInterrupt:
         print(f"cellclr: interrupted{RESUME.get(args.verb, '')}", file=sys.stderr)
         return 130
