@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -63,26 +65,12 @@ def classic_embeddings(
     crops: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
 ) -> Path:
     """Write an embeddings folder of classic features for every cell of the store."""
-    t_start = time.perf_counter()
-    store = CropStore(crops)
-    with staged_dir(out, overwrite=overwrite, inputs=[crops]) as work:
-        write_classic_embeddings(
-            Path(crops),
-            work,
-            normalize=cfg.data.normalize,
-            normalize_min_cells=cfg.data.normalize_min_cells,
-            workers=cfg.crop.workers,
-        )
-        save_config(cfg, work / "config.toml")
-        write_manifest(
-            work,
-            "baseline-classic",
-            baseline_fingerprint("classic", store, cfg),
-            seconds=round(time.perf_counter() - t_start, 1),
-            crops=str(crops),
-            store=store.id,
-        )
-    return Path(out)
+
+    def measure(store: Path, work: Path) -> dict[str, Any]:
+        write_classic_embeddings(store, work, **_intensity(cfg), workers=cfg.crop.workers)
+        return {}
+
+    return _measured_embeddings("classic", measure, crops, out, cfg, overwrite)
 
 
 def cellprofiler_embeddings(
@@ -92,22 +80,39 @@ def cellprofiler_embeddings(
     its ``stage.json`` records cells/s and the values that could not be computed."""
     from cellclr.baselines.cellprofiler import write_cellprofiler_embeddings
 
+    def measure(store: Path, work: Path) -> dict[str, Any]:
+        c = cfg.cellprofiler
+        return write_cellprofiler_embeddings(
+            store, work, **_intensity(cfg), workers=c.workers, texture=c.texture
+        )
+
+    return _measured_embeddings("cellprofiler", measure, crops, out, cfg, overwrite)
+
+
+def _intensity(cfg: Config) -> dict[str, Any]:
+    """The intensity scaling the model sees, which the measured baselines share."""
+    return {"normalize": cfg.data.normalize, "normalize_min_cells": cfg.data.normalize_min_cells}
+
+
+def _measured_embeddings(
+    kind: str,
+    measure: Callable[[Path, Path], dict[str, Any]],
+    crops: str | Path,
+    out: str | Path,
+    cfg: Config,
+    overwrite: bool,
+) -> Path:
+    """Stage ``measure(store, work)``'s embeddings into ``out`` with the config and a manifest
+    (time, store, and what ``measure`` returns)."""
     t_start = time.perf_counter()
     store = CropStore(crops)
     with staged_dir(out, overwrite=overwrite, inputs=[crops]) as work:
-        stats = write_cellprofiler_embeddings(
-            Path(crops),
-            work,
-            normalize=cfg.data.normalize,
-            normalize_min_cells=cfg.data.normalize_min_cells,
-            workers=cfg.cellprofiler.workers,
-            texture=cfg.cellprofiler.texture,
-        )
+        stats = measure(Path(crops), work)
         save_config(cfg, work / "config.toml")
         write_manifest(
             work,
-            "baseline-cellprofiler",
-            baseline_fingerprint("cellprofiler", store, cfg),
+            f"baseline-{kind}",
+            baseline_fingerprint(kind, store, cfg),
             seconds=round(time.perf_counter() - t_start, 1),
             crops=str(crops),
             store=store.id,
