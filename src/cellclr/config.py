@@ -171,6 +171,21 @@ Postprocessing = Literal["none", "dmso", "tvn"]
 
 class ProfileConfig(Section):
     postprocess: Postprocessing = "none"  # well profiles before the treatment median
+    # the Metadata_ columns that name a treatment (JUMP: ["Metadata_JCP2022"]); without them
+    # the profiles are wells only
+    treatment: Annotated[list[str], Field(min_length=1)] = [
+        "Metadata_Compound",
+        "Metadata_Concentration",
+    ]
+    platemap: str = ""  # a plate map joined to the wells by plate and well (--platemap)
+
+    @field_validator("treatment")
+    @classmethod
+    def _metadata(cls, columns: list[str]) -> list[str]:
+        bad = [c for c in columns if not c.startswith("Metadata_")]
+        if bad:
+            raise ValueError(f"{bad} are not Metadata_ columns")
+        return columns
 
 
 class EvaluateConfig(Section):
@@ -180,7 +195,14 @@ class EvaluateConfig(Section):
     bootstrap: Annotated[int, Field(ge=0)] = 1000  # resamples for the 95% intervals; 0 = none
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     knn: list[Count] = [3, 5]  # k-NN voting accuracies
-    map: bool = True  # mean average precision of MoA retrieval (needs copairs)
+    map: bool = True  # mean average precision of MoA retrieval
+    # phenotypic activity: a treatment's wells retrieved against the control wells (copairs)
+    replicates: Literal["other_plates", "any_well"] = "other_plates"  # which wells count
+    null_size: Count = 10000  # permutations for the p-values of activity and consistency
+    fdr: Annotated[float, Field(gt=0, lt=1)] = 0.05  # q below this: retrieved
+    # phenotypic consistency: treatments that share an annotation (e.g. Metadata_MoA, a target)
+    consistency_by: list[str] = []
+    consistency_active: bool = True  # only phenotypically active treatments (q < fdr)
     baselines: list[Literal["random", "classic", "cellprofiler"]] = []  # `run` evaluates these
 
 

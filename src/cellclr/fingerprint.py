@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from cellclr.config import Config
+from cellclr.errors import CellclrError
 
 # Keys that change how fast a stage runs, not what it produces.
 RUNTIME_KEYS = {
@@ -25,6 +27,7 @@ RUNTIME_KEYS = {
     "data": ("crops",),  # the store is fingerprinted by its content id
     "train": ("device", "threads", "checkpoint_every", "select_every"),
     "embed": ("device", "batch_size"),
+    "profile": ("platemap",),  # its content is an input (file_digest)
     "evaluate": ("baselines",),
     "cellprofiler": ("workers",),
 }
@@ -37,3 +40,14 @@ def fingerprint(stage: str, inputs: list[str], cfg: Config, sections: tuple[str,
     }
     blob = json.dumps({"stage": stage, "inputs": inputs, "config": relevant}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path | None) -> str:
+    """A digest of a file's bytes ('' for none): a stage input that is a file of another
+    tool (a plate map, a feature table), fingerprinted by content, not by name."""
+    if not path:
+        return ""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError as e:
+        raise CellclrError(f"{path}: cannot read it ({e.strerror or e})") from None

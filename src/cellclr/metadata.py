@@ -17,7 +17,14 @@ class MetadataError(CellclrError, ValueError):
     """An annotation table that cannot be used."""
 
 
+# The columns that name a treatment unless ``profile.treatment`` says otherwise.
+TREATMENT = ["Metadata_Compound", "Metadata_Concentration"]
+
+
 def feature_columns(df: pd.DataFrame) -> list[str]:
+    """The feature columns of a table in pycytominer's convention: every column whose name does
+    not start with ``Metadata_`` (cellclr's embeddings: ``emb_0000``, ...). Hand them to
+    pycytominer (``features=feature_columns(df)``) or copairs."""
     return [c for c in df.columns if not c.startswith("Metadata_")]
 
 
@@ -85,6 +92,22 @@ def as_numbers(
             f"({int(bad.sum())} such rows)"
         )
     return values.astype(int) if integer else values.astype(float)
+
+
+def as_concentrations(table: pd.DataFrame, column: str, source: str) -> pd.Series:
+    """``table[column]`` as concentrations: numbers (``as_numbers``), finite and not negative;
+    anything else is an error naming the source, the column, the value and its row."""
+    values = as_numbers(table, column, source)
+    bad = values.notna() & ~(np.isfinite(values) & (values >= 0))
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        value = table[column].iloc[row]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise MetadataError(
+            f"{source}: {column} must be a finite concentration >= 0, got {value!r} in row "
+            f"{row} ({int(bad.sum())} such rows)"
+        )
+    return values
 
 
 def require_filled(table: pd.DataFrame, columns: list[str], source: str) -> None:

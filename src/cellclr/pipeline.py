@@ -213,30 +213,35 @@ def write_results(run: Path) -> pd.DataFrame:
 
 
 def format_results(results: pd.DataFrame) -> str:
-    """The results as a Markdown table: counts, 95% intervals, drop and mAP."""
+    """The results as a Markdown table: NSC and NSCB counts with 95% intervals, drop and mAP
+    ("–" where no MoA was evaluated), and the phenotypic activity (mean mAP, fraction of the
+    treatments retrieved)."""
 
     def cell(row: pd.Series, task: str) -> str:
+        if pd.isna(row[f"{task}_total"]):
+            return "–"
         text = f"{row[f'{task}_correct']}/{row[f'{task}_total']} ({row[f'{task}_pct']:.1f}%"
         if pd.notna(row[f"{task}_ci_low"]):
             text += f", {row[f'{task}_ci_low']:.0f}-{row[f'{task}_ci_high']:.0f}"
         return text + ")"
 
-    def number(value: float) -> str:
-        return "n/a" if pd.isna(value) else f"{value:.3f}"
+    def number(value: float, form: str = ".3f") -> str:
+        return "–" if pd.isna(value) else format(value, form)
 
     lines = [
         "| profiles | variant | NSC (95% CI) | NSCB (95% CI) | drop | mAP | mAP batch "
-        "| replicate mAP |",
-        "|---|---|---|---|---|---|---|---|",
+        "| activity mAP | retrieved |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in results.iterrows():
-        replicate = r.get("replicate_map", float("nan"))
         name = r["representation"]
         if str(r.get("supervision", "none")).startswith("weak"):
             name += " (weakly supervised)"
+        retrieved = r.get("activity_retrieved", float("nan"))
         lines.append(
             f"| {name} | {r['variant']} | {cell(r, 'nsc')} | {cell(r, 'nscb')} "
-            f"| {r['drop_pct']:.1f} | {number(r['nsc_map'])} | {number(r['nscb_map'])} "
-            f"| {number(replicate)} |"
+            f"| {number(r['drop_pct'], '.1f')} | {number(r['nsc_map'])} | {number(r['nscb_map'])} "
+            f"| {number(r.get('activity_map', float('nan')))} "
+            f"| {number(100 * retrieved, '.1f')}{'' if pd.isna(retrieved) else '%'} |"
         )
     return "\n".join(lines)

@@ -1,21 +1,49 @@
-"""Replicate retrieval (copairs): label-free, the phenotypic-activity measure of the field. For
-each well of a treatment, its replicate wells on other plates are ranked against the control
-wells (cosine similarity); the average precision of each well, averaged per treatment, is the
-treatment's mAP, with a permutation p-value (copairs; Benjamini-Hochberg corrected). Used to
-choose hyperparameters without the MoA labels that NSC grades."""
+"""Retrieval measures that need no MoA labels, with copairs (Kalinin et al. 2025), as JUMP
+judges profiles:
+
+- **phenotypic activity** (``activity``): for each treatment, the mean average precision with
+  which each of its wells retrieves the treatment's other wells (its replicates) among the
+  control wells, by cosine similarity; a permutation p-value per treatment, corrected for
+  multiple testing (Benjamini-Hochberg: the q-value); the *fraction retrieved* is the share of
+  treatments with q below the false discovery rate. Replicates count on other plates only
+  (``replicates="other_plates"``, the default: a well is not retrieved by sharing its plate's
+  artefacts) or on any well (``"any_well"``, for a one-plate screen).
+- **phenotypic consistency** (``consistency``): for each value of an annotation (a target, a
+  gene, an MoA), how well its treatments retrieve the other treatments of that value (of other
+  compounds) among the treatments of other values; p- and q-values per value likewise.
+
+The replicate mAP logged during training (``train.select_every``) is the activity mAP.
+"""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from cellclr.metadata import feature_columns, unit_rows
+from cellclr.errors import CellclrError
+from cellclr.metadata import TREATMENT, feature_columns, unit_rows
 
-TREATMENT, PLATE, CONTROL = "Metadata_Treatment", "Metadata_Plate", "Metadata_IsControl"
+KEY, PLATE, CONTROL = "Metadata_TreatmentKey", "Metadata_Plate", "Metadata_IsControl"
+COMPOUND = "Metadata_Compound"
+REPLICATES = {"other_plates": [PLATE], "any_well": []}
+
+
+class NotScored(CellclrError, ValueError):
+    """A measure that cannot be computed on these profiles: the message says why."""
+
+
+@dataclass
+class Scores:
+    """A retrieval measure: ``summary`` (mean mAP, fraction retrieved, counts) and ``table``
+    (one row per scored group: its mAP, p-value, q-value, retrieved)."""
+
+    summary: dict
+    table: pd.DataFrame
 
 
 @contextmanager
@@ -27,49 +55,189 @@ def quiet_zero_rows() -> Iterator[None]:
         yield
 
 
-def replicate_map(
-    wells: pd.DataFrame, control: str = "DMSO", seed: int = 0, null_size: int = 1000
-) -> dict[str, float | int]:
-    """``map``: the mean over treatments of their replicate mAP; ``retrieved``: the fraction of
-    treatments whose mAP is significant (corrected p < 0.05); ``treatments``: how many had a
-    replicate on another plate and control wells to rank against (NaN scores when none)."""
-    from copairs.map import average_precision, mean_average_precision
-    from copairs.matching import UnpairedException
+def treatment_keys(table: pd.DataFrame, columns: list[str] = TREATMENT) -> pd.Series:
+    """One text key per row for its treatment: the values of ``columns`` joined by ``@``
+    (numbers as ``{:g}``: ``taxol@0.3``)."""
+    parts = [
+        table[c].map("{:g}".format) if pd.api.types.is_float_dtype(table[c]) else table[c]
+        for c in columns
+    ]
+    key = parts[0].astype(str)
+    for part in parts[1:]:
+        key = key + "@" + part.astype(str)
+    return key.reset_index(drop=True)
 
-    compound = wells["Metadata_Compound"].astype(str)
-    concentration = wells["Metadata_Concentration"].astype(float).map("{:g}".format)
-    meta = pd.DataFrame(
-        {
-            TREATMENT: (compound + "@" + concentration).to_numpy(),
-            PLATE: wells["Metadata_Plate"].astype(str).to_numpy(),
-            CONTROL: (compound == control).astype(str).to_numpy(),
+
+def _average_precision(meta: pd.DataFrame, x: np.ndarray, **pairs: list[str]) -> pd.DataFrame:
+    """copairs' average precision of each row, on rows scaled to unit length first (the same
+    cosines; copairs' own norms would overflow above ~1e154)."""
+    from copairs.map import average_precision
+
+    with quiet_zero_rows():  # a zero row (no signal) gives NaN, left out by the callers
+        return average_precision(meta, unit_rows(x), progress_bar=False, **pairs)
+
+
+def _map_scores(
+    ap: pd.DataFrame, by: list[str], null_size: int, fdr: float, seed: int
+) -> pd.DataFrame:
+    from copairs.map import mean_average_precision
+
+    scores = mean_average_precision(
+        ap, by, null_size=null_size, threshold=fdr, seed=seed, progress_bar=False
+    )
+    return scores.rename(
+        columns={
+            "mean_average_precision": "mAP",
+            "corrected_p_value": "q_value",
+            "below_corrected_p": "retrieved",
         }
     )
-    none = {"map": float("nan"), "retrieved": float("nan"), "treatments": 0}
-    if not (meta[CONTROL] == "True").any():
-        return none
-    x = unit_rows(wells[feature_columns(wells)].to_numpy(np.float64))
-    try:  # copairs divides by row norms itself: a zero row (no signal) gives NaN, left out
-        with quiet_zero_rows():
-            ap = average_precision(
-                meta,
-                x,
-                pos_sameby=[TREATMENT],
-                pos_diffby=[PLATE],
-                neg_sameby=[],
-                neg_diffby=[TREATMENT, CONTROL],
-                progress_bar=False,
-            )
-    except UnpairedException:  # no treatment has a replicate on another plate
-        return none
-    ap = ap[(ap[CONTROL] == "False") & ap["average_precision"].notna()]
-    if ap.empty:
-        return none
-    scores = mean_average_precision(
-        ap, [TREATMENT], null_size=null_size, threshold=0.05, seed=seed, progress_bar=False
+
+
+def activity(
+    wells: pd.DataFrame,
+    control: str = "DMSO",
+    *,
+    treatment: list[str] = TREATMENT,
+    replicates: str = "other_plates",
+    null_size: int = 10000,
+    fdr: float = 0.05,
+    seed: int = 0,
+) -> Scores:
+    """Phenotypic activity of the treatments of well profiles (see the module docstring): the
+    wells' ``treatment`` columns name treatments, ``Metadata_Compound == control`` marks the
+    control wells. Raises ``NotScored`` saying why when it cannot be computed."""
+    from copairs.matching import UnpairedException
+
+    missing = [c for c in [*treatment, COMPOUND, PLATE] if c not in wells]
+    if missing:
+        raise NotScored(f"the wells have no {', '.join(missing)}")
+    wells = wells.reset_index(drop=True)
+    is_control = (wells[COMPOUND].astype(str) == control).to_numpy()
+    if not is_control.any():
+        raise NotScored(f"no control wells ({COMPOUND} == {control!r}; evaluate.control)")
+    if is_control.all():
+        raise NotScored(f"every well is a control ({control})")
+    meta = pd.DataFrame(
+        {
+            KEY: treatment_keys(wells, treatment),
+            PLATE: wells[PLATE].astype(str),
+            CONTROL: np.where(is_control, "control", "treated"),
+        }
     )
-    return {
-        "map": float(scores["mean_average_precision"].mean()),
-        "retrieved": float(scores["below_corrected_p"].mean()),
-        "treatments": len(scores),
+    pos_diffby = REPLICATES[replicates]
+    try:
+        ap = _average_precision(
+            meta,
+            wells[feature_columns(wells)].to_numpy(np.float64),
+            pos_sameby=[KEY],
+            pos_diffby=pos_diffby,
+            neg_sameby=[],
+            neg_diffby=[KEY, CONTROL],
+        )
+    except UnpairedException:
+        ap = meta.iloc[:0].assign(average_precision=[])
+    ap = ap[(ap[CONTROL] == "treated") & ap["average_precision"].notna()]
+    treated = meta.loc[~is_control, KEY]
+    if ap.empty:
+        if pos_diffby:
+            raise NotScored(
+                "no treatment has a replicate well on another plate (evaluate.replicates = "
+                "'any_well' counts the wells of one plate)"
+            )
+        raise NotScored("no treatment has two wells")
+    scores = _map_scores(ap, [KEY], null_size, fdr, seed)
+    names = wells.loc[~is_control, treatment].assign(**{KEY: treated.to_numpy()})
+    counts = treated.value_counts().rename("Metadata_Wells")
+    table = (
+        names.drop_duplicates(KEY)
+        .merge(counts, left_on=KEY, right_index=True)
+        .merge(scores[[KEY, "mAP", "p_value", "q_value", "retrieved"]], on=KEY)
+        .drop(columns=[KEY])
+        .sort_values(treatment)
+        .reset_index(drop=True)
+    )
+    summary = {
+        "map": float(table["mAP"].mean()),
+        "retrieved": float(table["retrieved"].mean()),
+        "n_retrieved": int(table["retrieved"].sum()),
+        "treatments": len(table),
+        "unscored": int(treated.nunique()) - len(table),
+        "controls": int(is_control.sum()),
+        "fdr": fdr,
+        "null_size": null_size,
+        "replicates": replicates,
     }
+    return Scores(summary, table)
+
+
+def consistency(
+    treatments: pd.DataFrame,
+    column: str,
+    *,
+    null_size: int = 10000,
+    fdr: float = 0.05,
+    seed: int = 0,
+) -> Scores:
+    """Phenotypic consistency of treatment profiles by the annotation ``column``: for each of
+    its values, the mAP with which its treatments retrieve the value's treatments of other
+    compounds among the treatments of other values (and other compounds). Rows without the
+    annotation are left out; pass the treatments to score (no controls). Raises
+    ``NotScored`` saying why when it cannot be computed."""
+    from copairs.matching import UnpairedException
+
+    if column not in treatments:
+        raise NotScored(f"the treatments have no {column}")
+    rows = treatments[treatments[column].notna()].reset_index(drop=True)
+    compound = [COMPOUND] if COMPOUND in rows else []
+    meta = rows[[column, *compound]].astype(str)
+    try:
+        ap = _average_precision(
+            meta,
+            rows[feature_columns(rows)].to_numpy(np.float64),
+            pos_sameby=[column],
+            pos_diffby=compound,
+            neg_sameby=[],
+            neg_diffby=[column, *compound],
+        )
+    except UnpairedException:
+        ap = meta.iloc[:0].assign(average_precision=[])
+    ap = ap[ap["average_precision"].notna()]
+    if ap.empty:
+        other = " of another compound" if compound else ""
+        raise NotScored(f"no value of {column} is shared by two treatments{other}")
+    scores = _map_scores(ap, [column], null_size, fdr, seed)
+    sizes = meta[column].value_counts().rename("Treatments")
+    table = (
+        scores[[column, "mAP", "p_value", "q_value", "retrieved"]]
+        .merge(sizes, left_on=column, right_index=True)
+        .rename(columns={column: "Value"})
+        .assign(Annotation=column)
+    )
+    table = table[["Annotation", "Value", "Treatments", "mAP", "p_value", "q_value", "retrieved"]]
+    summary = {
+        "map": float(table["mAP"].mean()),
+        "retrieved": float(table["retrieved"].mean()),
+        "n_retrieved": int(table["retrieved"].sum()),
+        "groups": len(table),
+        "treatments": int(table["Treatments"].sum()),
+        "fdr": fdr,
+        "null_size": null_size,
+    }
+    return Scores(summary, table.sort_values("Value").reset_index(drop=True))
+
+
+def replicate_map(
+    wells: pd.DataFrame,
+    control: str = "DMSO",
+    seed: int = 0,
+    null_size: int = 1000,
+    treatment: list[str] = TREATMENT,
+) -> dict[str, float | int]:
+    """The activity summary (``map``, ``retrieved``, ``treatments``, ...) of well profiles,
+    replicates on other plates; NaN scores when it cannot be computed: the label-free measure
+    used to choose hyperparameters and checkpoints."""
+    try:
+        return activity(wells, control, treatment=treatment, null_size=null_size, seed=seed).summary
+    except NotScored:
+        return {"map": float("nan"), "retrieved": float("nan"), "treatments": 0}

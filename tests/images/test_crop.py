@@ -211,8 +211,9 @@ def test_table_without_required_columns(tmp_path):
         read_image_table(tmp_path / "a.csv", ["DNA", "Tubulin", "Actin"])
     with pytest.raises(ImageTableError, match="Mito \\(a channel's image paths\\)"):
         read_image_table(table, ["DNA", "Mito"])
-    df.drop(columns=["Metadata_Compound"]).to_csv(tmp_path / "b.csv", index=False)
-    with pytest.raises(CropError, match="Metadata_Compound"):
+    # treatment columns are optional, but where a table names them every field needs one
+    df.assign(Metadata_Compound="").to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(CropError, match="column Metadata_Compound is empty in 1 rows"):
         crop_sites(
             read_image_table(tmp_path / "b.csv", ["DNA"]), ["DNA"], tmp_path / "o", tiny_config()
         )

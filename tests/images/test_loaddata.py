@@ -160,16 +160,22 @@ def test_bad_tables_and_files_are_named(tmp_path, capsys):
         read_loaddata(tmp_path / "no_site.csv")
 
 
-def test_treatments_come_from_a_platemap_or_the_crop_refuses(tmp_path, capsys):
+def test_a_table_without_treatments_crops_and_a_platemap_adds_them(tmp_path, capsys):
     fields = write_fields(tmp_path / "images")
     table = tmp_path / "load_data.csv"
     loaddata(fields, treatments=False).to_csv(table, index=False)
     out = tmp_path / "crops"
-    assert crop(table, out, "--channels", "DNA") == 2
-    err = capsys.readouterr().err
-    assert "no treatment is known" in err and "--platemap" in err
+    assert crop(table, out, "--channels", "DNA") == 0
+    cells = CropStore(out).cells
+    assert len(cells) == len(fields) * len(NUCLEI)
+    assert {"Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_ImageNumber"} <= set(
+        cells
+    )
+    assert "Metadata_Compound" not in cells and "Metadata_Concentration" not in cells
+    assert set(cells["Metadata_Batch"]) == {"P1"}
+    capsys.readouterr()
     platemap = tmp_path / "platemap.csv"
-    pd.DataFrame(
+    layout = pd.DataFrame(
         {
             "plate": ["P1", "P1"],
             "well_position": ["A1", "B2"],  # matches A01 and B02
@@ -177,9 +183,11 @@ def test_treatments_come_from_a_platemap_or_the_crop_refuses(tmp_path, capsys):
             "mmoles_per_liter": [0.01, 0.003],
             "solvent": ["DMSO", "DMSO"],
         }
-    ).to_csv(platemap, index=False)
-    assert crop(table, out, "--channels", "DNA", "--platemap", str(platemap)) == 0
-    cells = CropStore(out).cells
+    )
+    layout.to_csv(platemap, index=False)
+    with_map = tmp_path / "with_map"
+    assert crop(table, with_map, "--channels", "DNA", "--platemap", str(platemap)) == 0
+    cells = CropStore(with_map).cells
     by_well = cells.groupby("Metadata_Well")[["Metadata_Compound", "Metadata_Concentration"]]
     assert by_well.first().to_dict("index") == {
         "A01": {"Metadata_Compound": "BRD-K1", "Metadata_Concentration": 0.01},
@@ -187,10 +195,46 @@ def test_treatments_come_from_a_platemap_or_the_crop_refuses(tmp_path, capsys):
     }
     assert (cells["Metadata_broad_sample"] == cells["Metadata_Compound"]).all()
     assert set(cells["Metadata_solvent"]) == {"DMSO"}
-    pd.read_csv(platemap).iloc[:1].to_csv(platemap, index=False)  # B02 is missing
-    assert crop(table, tmp_path / "c2", "--channels", "DNA", "--platemap", str(platemap)) == 2
+    # a well listed twice with the same treatment is one well
+    pd.concat([layout, layout.iloc[:1]]).to_csv(platemap, index=False)
+    assert crop(table, tmp_path / "c1", "--channels", "DNA", "--platemap", str(platemap)) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m.iloc[:1], "no row for plate P1 well B02"),
+        (
+            lambda m: pd.concat([m, m.iloc[:1].assign(mmoles_per_liter=0.5)]),
+            "well P1 A01 is listed 2 times with different Metadata_Concentration",
+        ),
+        (lambda m: m.assign(mmoles_per_liter=[0.01, float("inf")]), "got inf in row 1"),
+        (lambda m: m.assign(mmoles_per_liter=[-1.0, 0.003]), "got -1.0 in row 0"),
+        (
+            lambda m: m.assign(mmoles_per_liter=["", "0.1"]),
+            "Metadata_Concentration is empty for plate P1 well A01",
+        ),
+    ],
+)
+def test_bad_platemaps_are_named(tmp_path, capsys, change, message):
+    fields = write_fields(tmp_path / "images", sites=(1,))
+    table = tmp_path / "load_data.csv"
+    loaddata(fields, treatments=False).to_csv(table, index=False)
+    platemap = tmp_path / "platemap.csv"
+    layout = pd.DataFrame(
+        {
+            "plate": ["P1", "P1"],
+            "well_position": ["A1", "B2"],
+            "broad_sample": ["BRD-K1", "BRD-K2"],
+            "mmoles_per_liter": [0.01, 0.003],
+        }
+    )
+    change(layout).to_csv(platemap, index=False)
+    out = tmp_path / "crops"
+    assert crop(table, out, "--channels", "DNA", "--platemap", str(platemap)) == 2
     err = capsys.readouterr().err
-    assert "no row for plate P1 well B02" in err and str(platemap) in err
+    assert message in err and str(platemap) in err
+    assert not out.exists()
 
 
 def test_jump_platemap_layout(tmp_path):

@@ -72,18 +72,38 @@ def test_a_stopped_crop_keeps_its_finished_plates(tmp_path, monkeypatch):
     out = tmp_path / "crops"
     fail_on_plate(monkeypatch, "Week2_2", KeyboardInterrupt)  # as if killed in plate 2
     assert main(crop_args(table, out)) == 130
-    week1 = out / "plates" / f"{plate_file_stem('Week1_1')}.npy"
-    first = week1.stat()
-    assert not (out / "store.json").exists() and not list(out.rglob("*.tmp"))
+    assert not out.exists()  # only a complete store is ever at --out
+    staged = tmp_path / "crops.partial"
+    week1 = f"plates/{plate_file_stem('Week1_1')}.npy"
+    first = (staged / week1).stat()
+    assert not (staged / "store.json").exists() and not list(staged.rglob("*.tmp"))
     monkeypatch.undo()
     seen = fail_on_plate(monkeypatch, "no such plate", RuntimeError)
     assert main(crop_args(table, out)) == 0
     assert seen == ["Week2_2"] * 6  # only the unfinished plate's 6 sites
-    now = week1.stat()
+    assert not staged.exists()
+    now = (out / week1).stat()
     assert (now.st_ino, now.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
     assert CropStore(out).id == CropStore(whole).id  # the same store as an uninterrupted run
     for name in ("cells.parquet", "sites.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(out / name), pd.read_parquet(whole / name))
+
+
+def test_a_failed_crop_never_blocks_a_retry_with_other_settings(tmp_path, monkeypatch, capsys):
+    table = write_plates(tmp_path / "images")
+    out = tmp_path / "crops"
+    fail_on_plate(monkeypatch, "Week1_1", RuntimeError)  # fails before any plate is done
+    with pytest.raises(RuntimeError, match="injected"):
+        main(crop_args(table, out))
+    assert not out.exists() and (tmp_path / "crops.partial").is_dir()
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(crop_args(table, out, "--box", "40")) == 0  # other settings, no --overwrite
+    assert "replacing" in capsys.readouterr().out
+    assert CropStore(out).crop_shape == (3, 40, 40) and len(CropStore(out)) == 60
+    assert not (tmp_path / "crops.partial").exists()
+    assert main(crop_args(table, out, "--box", "32")) == 2  # a finished store needs --overwrite
+    assert "--overwrite" in capsys.readouterr().err
 
 
 def test_adding_to_a_store_leaves_it_valid_or_incomplete_never_wrong(tmp_path, monkeypatch):
@@ -196,6 +216,7 @@ def test_workers_die_with_a_killed_crop(tmp_path, sig):
     table = write_plates(tmp_path / "images", plates=("Week1_1",))
     out = tmp_path / "crops"
     args = crop_args(table, out, "--workers", "2", "--no-illumination")
+    out = tmp_path / "crops.partial"  # where an unfinished crop lives
     proc = subprocess.Popen(
         [sys.executable, "-c", SLOW_CROP, *args], stdout=subprocess.DEVNULL, cwd=tmp_path
     )

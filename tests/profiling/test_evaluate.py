@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellclr.profiling.evaluate import EvaluationError, evaluate_treatments, single_batch_moas
+from cellclr.profiling.nsc import EvaluationError, evaluate_treatments, single_batch_moas
 
 
 def table(rows):

@@ -347,14 +347,6 @@ def test_tables_without_enough_to_evaluate(tmp_path, capsys):
     table = wells_table()
     cases = {
         "header.csv": (table.iloc[:0], "holds no rows"),
-        "one.csv": (
-            table[table["Metadata_Compound"].isin(["DMSO", "M1-c0"])],
-            "at least two compounds, found 1 in 2 treatments",
-        ),
-        "unannotated.csv": (
-            table.drop(columns="Metadata_MoA"),
-            "found 0 in 0 treatments (left out: 1 DMSO control and 12 unannotated treatments)",
-        ),
         "text.csv": (table.assign(e="x"), "non-numeric columns ['e']"),
         "emptywell.csv": (
             table.assign(**{f: table[f].where(table.index != 3) for f in FEATURES}),
@@ -365,6 +357,25 @@ def test_tables_without_enough_to_evaluate(tmp_path, capsys):
         path = write_csv(bad, tmp_path / name)
         error = error_of(capsys, ["evaluate", "--features", path, "--out", tmp_path / "out"])
         assert f"{path}: " in error and problem in error, error
+
+
+def test_what_cannot_be_scored_is_skipped_with_its_reason(tmp_path, capsys):
+    table = wells_table()
+    cases = {
+        "one.csv": (
+            table[table["Metadata_Compound"].isin(["DMSO", "M1-c0"])],
+            "at least two compounds, found 1 in 2 treatments",
+        ),
+        "unannotated.csv": (table.drop(columns="Metadata_MoA"), "no MoA annotation (Metadata_MoA"),
+    }
+    for name, (table, problem) in cases.items():
+        path = write_csv(table, tmp_path / name)
+        out = tmp_path / name.replace(".csv", "")
+        assert main(["evaluate", "--features", str(path), "--out", str(out)]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert problem in metrics["skipped"]["nsc"] and "nsc" not in metrics
+        assert problem in capsys.readouterr().out.split("skipped nsc: ")[1]
+        assert not (out / "nsc.parquet").exists() and (out / "results.parquet").is_file()
 
 
 def test_numeric_names_are_names(tmp_path):

@@ -133,8 +133,8 @@ def damaged(damage: str) -> pd.DataFrame:
         cells = cells[[c for c in cells if c.startswith("Metadata_")]]
     elif damage == "text feature":
         cells["f1"] = "a"
-    elif damage == "no compound column":
-        cells = cells.drop(columns="Metadata_Compound")
+    elif damage == "empty compound":  # treatments are optional, but then every cell has one
+        cells.loc[[7, 130], "Metadata_Compound"] = None
     elif damage == "no rows":
         cells = cells.iloc[:0]
     return cells
@@ -149,7 +149,7 @@ def damaged(damage: str) -> pd.DataFrame:
         "moa within a treatment",
         "no features",
         "text feature",
-        "no compound column",
+        "empty compound",
         "no rows",
     ],
 )
@@ -161,6 +161,18 @@ def test_streamed_errors_equal_the_in_memory_ones(damage):
         stream_well_profiles(blocks_of(cells, 32), "t.parquet")
     assert str(streamed.value) == str(in_memory.value)
     assert str(in_memory.value).startswith("t.parquet: ")
+
+
+def test_cells_without_treatments_give_the_same_wells_streamed():
+    cells = cells_table().drop(columns=["Metadata_Compound", "Metadata_Concentration"])
+    cells = cells.drop(columns="Metadata_MoA")
+    in_memory = well_profiles(cells, "t.parquet")
+    streamed = stream_well_profiles(blocks_of(cells, 32), "t.parquet")
+    assert (
+        "Metadata_Compound" not in in_memory
+        and len(in_memory) == cells.groupby(["Metadata_Plate", "Metadata_Well"]).ngroups
+    )
+    assert_same(streamed, in_memory)
 
 
 def test_damaged_embeddings_are_named(tmp_path):

@@ -69,7 +69,7 @@ def config_of(args: argparse.Namespace, upstream: Path | None = None) -> Config:
 
 
 def print_metrics(eval_dir: Path) -> None:
-    from cellclr.profiling.evaluate import summary_lines
+    from cellclr.profiling.results import summary_lines
 
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     print("\n".join(summary_lines(metrics)))

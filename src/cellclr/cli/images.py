@@ -96,7 +96,8 @@ def _crop_args(p: argparse.ArgumentParser) -> None:
         "Assay_Plate_Barcode), Metadata_Well (or well_position), compound (Metadata_Compound, "
         "jcp2022, broad_sample, ...) and concentration (Metadata_Concentration, "
         "mmoles_per_liter, ...); or JUMP's barcode_platemap.csv with platemap/<name>.txt "
-        "beside it. Needed when the table has no treatment columns",
+        "beside it. Optional: without treatments the cells carry plate, well and site, and a "
+        "plate map can be joined later (cellclr profile --platemap)",
     )
     p.add_argument(
         "--nucleus-channel",
@@ -188,7 +189,21 @@ def _crop(args: argparse.Namespace) -> None:
             f"skipped {len(summary['skipped_incomplete'])} incomplete sites: "
             + ", ".join(summary["skipped_incomplete"][:20])
         )
+    if not missing and not _has_treatments(args.out):
+        print(
+            "no treatments: the cells carry plate, well and site (join a plate map with "
+            "--platemap here, or later with `cellclr profile --platemap`)"
+        )
     print(f"crop store{' (not finalised yet)' if missing else ''}: {args.out}")
+
+
+def _has_treatments(store: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    from cellclr.metadata import TREATMENT
+
+    names = pq.read_schema(store / "cells.parquet").names
+    return any(column in names for column in TREATMENT)
 
 
 VERBS = (
@@ -215,10 +230,11 @@ VERBS = (
         "Illumination correction (ours, or CellProfiler's functions named by a LoadData table), "
         "nucleus detection (or nucleus centres from CSV files or a CellProfiler object table) "
         "and a fixed box around each nucleus, plate by plate, from 16-bit (or 8-bit) TIFFs "
-        "(plain or compressed, one plane per file); treatments from the table or a plate map "
-        "(--platemap); a rerun "
-        "(also after a kill) skips finished plates, and --overwrite replaces a store made with "
-        "other settings once the new one is complete (it is built in OUT.partial); --shard I/N "
+        "(plain or compressed, one plane per file); treatments, where known, from the table or a "
+        "plate map (--platemap); a rerun "
+        "(also after a kill) continues OUT.partial, where a store is built until it is complete "
+        "(a retry with other settings replaces an unfinished one), and --overwrite replaces a "
+        "finished store made with other settings once the new one is complete; --shard I/N "
         "splits the plates over the N jobs of an array. Options override [crop] of the config.",
         _crop_args,
         _crop,

@@ -24,6 +24,12 @@ def _source_args(p: argparse.ArgumentParser, flag: str, what: str) -> None:
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
     _source_args(p, "--embeddings", "folder from `cellclr embed`")
+    p.add_argument(
+        "--platemap",
+        type=Path,
+        help="plate map (CSV/TSV/parquet, ours or JUMP's; see `cellclr crop --help`) joined to "
+        "the wells by plate and well: its treatments replace any the cells carry",
+    )
     p.add_argument("--out", type=Path, required=True, help="profiles folder to create")
     config_args(p, "--embeddings")
     overwrite_arg(p)
@@ -34,11 +40,15 @@ def _profile(args: argparse.Namespace) -> None:
         from cellclr.profiling.profiles import profile
 
         cfg = config_of(args, args.embeddings)
+        if args.platemap:
+            cfg.profile.platemap = str(args.platemap)
         out = profile(args.embeddings, args.out, cfg, overwrite=args.overwrite)
     else:
         from cellclr.profiling.feature_tables import profile_table
 
         cfg = config_of(args)
+        if args.platemap:
+            cfg.profile.platemap = str(args.platemap)
         out = profile_table(args.features, args.out, cfg, moa=args.moa, overwrite=args.overwrite)
     print(f"profiles: {out}")
 
@@ -115,7 +125,8 @@ VERBS = (
         "profile",
         "aggregate cells into well and treatment profiles",
         "Well profile = mean of its cells; treatment profile = median of its wells (after "
-        "profile.postprocess: none, dmso or tvn). Writes wells.parquet and treatments.parquet. "
+        "profile.postprocess: none, dmso or tvn), where the wells name treatments (their own, "
+        "or a plate map's: --platemap). Writes wells.parquet and treatments.parquet. "
         "Input: an `embed` folder, or a per-cell or per-well feature table of another tool "
         "(CellProfiler, pycytominer) with Metadata_ columns.",
         _profile_args,
@@ -123,12 +134,16 @@ VERBS = (
     ),
     Verb(
         "evaluate",
-        "NSC, NSCB, drop (with intervals, k-NN, mAP) of profiles",
-        "MoA evaluation as in Ljosa et al. 2013 (see the README), for every post-processing "
-        "variant of evaluate.variants (none, dmso, tvn), with bootstrap intervals, k-NN "
-        "voting, per-MoA accuracy and mAP. Writes metrics.json, results.parquet, nsc.parquet "
-        "and nscb.parquet. Input: a `profile` folder, or a per-cell or per-well feature table "
-        "of another tool.",
+        "phenotypic activity, consistency and NSC/NSCB of profiles, as far as they are annotated",
+        "Every measure the annotations allow, for every post-processing variant of "
+        "evaluate.variants (none, dmso, tvn): phenotypic activity (each treatment's replicate "
+        "wells retrieved against the control wells: mAP, p- and q-values, fraction retrieved) "
+        "where treatments and controls are known; consistency by the annotation columns of "
+        "evaluate.consistency_by; and where MoAs are known, NSC, NSCB and drop as in Ljosa et "
+        "al. 2013 with bootstrap intervals, k-NN voting, per-MoA accuracy and MoA mAP. What "
+        "cannot be computed is skipped with its reason. Writes metrics.json, results.parquet "
+        "and activity/consistency/nsc/nscb.parquet. Input: a `profile` folder, or a per-cell "
+        "or per-well feature table of another tool.",
         _evaluate_args,
         _evaluate,
     ),

@@ -350,34 +350,50 @@ def _claim(folder: Path, fp: str) -> Path:
 def _work_folder(
     out: Path, fp: str, overwrite: bool, inputs: list[str], sharded: bool = False
 ) -> Path:
-    """Where this run crops: ``out`` itself when it is new, empty, or holds plates cropped the
-    same way (they are kept, missing ones are added); else, with ``overwrite``, the staging
-    folder ``out.partial`` (continued if it holds plates cropped the same way), which replaces
-    ``out`` once complete. Nothing else is deleted, and never an input. A ``sharded`` run (one
-    of several jobs) only ever adds to ``out``."""
+    """Where this run crops. ``out`` itself when it holds plates cropped the same way (they are
+    kept, missing ones are added); else the staging folder ``out.partial``, which becomes
+    ``out`` once the store is complete: so a run that fails leaves ``out`` as it was and only
+    ``out.partial`` behind, which a retry with the same settings continues and a retry with
+    other settings replaces (no ``--overwrite`` needed for what never completed). An existing
+    ``out`` made otherwise is replaced only with ``overwrite`` (never a folder cellclr did not
+    make, never an input). A ``sharded`` run (one of several jobs) claims and fills ``out``
+    itself, and only ever adds to it."""
     check_apart(out, inputs)
-    if _unclaimed(out) or _fingerprint_in(out) == fp:
-        return _claim(out, fp)
-    ours = (out / CROP_MANIFEST).is_file()
+    same = _fingerprint_in(out) == fp
     if sharded:
+        if _unclaimed(out) or same:
+            return _claim(out, fp)
         what = "exists and is not a crop store"
-        if ours:
+        if (out / CROP_MANIFEST).is_file():
             what = "holds crops made from another image table or crop settings"
         raise OutputExistsError(
             f"{out} {what}: --shard adds plates to a store made the same way, never replaces "
             f"one; delete {out} first, or replace it with a run without --shard (--overwrite)"
         )
-    if ours and not overwrite:
+    if same:
+        return _claim(out, fp)
+    if (out / CROP_MANIFEST).is_file() and not _holds_crops(out):
+        pass  # claimed by a run that cropped nothing (an older cellclr): nothing to keep
+    elif (out / CROP_MANIFEST).is_file() and not overwrite:
         raise OutputExistsError(
             f"{out} holds crops made from another image table or crop settings (or by an older "
             "cellclr): pass --overwrite to replace them (they are kept until the new store is "
             "complete)"
         )
-    if not ours:
+    elif not _unclaimed(out):
         check_new_output(out, overwrite, inputs)  # a store from import-crops may be replaced
     work = partial_path(out)
     if work.exists() and _fingerprint_in(work) != fp:
         if _fingerprint_in(work) is None and not _unclaimed(work):
             raise OutputError(f"{work} exists and is not an unfinished crop store: remove it")
-        shutil.rmtree(work)  # an unfinished store with other settings
+        tqdm.write(f"crop: replacing {work}, an unfinished crop with other settings")
+        shutil.rmtree(work)
+    elif work.exists():
+        tqdm.write(f"crop: continuing the unfinished crop in {work}")
     return _claim(work, fp)
+
+
+def _holds_crops(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished store or any plate's crops."""
+    plates = folder / "plates"
+    return (folder / "store.json").is_file() or (plates.is_dir() and any(plates.glob("*.npy")))

@@ -19,7 +19,8 @@ JUMP's own layout is read as it is: given a plate-to-map table (``Assay_Plate_Ba
 ``Plate_Map_Name``; ``barcode_platemap.csv``), the maps are read from
 ``platemap/<Plate_Map_Name>.txt`` beside it. Wells match written either way (``A1``, ``A01``).
 Every field must find its well in the map; the map's columns replace the table's of the same
-name (said on the terminal).
+name (said on the terminal). A well listed twice is one well when the rows agree, an error when
+they disagree; a concentration must be a finite number >= 0.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from cellclr.images.table import ImageTableError
-from cellclr.metadata import MISSING, as_numbers, read_table
+from cellclr.metadata import MISSING, TREATMENT, MetadataError, as_concentrations, read_table
 
 PLATE = ("Metadata_Plate", "plate", "Plate", "Assay_Plate_Barcode", "Metadata_Assay_Plate_Barcode")
 WELL = ("Metadata_Well", "well_position", "Metadata_well_position", "Well", "well")
@@ -94,17 +95,41 @@ def read_platemap(path: str | Path) -> pd.DataFrame:
             out[name] = raw[column]
     out = _solvent_controls(out)
     if "Metadata_Concentration" in out:
-        out["Metadata_Concentration"] = as_numbers(out, "Metadata_Concentration", str(path))
-    keys = [c for c in ("Metadata_Plate", _WELL_KEY) if c in out]
-    repeated = out.duplicated(keys)
+        try:
+            out["Metadata_Concentration"] = as_concentrations(
+                out, "Metadata_Concentration", f"plate map {path}"
+            )
+        except MetadataError as e:
+            raise PlateMapError(str(e)) from None
+    return _one_row_per_well(out, path)
+
+
+def _one_row_per_well(layout: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The map with repeated identical rows of a well kept once; a well whose rows disagree is
+    an error naming the well and the column."""
+    keys = [c for c in ("Metadata_Plate", _WELL_KEY) if c in layout]
+    layout = layout.drop_duplicates()
+    repeated = layout.duplicated(keys, keep=False)
     if repeated.any():
-        first = out.loc[repeated, keys].iloc[0].tolist()
-        raise PlateMapError(f"{path}: {int(repeated.sum())} rows repeat a well, e.g. {first}")
-    return out
+        rows = layout[repeated]
+        first = rows.iloc[0]
+        same = rows[(rows[keys] == first[keys]).all(axis=1)]
+        differ = [c for c in layout.columns if c not in keys and same[c].nunique(dropna=False) > 1]
+        where = " ".join(str(first[k]) for k in keys)
+        raise PlateMapError(
+            f"{path}: well {where} is listed {len(same)} times with different "
+            f"{', '.join(differ)} ({int(repeated.sum())} rows of repeated wells disagree): "
+            "give each well one treatment"
+        )
+    return layout.reset_index(drop=True)
 
 
-def join_platemap(table: pd.DataFrame, path: str | Path) -> pd.DataFrame:
-    """``table`` with the treatments of its fields' wells from the plate map at ``path``."""
+def join_platemap(
+    table: pd.DataFrame, path: str | Path, what: str = "fields of the image table"
+) -> pd.DataFrame:
+    """``table`` (fields, cells or wells: ``what`` names them in errors) with the treatments of
+    its wells from the plate map at ``path``. Every well must be in the map, and have the
+    map's compound and concentration where the map has these columns."""
     layout = read_platemap(path)
     keys = [c for c in ("Metadata_Plate", _WELL_KEY) if c in layout]
     fields = table.assign(**{_WELL_KEY: table["Metadata_Well"].astype(str).map(well_key)})
@@ -115,12 +140,21 @@ def join_platemap(table: pd.DataFrame, path: str | Path) -> pd.DataFrame:
         plates = "" if "Metadata_Plate" not in layout else f"plate {first['Metadata_Plate']} "
         raise PlateMapError(
             f"{path}: no row for {plates}well {first['Metadata_Well']} "
-            f"({int((~found).sum())} fields of the image table lack a treatment)"
+            f"({int((~found).sum())} {what} lack a treatment)"
         )
     replaced = [c for c in layout.columns if c in table.columns and c not in keys]
     if replaced:
         tqdm.write(f"plate map {path}: its {', '.join(replaced)} replace the image table's")
     joined = fields.drop(columns=replaced).merge(layout, on=keys, how="left", validate="m:1")
+    for column in [c for c in TREATMENT if c in layout]:
+        empty = joined[column].isna().to_numpy()
+        if empty.any():
+            first = joined.loc[empty].iloc[0]
+            raise PlateMapError(
+                f"{path}: {column} is empty for plate {first['Metadata_Plate']} well "
+                f"{first['Metadata_Well']} ({int(empty.sum())} {what} in wells without one): "
+                "give every imaged well its treatment (a control's solvent, e.g. DMSO at 0)"
+            )
     return joined.drop(columns=[_WELL_KEY])
 
 

@@ -2,10 +2,12 @@
 folder, an image table or a CellProfiler LoadData table) with their treatments (the table's,
 or a plate map's), the channel nuclei are found in, and where nucleus centres come from.
 
-Treatments are optional in the tables (JUMP keeps them in plate maps), but a crop store needs
-``Metadata_Compound`` and ``Metadata_Concentration`` for every cell: they come from the table,
-else from ``crop.platemap`` (``--platemap``); a field without them is an error that says to
-pass ``--platemap``. The store is never written without them.
+Treatments are optional (JUMP keeps them in plate maps, and most screens are profiled before
+anyone knows a mechanism): every cell carries its plate, well and site and whatever
+``Metadata_`` columns the table (or the plate map, ``crop.platemap``) has. Where the table names
+treatments (``Metadata_Compound``, ``Metadata_Concentration``), every field must have one and a
+concentration must be a finite number >= 0; a plate map can also be joined later, by
+``cellclr profile --platemap``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,7 @@ from cellclr.config import CropConfig
 from cellclr.images.locations import SiteKey, read_locations_table
 from cellclr.images.sites import CropError
 from cellclr.images.table import read_image_table
-from cellclr.metadata import MetadataError, require_filled
-
-TREATMENT = ["Metadata_Compound", "Metadata_Concentration"]
+from cellclr.metadata import TREATMENT, MetadataError, as_concentrations, require_filled
 
 
 def load_sites(c: CropConfig) -> tuple[pd.DataFrame, list[str]]:
@@ -52,20 +52,26 @@ def load_sites(c: CropConfig) -> tuple[pd.DataFrame, list[str]]:
 
 
 def check_treatments(table: pd.DataFrame) -> pd.DataFrame:
-    """Refuse fields without a compound and concentration (see the module docstring)."""
-    missing = [column for column in TREATMENT if column not in table]
-    if missing:
-        raise CropError(
-            f"no treatment is known for the fields: the image table lacks {', '.join(missing)}; "
-            "pass --platemap CSV (crop.platemap), a plate map with plate, well, compound and "
-            "concentration columns, to join them by plate and well"
-        )
+    """The fields with their treatment columns checked where there are any (see the module
+    docstring): filled for every field, concentrations finite and >= 0, compounds as text."""
+    present = [column for column in TREATMENT if column in table]
+    if not present:
+        return table
+    source = "the image table (with its plate map)"
     try:
-        require_filled(table, TREATMENT, "the image table (with its plate map)")
+        require_filled(table, present, source)
+        table = table.copy()
+        if "Metadata_Concentration" in table:
+            table["Metadata_Concentration"] = as_concentrations(
+                table, "Metadata_Concentration", source
+            )
     except MetadataError as e:
-        raise CropError(f"{e}: every field needs a treatment (--platemap gives them)") from None
-    table = table.copy()
-    table["Metadata_Compound"] = table["Metadata_Compound"].astype(str)
+        raise CropError(
+            f"{e}: where the fields name treatments, each needs one (a plate map, --platemap, "
+            "gives them by plate and well)"
+        ) from None
+    if "Metadata_Compound" in table:
+        table["Metadata_Compound"] = table["Metadata_Compound"].astype(str)
     return table
 
 

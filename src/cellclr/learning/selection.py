@@ -12,15 +12,19 @@ from cellclr.learning.encode import encode
 from cellclr.retrieval import replicate_map
 from cellclr.store import CropStore
 
-WELL = ["Metadata_Plate", "Metadata_Well", "Metadata_Compound", "Metadata_Concentration"]
+WELL = ["Metadata_Plate", "Metadata_Well"]
 
 
 def replicate_map_of(encoder: nn.Module, store: CropStore, cfg: Config) -> float | None:
     """Embed every cell (eval mode), average per well, and score replicate retrieval (no
-    post-processing); None without copairs."""
+    post-processing); None when the store's cells name no treatments (``profile.treatment``)
+    or copairs is missing."""
     try:
         import copairs  # noqa: F401
     except ImportError:
+        return None
+    treatment = cfg.profile.treatment
+    if not set(treatment) <= set(store.cells.columns):
         return None
     was_training = encoder.training
     encoder.eval()
@@ -31,8 +35,10 @@ def replicate_map_of(encoder: nn.Module, store: CropStore, cfg: Config) -> float
     blocks = encode(encoder, store, norm, batches, device, cfg.augment.size, cfg.embed.tta)
     features = np.concatenate(list(blocks))
     encoder.train(was_training)
-    cells = store.cells[WELL].reset_index(drop=True)
+    keys = list(dict.fromkeys([*WELL, *treatment, "Metadata_Compound"]))
+    cells = store.cells[[k for k in keys if k in store.cells]].reset_index(drop=True)
     table = pd.concat([cells, pd.DataFrame(features).add_prefix("f")], axis=1)
-    wells = table.groupby(WELL, sort=True).mean().reset_index()
-    score = replicate_map(wells, cfg.evaluate.control, cfg.evaluate.seed)["map"]
+    wells = table.groupby(list(cells.columns), sort=True).mean().reset_index()
+    e = cfg.evaluate
+    score = replicate_map(wells, e.control, e.seed, treatment=treatment)["map"]
     return None if np.isnan(score) else round(float(score), 4)

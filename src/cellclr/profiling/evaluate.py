@@ -1,28 +1,29 @@
-"""``cellclr evaluate``: NSC, NSCB and drop, as ``shared/docs/moa-evaluation.md`` defines them,
-for every post-processing variant of the well profiles, with bootstrap intervals, k-NN voting,
-per-MoA accuracy and (with copairs) mAP.
+"""``cellclr evaluate``: every measure the annotations of the profiles allow, for every
+post-processing variant of the well profiles.
 
-NSC: each annotated treatment's nearest neighbour (cosine distance) among the treatments of
-other compounds; correct when the MoAs agree. NSCB: the same, the neighbour also needing a
-different batch label (the comma-joined set of the treatment's weeks), after dropping the MoAs
-whose treatments all lie in one batch. Comparing label strings, as the reference code does, lets
-a multi-week treatment match one from one of its weeks.
+- Always: the counts (``levels``: cells, wells, plates, treatments, control wells).
+- Where treatments and control wells are known: **phenotypic activity** (``retrieval``: each
+  treatment's replicate wells retrieved against the controls, mAP, p- and q-values, the
+  fraction retrieved).
+- For each annotation column of ``evaluate.consistency_by``: **phenotypic consistency**.
+- Where MoAs are known: **NSC, NSCB, drop** and MoA mAP (``nsc``).
+
+What cannot be computed is skipped, with its reason, in ``metrics.json`` (``skipped``) and in
+the summary; only input that cannot be read is an error.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from cellclr.config import Config, EvaluateConfig, save_config
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
-from cellclr.metadata import feature_columns, unit_rows
+from cellclr.metadata import TREATMENT
 from cellclr.outputs import (
     check_new_output,
     read_manifest,
@@ -31,190 +32,130 @@ from cellclr.outputs import (
     write_manifest,
     write_parquet,
 )
-from cellclr.profiling.metrics import (
-    bootstrap_interval,
-    copairs_available,
-    knn_predictions,
-    mean_average_precision,
-    per_moa,
+from cellclr.profiling.nsc import EvaluationError, evaluate_treatments
+from cellclr.profiling.postprocess import PostprocessError, clean_features, log_dropped, postprocess
+from cellclr.profiling.profiles import (
+    WELLS,
+    has_treatments,
+    no_treatments,
+    profile_treatment,
+    read_profiles,
+    treatment_profiles,
 )
-from cellclr.profiling.postprocess import (
-    POSTPROCESSING,
-    PostprocessError,
-    clean_features,
-    log_dropped,
-    postprocess,
-)
-from cellclr.profiling.profiles import WELLS, read_profiles, treatment_profiles
-from cellclr.retrieval import replicate_map
+from cellclr.profiling.results import Evaluation, results_table, summary_lines, variants
+from cellclr.retrieval import COMPOUND, NotScored, activity, consistency
 
-REQUIRED = ["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA", "Metadata_Batch"]
-
-
-class EvaluationError(CellclrError, ValueError):
-    """Profiles that cannot be evaluated."""
-
-
-@dataclass
-class Task:
-    """One neighbour task (NSC or NSCB): the query treatments, their features, and which
-    treatment may be whose neighbour."""
-
-    table: pd.DataFrame
-    x: np.ndarray
-    allowed: np.ndarray
-
-    def distances(self) -> np.ndarray:
-        unit = unit_rows(self.x)
-        return 1.0 - unit @ unit.T
+__all__ = [
+    "Evaluation",
+    "EvaluationError",
+    "combine",
+    "evaluate",
+    "evaluate_treatments",
+    "evaluate_wells",
+    "results_table",
+    "summary_lines",
+    "variants",
+]
+MEASURES = ("treatments", "activity", "consistency", "nsc")
+TABLES = ("nsc", "nscb", "activity", "consistency")
 
 
-@dataclass
-class Evaluation:
-    metrics: dict
-    nsc: pd.DataFrame
-    nscb: pd.DataFrame
-
-
-def single_batch_moas(treatments: pd.DataFrame) -> list[str]:
-    """MoAs whose treatments all come from one batch: no NSCB neighbour can share their MoA."""
-    batches = treatments["Metadata_Batch"].astype(str).str.split(",")
-    per = batches.groupby(treatments["Metadata_MoA"]).agg(lambda s: set().union(*s))
-    return sorted(m for m, weeks in per.items() if len(weeks) == 1)
-
-
-def nearest_neighbours(distance: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the index of the nearest allowed row (-1 if none) and its distance. Ties go to
-    the lower index."""
-    dist = np.where(allowed, distance, np.inf)
-    if dist.size == 0:  # no query, or no candidate at all (one batch only, for NSCB)
-        return np.full(len(dist), -1), np.full(len(dist), np.nan)
-    idx = np.argmin(dist, axis=1)
-    best = dist[np.arange(len(dist)), idx]
-    idx = np.where(np.isfinite(best), idx, -1)
-    return idx, np.where(idx >= 0, best, np.nan)
-
-
-def _neighbour_table(task: Task, distance: np.ndarray) -> pd.DataFrame:
-    t = task.table
-    idx, dist = nearest_neighbours(distance, task.allowed)
-    table = t[REQUIRED].reset_index(drop=True).copy()
-    found = idx >= 0
-    for column in REQUIRED:
-        values = t[column].to_numpy()[np.maximum(idx, 0)]
-        table[column.replace("Metadata_", "Neighbor_")] = np.where(found, values, None)
-    table["Distance"] = dist
-    moa = table["Metadata_MoA"].to_numpy()
-    table["Correct"] = found & (table["Neighbor_MoA"].to_numpy() == moa)
-    return table
-
-
-def _score(correct: np.ndarray) -> dict:
-    n = len(correct)
-    hits = int(np.sum(correct))
-    return {"correct": hits, "total": n, "accuracy": hits / n if n else float("nan")}
-
-
-def _tasks(treatments: pd.DataFrame, control: str, source: str) -> tuple[Task, Task, dict]:
-    missing = [c for c in REQUIRED if c not in treatments]
-    if missing:
-        raise EvaluationError(f"{source}: lacks columns {missing}")
-    features = feature_columns(treatments)
-    if not features:
-        raise EvaluationError(f"{source}: no feature columns")
-    x_all = treatments[features].to_numpy(np.float64)
-    if not np.isfinite(x_all).all():
-        raise EvaluationError(f"{source}: NaN or infinite feature values")
-    is_control = treatments["Metadata_Compound"].astype(str) == control
-    unannotated = treatments["Metadata_MoA"].isna() & ~is_control
-    keep = (~is_control & ~unannotated).to_numpy()
-    t = treatments[keep].reset_index(drop=True)
-    if t["Metadata_Compound"].nunique() < 2:
-        raise EvaluationError(
-            f"{source}: NSC needs annotated treatments of at least two compounds, found "
-            f"{t['Metadata_Compound'].nunique()} in {len(t)} treatments (left out: "
-            f"{int(is_control.sum())} {control} control and {int(unannotated.sum())} "
-            "unannotated treatments)"
-        )
-    x = x_all[keep]
-    compound = t["Metadata_Compound"].astype(str).to_numpy()
-    other_compound = compound[:, None] != compound[None, :]
-    dropped = single_batch_moas(t)
-    kept = ~t["Metadata_MoA"].isin(dropped).to_numpy()
-    label = t["Metadata_Batch"].astype(str).to_numpy()[kept]
-    nscb_allowed = other_compound[np.ix_(kept, kept)] & (label[:, None] != label[None, :])
-    info = {
-        "nscb_dropped_moas": dropped,
-        **(
-            {"nscb_note": "every MoA lies in a single batch: NSCB has no query"}
-            if not kept.any()
-            else {}
-        ),
-        "n_treatments": len(t),
-        "n_compounds": int(t["Metadata_Compound"].nunique()),
-        "n_moas": int(t["Metadata_MoA"].nunique()),
-        "excluded": {"control": int(is_control.sum()), "unannotated": int(unannotated.sum())},
+def levels(wells: pd.DataFrame, control: str, treatment: list[str]) -> dict:
+    """How much there is to evaluate: cells, wells, plates, treatments and control wells."""
+    known = has_treatments(wells, treatment)
+    is_control = wells[COMPOUND].astype(str) == control if COMPOUND in wells else None
+    return {
+        "cells": int(wells["Metadata_Cells"].sum()) if "Metadata_Cells" in wells else None,
+        "wells": len(wells),
+        "plates": int(wells["Metadata_Plate"].nunique()),
+        "treatments": int(wells.groupby(treatment).ngroups) if known else None,
+        "controls": None if is_control is None else int(is_control.sum()),
     }
-    nsc = Task(t, x, other_compound)
-    nscb = Task(t[kept].reset_index(drop=True), x[kept], nscb_allowed)
-    return nsc, nscb, info
 
 
-def _task_metrics(
-    task: Task, table: pd.DataFrame, distance: np.ndarray, e: EvaluateConfig, batch: bool
-) -> dict:
-    correct = table["Correct"].to_numpy()
-    out = _score(correct)
-    out["ci95"] = list(bootstrap_interval(correct, e.bootstrap, e.seed))
-    moa = task.table["Metadata_MoA"].to_numpy()
-    out["knn"] = {
-        str(k): _score(knn_predictions(distance, task.allowed, moa, k) == moa) for k in e.knn
-    }
-    out["per_moa"] = per_moa(table)
-    out["without_neighbour"] = int(table["Neighbor_MoA"].isna().sum())
-    if e.map and copairs_available():
-        out["map"] = mean_average_precision(task.table, task.x, batch=batch)
-    return out
-
-
-def evaluate_treatments(
-    treatments: pd.DataFrame,
-    control: str = "DMSO",
-    e: EvaluateConfig | None = None,
-    source: str = "treatment profiles",
+def evaluate_variant(
+    wells: pd.DataFrame, e: EvaluateConfig, treatment: list[str], source: str
 ) -> Evaluation:
-    """NSC, NSCB and drop of treatment profiles (one row per compound and concentration), with
-    the extras of ``e`` (intervals, k-NN, per-MoA, mAP; none when ``e`` is None). ``source``
-    names the input in errors."""
-    e = e or EvaluateConfig(control=control, bootstrap=0, knn=[], map=False)
-    nsc_task, nscb_task, info = _tasks(treatments, control, source)
-    results = {}
-    for name, task in (("nsc", nsc_task), ("nscb", nscb_task)):
-        distance = task.distances()
-        table = _neighbour_table(task, distance)
-        results[name] = (table, _task_metrics(task, table, distance, e, batch=name == "nscb"))
-    (nsc, m_nsc), (nscb, m_nscb) = results["nsc"], results["nscb"]
-    metrics = {
-        "nsc": m_nsc,
-        "nscb": m_nscb,
-        "drop_pct": round(100 * (m_nsc["accuracy"] - m_nscb["accuracy"]), 3),
-        **info,
-        "distance": "cosine",
-        "batch_rule": "NSCB compares batch labels (comma-joined sorted weeks) as strings, "
-        "as the reference code does",
-    }
-    if e.map and not copairs_available():
-        metrics["map_note"] = "mAP needs copairs: pip install 'cellclr[eval]'"
-    return Evaluation(metrics, nsc, nscb)
+    """Every measure the wells' annotations allow (see the module docstring), on one
+    post-processing variant of the well profiles."""
+    skipped: dict[str, str] = {}
+    metrics: dict = {"skipped": skipped}
+    if not has_treatments(wells, treatment):
+        why = no_treatments(wells, treatment, "the wells")
+        skipped.update({m: why for m in MEASURES})
+        return Evaluation(metrics)
+    treatments = treatment_profiles(wells, treatment)
+    result = Evaluation(metrics)
+    try:
+        nsc = evaluate_treatments(treatments, e.control, e, source)
+        metrics.update(nsc.metrics)
+        result.nsc, result.nscb = nsc.nsc, nsc.nscb
+    except EvaluationError as error:
+        skipped["nsc"] = str(error).removeprefix(f"{source}: ")
+    try:
+        scores = activity(
+            wells,
+            e.control,
+            treatment=treatment,
+            replicates=e.replicates,
+            null_size=e.null_size,
+            fdr=e.fdr,
+            seed=e.seed,
+        )
+        metrics["activity"], result.activity = scores.summary, scores.table
+    except NotScored as error:
+        skipped["activity"] = str(error)
+    _consistency(result, treatments, e, treatment)
+    return result
+
+
+def _consistency(
+    result: Evaluation, treatments: pd.DataFrame, e: EvaluateConfig, treatment: list[str]
+) -> None:
+    """Phenotypic consistency by each column of ``e.consistency_by``, on the treatments other
+    than the control (only the active ones, ``e.consistency_active``, when activity was
+    scored), into ``result``."""
+    if not e.consistency_by:
+        return
+    rows = treatments
+    if COMPOUND in rows:
+        rows = rows[rows[COMPOUND].astype(str) != e.control]
+    note = "all treatments but the control"
+    if e.consistency_active and result.activity is not None:
+        active = result.activity.loc[result.activity["retrieved"], treatment]
+        rows = rows.merge(active, on=treatment)
+        note = f"the phenotypically active treatments (activity q < {e.fdr:g})"
+    tables, summaries = [], {}
+    for column in e.consistency_by:
+        try:
+            scores = consistency(rows, column, null_size=e.null_size, fdr=e.fdr, seed=e.seed)
+        except NotScored as error:
+            result.metrics["skipped"][f"consistency:{column}"] = f"{error} (among {note})"
+            continue
+        summaries[column] = {**scores.summary, "among": note}
+        tables.append(scores.table)
+    if summaries:
+        result.metrics["consistency"] = summaries
+        result.consistency = pd.concat(tables, ignore_index=True)
 
 
 def evaluate_wells(
-    wells: pd.DataFrame, e: EvaluateConfig, source: str = "well profiles"
+    wells: pd.DataFrame,
+    e: EvaluateConfig,
+    source: str = "well profiles",
+    treatment: list[str] = TREATMENT,
 ) -> dict[str, Evaluation | str]:
-    """Every post-processing variant of ``e.variants``: well profiles -> variant -> treatment
-    profiles -> evaluation. Constant or NaN feature columns are dropped first (and reported).
-    The first variant must succeed; another that cannot be computed (no control wells in a
-    batch, say) gives the reason instead, which is logged and kept in ``metrics.json``."""
+    """Every post-processing variant of ``e.variants``: well profiles -> variant -> every
+    measure the annotations allow. Constant or NaN feature columns are dropped first (and
+    reported). The first variant must succeed; another that cannot be computed (no control
+    wells in a batch, say) gives the reason instead, which is logged and kept in
+    ``metrics.json``."""
+    counts = levels(wells, e.control, treatment)
+    if len(wells) < 2:
+        why = f"{source} holds one well: there is nothing to compare it with"
+        return {
+            e.variants[0]: Evaluation({"levels": counts, "skipped": dict.fromkeys(MEASURES, why)})
+        }
     wells, dropped = clean_features(wells, source=source)
     log_dropped("evaluate", dropped)
     results: dict[str, Evaluation | str] = {}
@@ -229,10 +170,8 @@ def evaluate_wells(
             continue
         for note in notes:
             tqdm.write(f"evaluate ({variant}): {note}")
-        result = evaluate_treatments(treatment_profiles(processed), e.control, e, source)
-        result.metrics.update(notes=notes, dropped_features=dropped)
-        if e.map and copairs_available():
-            result.metrics["replicate"] = replicate_map(processed, e.control, e.seed)
+        result = evaluate_variant(processed, e, treatment, source)
+        result.metrics.update(notes=notes, dropped_features=dropped, levels=counts)
         results[variant] = result
     return results
 
@@ -240,55 +179,31 @@ def evaluate_wells(
 def combine(results: dict[str, Evaluation | str]) -> Evaluation:
     """One Evaluation for all variants: the first variant's scores at the top level (the
     headline), every variant under ``variants`` (skipped ones under ``skipped_variants``),
-    the neighbour tables with a Variant column."""
+    the tables with a Variant column."""
     done = {v: r for v, r in results.items() if isinstance(r, Evaluation)}
     first = next(iter(done))
     metrics = {**done[first].metrics, "variant": first}
-    keys = ("nsc", "nscb", "drop_pct", "notes", "replicate")
+    keys = ("nsc", "nscb", "drop_pct", "notes", "activity", "consistency", "skipped")
     metrics["variants"] = {
         v: {k: r.metrics[k] for k in keys if k in r.metrics} for v, r in done.items()
     }
     metrics["skipped_variants"] = {v: r for v, r in results.items() if isinstance(r, str)}
-    tables = {
-        name: pd.concat(
-            [getattr(r, name).assign(Variant=v) for v, r in done.items()], ignore_index=True
-        )
-        for name in ("nsc", "nscb")
-    }
-    return Evaluation(metrics, tables["nsc"], tables["nscb"])
-
-
-def variants(metrics: dict) -> dict[str, dict]:
-    """The scores of each post-processing variant, the headline first, then in the order of
-    ``POSTPROCESSING`` (``metrics.json`` stores them with sorted keys)."""
-    headline = metrics.get("variant", "none")
-    found = metrics.get("variants") or {headline: metrics}
-    order = sorted(found, key=lambda v: (v != headline, POSTPROCESSING.index(v)))
-    return {v: found[v] for v in order}
-
-
-def results_table(metrics: dict, representation: str = "cellclr") -> pd.DataFrame:
-    """One row per variant: counts, percentages, intervals, drop, mAP, k-NN accuracy, and the
-    label-free replicate mAP (with the fraction of treatments retrieved)."""
-    rows = []
-    for variant, m in variants(metrics).items():
-        row = {"representation": representation, "variant": variant}
-        for task in ("nsc", "nscb"):
-            s = m[task]
-            row[f"{task}_correct"], row[f"{task}_total"] = s["correct"], s["total"]
-            row[f"{task}_pct"] = 100 * _number(s["accuracy"])
-            low, high = s.get("ci95") or [None, None]
-            row[f"{task}_ci_low"], row[f"{task}_ci_high"] = 100 * _number(low), 100 * _number(high)
-            row[f"{task}_map"] = _number(s.get("map"))
-            for k, knn in s.get("knn", {}).items():
-                row[f"{task}_knn{k}_pct"] = 100 * _number(knn["accuracy"])
-        row["drop_pct"] = _number(m["drop_pct"])
-        replicate = m.get("replicate") or {}
-        row["supervision"] = (metrics.get("training") or {}).get("supervision", "none")
-        row["replicate_map"] = _number(replicate.get("map"))
-        row["replicate_retrieved"] = _number(replicate.get("retrieved"))
-        rows.append(row)
-    return pd.DataFrame(rows)
+    tables: dict[str, pd.DataFrame | None] = {}
+    for name in TABLES:
+        parts = [
+            getattr(r, name).assign(Variant=v)
+            for v, r in done.items()
+            if getattr(r, name) is not None and len(getattr(r, name))
+        ]
+        tables[name] = pd.concat(parts, ignore_index=True) if parts else None
+    empty = pd.DataFrame()
+    return Evaluation(
+        metrics,
+        nsc=empty if tables["nsc"] is None else tables["nsc"],
+        nscb=empty if tables["nscb"] is None else tables["nscb"],
+        activity=tables["activity"],
+        consistency=tables["consistency"],
+    )
 
 
 def evaluate_fingerprint(profiles_dir: Path, cfg: Config) -> str:
@@ -304,10 +219,17 @@ def write_evaluation(
     overwrite: bool,
     **source: str,
 ) -> None:
+    """``metrics.json`` and ``results.parquet`` always; ``nsc.parquet``/``nscb.parquet``,
+    ``activity.parquet`` and ``consistency.parquet`` where they were computed."""
     with staged_dir(out, overwrite=overwrite) as work:
         write_json(result.metrics, work / "metrics.json")
-        write_parquet(result.nsc, work / "nsc.parquet")
-        write_parquet(result.nscb, work / "nscb.parquet")
+        if "nsc" in result.metrics:
+            write_parquet(result.nsc, work / "nsc.parquet")
+            write_parquet(result.nscb, work / "nscb.parquet")
+        for name in ("activity", "consistency"):
+            table = getattr(result, name)
+            if table is not None:
+                write_parquet(table, work / f"{name}.parquet")
         write_parquet(results_table(result.metrics), work / "results.parquet")
         save_config(cfg, work / "config.toml")
         write_manifest(work, "evaluate", fp, seconds=round(seconds, 1), **source)
@@ -316,14 +238,17 @@ def write_evaluation(
 def evaluate(
     profiles_dir: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
 ) -> Evaluation:
-    """Evaluate the well profiles of a ``profile`` output (every variant); write
-    ``metrics.json``, ``results.parquet``, ``nsc.parquet`` and ``nscb.parquet``."""
+    """Evaluate the well profiles of a ``profile`` output (every variant, every measure its
+    annotations allow); write ``metrics.json``, ``results.parquet`` and the tables of the
+    measures computed."""
     t_start = time.perf_counter()
     check_new_output(out, overwrite, [profiles_dir])
     profiles_dir = Path(profiles_dir)
     fp = evaluate_fingerprint(profiles_dir, cfg)
     wells = read_profiles(profiles_dir, "wells")
-    result = combine(evaluate_wells(wells, cfg.evaluate, str(profiles_dir / WELLS)))
+    treatment = profile_treatment(profiles_dir, cfg.profile.treatment)
+    results = evaluate_wells(wells, cfg.evaluate, str(profiles_dir / WELLS), treatment)
+    result = combine(results)
     training = training_of(profiles_dir)
     if training:
         result.metrics["training"] = training
@@ -352,29 +277,3 @@ def training_of(profiles_dir: Path) -> dict | None:
     if not manifest or "supervision" not in manifest:
         return None
     return {"method": manifest.get("method"), "supervision": manifest["supervision"]}
-
-
-def _number(value: float | None) -> float:
-    """A score from metrics.json, where NaN is stored as null."""
-    return float("nan") if value is None else float(value)
-
-
-def _pct(s: dict) -> str:
-    text = f"{s['correct']}/{s['total']} ({100 * _number(s['accuracy']):.1f}%"
-    if s.get("ci95") and not np.isnan(_number(s["ci95"][0])):
-        text += f", 95% CI {100 * s['ci95'][0]:.0f}-{100 * s['ci95'][1]:.0f}"
-    return text + ")"
-
-
-def summary_line(metrics: dict) -> str:
-    drop = _number(metrics["drop_pct"])
-    return f"NSC {_pct(metrics['nsc'])}  NSCB {_pct(metrics['nscb'])}  drop {drop:.1f} pts"
-
-
-def summary_lines(metrics: dict) -> list[str]:
-    """One line per variant (the headline variant first)."""
-    lines = [f"{v:5s} {summary_line(m)}" for v, m in variants(metrics).items()]
-    lines += [
-        f"{v:5s} not computed: {why}" for v, why in metrics.get("skipped_variants", {}).items()
-    ]
-    return lines

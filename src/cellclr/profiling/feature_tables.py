@@ -4,7 +4,6 @@ like our own embeddings."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -12,8 +11,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from cellclr.config import Config
-from cellclr.fingerprint import fingerprint
-from cellclr.metadata import batch_from_plate, feature_columns, moa_of, read_moa, read_table
+from cellclr.fingerprint import file_digest, fingerprint
+from cellclr.metadata import (
+    TREATMENT,
+    batch_from_plate,
+    feature_columns,
+    moa_of,
+    read_moa,
+    read_table,
+)
 from cellclr.outputs import check_new_output
 from cellclr.profiling.evaluate import (
     Evaluation,
@@ -36,14 +42,16 @@ BOOKKEEPING = re.compile(
 )
 
 
-def read_feature_table(path: str | Path, moa: str | Path | None = None) -> pd.DataFrame:
+def read_feature_table(
+    path: str | Path, moa: str | Path | None = None, treatment: list[str] = TREATMENT
+) -> pd.DataFrame:
     """Well profiles from a per-cell or per-well feature table of another tool (CellProfiler,
     pycytominer): ``Metadata_*`` columns plus numeric features. Per-cell tables (a well on
     several rows) are averaged per well. CellProfiler's bookkeeping columns (ImageNumber,
     ObjectNumber, ``*Location_*``) are not features and are dropped. ``moa``: a CSV of
     compound, concentration, moa to join when the table has no ``Metadata_MoA``."""
     path = Path(path)
-    table = check_metadata(read_table(path, "feature table"), str(path))
+    table = check_metadata(read_table(path, "feature table"), str(path), treatment=treatment)
     bookkeeping = [c for c in feature_columns(table) if BOOKKEEPING.search(c)]
     table = table.drop(columns=bookkeeping).copy()  # one block: cheap columns to add
     text = [c for c in feature_columns(table) if not pd.api.types.is_numeric_dtype(table[c])]
@@ -58,10 +66,8 @@ def read_feature_table(path: str | Path, moa: str | Path | None = None) -> pd.Da
         if "Metadata_MoA" in table:
             tqdm.write(f"{path}: its Metadata_MoA column is replaced by the MoAs of {moa}")
         table["Metadata_MoA"] = moa_of(read_moa(Path(moa)), table)
-    if "Metadata_MoA" not in table:
-        table["Metadata_MoA"] = None
     if table.duplicated(WELL_KEYS).any():
-        return well_profiles(table, str(path))
+        return well_profiles(table, str(path), treatment)
     check_features(table, str(path), allow_nan=True)
     return table
 
@@ -71,7 +77,7 @@ def file_fingerprint(
 ) -> str:
     """A stage's fingerprint when its inputs are files of another tool: their contents (and the
     control and TVN lambda that post-processing uses)."""
-    digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for p in paths if p]
+    digests = [file_digest(p) for p in paths if p]
     inputs = [*digests, cfg.evaluate.control, str(cfg.evaluate.tvn_lambda)]
     return fingerprint(stage, inputs, cfg, sections)
 
@@ -87,8 +93,9 @@ def profile_table(
     """``profile`` for a feature table of another tool: ``wells.parquet`` and
     ``treatments.parquet`` in ``out``."""
     check_new_output(out, overwrite, [features, moa])
-    wells = read_feature_table(features, moa)
-    fp = file_fingerprint("profile", [Path(features), moa and Path(moa)], cfg, ("profile",))
+    wells = read_feature_table(features, moa, cfg.profile.treatment)
+    inputs = [Path(features), moa and Path(moa), cfg.profile.platemap]
+    fp = file_fingerprint("profile", inputs, cfg, ("profile",))
     write_profiles(wells, Path(out), cfg, fp, 0.0, overwrite, features=str(features))
     return Path(out)
 
@@ -104,8 +111,9 @@ def evaluate_table(
     """``evaluate`` for a feature table of another tool: every post-processing variant of its
     well profiles, written to ``out`` as ``evaluate`` writes them."""
     check_new_output(out, overwrite, [features, moa])
-    wells = read_feature_table(features, moa)
-    result = combine(evaluate_wells(wells, cfg.evaluate, str(features)))
+    treatment = cfg.profile.treatment
+    wells = read_feature_table(features, moa, treatment)
+    result = combine(evaluate_wells(wells, cfg.evaluate, str(features), treatment))
     fp = file_fingerprint("evaluate", [Path(features), moa and Path(moa)], cfg, ("evaluate",))
     write_evaluation(result, Path(out), cfg, fp, 0.0, overwrite, features=str(features))
     return result

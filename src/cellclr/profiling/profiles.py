@@ -1,7 +1,9 @@
 """``cellclr profile``: cell features -> well profiles (mean) -> treatment profiles (median).
 
 Functions on DataFrames in pycytominer's convention: ``Metadata_*`` columns describe, every
-other column is a feature.
+other column is a feature. Wells are always profiled; treatments where the columns that name
+them (``profile.treatment``: compound and concentration by default) are known, from the cells
+or from a plate map joined to the wells (``profile.platemap``, ``--platemap``).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from tqdm import tqdm
 from cellclr.config import Config, save_config
 from cellclr.embeddings import EMBEDDINGS, iter_embeddings
 from cellclr.errors import CellclrError
-from cellclr.fingerprint import fingerprint
+from cellclr.fingerprint import file_digest, fingerprint
 from cellclr.metadata import (
-    as_numbers,
+    TREATMENT,
+    as_concentrations,
     feature_columns,
     metadata_columns,
     read_output_table,
@@ -37,7 +40,7 @@ from cellclr.profiling.postprocess import clean_features, log_dropped, postproce
 from cellclr.profiling.streaming import GroupSums, RowProblems
 
 WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
-TREATMENT_KEYS = ["Metadata_Compound", "Metadata_Concentration"]
+TREATMENT_KEYS = TREATMENT  # the default of profile.treatment
 WELL_CONSTANT = ["Metadata_Compound", "Metadata_Concentration", "Metadata_Batch", "Metadata_MoA"]
 WELLS, TREATMENTS = "wells.parquet", "treatments.parquet"
 
@@ -66,39 +69,62 @@ def check_features(df: pd.DataFrame, source: str, *, allow_nan: bool = False) ->
     return features
 
 
-def check_metadata(table: pd.DataFrame, source: str, level: str = "wells") -> pd.DataFrame:
+def check_metadata(
+    table: pd.DataFrame,
+    source: str,
+    level: str = "wells",
+    treatment: list[str] = TREATMENT_KEYS,
+) -> pd.DataFrame:
     """The table (of ``level`` "wells" or "treatments", or cells, which are keyed as wells)
-    with its keys and ``Metadata_Batch`` (when present) filled, names as text and
-    concentrations as numbers, and its treatment metadata constant within wells and its MoA
-    within treatments."""
+    with its keys, its ``treatment`` columns (where present) and ``Metadata_Batch`` (when
+    present) filled, names as text and concentrations as numbers (finite, >= 0), its
+    treatment metadata constant within wells and its MoA within treatments."""
     if table.empty:
         raise ProfileError(f"{source}: holds no rows")
-    keys = _required(table, level)
+    keys = _required(table, level, treatment)
     require_filled(table, keys, source)
     table = _named(table, keys, source)
     if level == "wells":
-        constant = [c for c in WELL_CONSTANT if c in table]
+        constant = [c for c in dict.fromkeys([*WELL_CONSTANT, *treatment]) if c in table]
         _constant_within(table, WELL_KEYS, constant, "wells", source)
-    moa = [c for c in ["Metadata_MoA"] if c in table]
-    _constant_within(table, TREATMENT_KEYS, moa, "treatments", source)
+    if has_treatments(table, treatment):
+        moa = [c for c in ["Metadata_MoA"] if c in table]
+        _constant_within(table, treatment, moa, "treatments", source)
     return table
 
 
-def _required(table: pd.DataFrame, level: str) -> list[str]:
-    """The metadata columns that must be filled: the keys (of wells and treatments, or of
-    treatments) and ``Metadata_Batch`` when present."""
-    own = WELL_KEYS if level == "wells" else []
-    return [*own, *TREATMENT_KEYS, *(c for c in ["Metadata_Batch"] if c in table)]
+def has_treatments(table: pd.DataFrame, treatment: list[str] = TREATMENT_KEYS) -> bool:
+    """Whether every column that names a treatment is in ``table``."""
+    return all(c in table for c in treatment)
+
+
+def no_treatments(table: pd.DataFrame, treatment: list[str], source: str) -> str:
+    """Why ``table`` has no treatment profiles (``has_treatments`` is False)."""
+    missing = [c for c in treatment if c not in table]
+    return (
+        f"{source} has no {', '.join(missing)} (the treatment columns, profile.treatment): "
+        "join a plate map (cellclr profile --platemap) to profile treatments"
+    )
+
+
+def _required(table: pd.DataFrame, level: str, treatment: list[str]) -> list[str]:
+    """The metadata columns that must be filled: the well keys (of wells and cells), the
+    treatment columns present (all of them for treatments) and ``Metadata_Batch`` when
+    present."""
+    own = WELL_KEYS if level == "wells" else list(treatment)
+    present = [c for c in treatment if c in table]
+    return list(dict.fromkeys([*own, *present, *(c for c in ["Metadata_Batch"] if c in table)]))
 
 
 def _named(table: pd.DataFrame, keys: list[str], source: str) -> pd.DataFrame:
-    """The table with its ``keys`` as text and its concentrations as numbers (text is an
-    error)."""
+    """The table with its ``keys`` as text and its concentrations as numbers (text, negative
+    or infinite values are errors)."""
     table = table.copy(deep=False)  # the features are shared, not copied (copy-on-write)
     for column in keys:
         if column != "Metadata_Concentration":
             table[column] = table[column].astype(str)
-    table["Metadata_Concentration"] = as_numbers(table, "Metadata_Concentration", source)
+    if "Metadata_Concentration" in table:
+        table["Metadata_Concentration"] = as_concentrations(table, "Metadata_Concentration", source)
     return table
 
 
@@ -120,12 +146,14 @@ def _refuse_varying(varies: pd.Series, column: str, what: str, source: str) -> N
         )
 
 
-def well_profiles(cells: pd.DataFrame, source: str = "cell features") -> pd.DataFrame:
+def well_profiles(
+    cells: pd.DataFrame, source: str = "cell features", treatment: list[str] = TREATMENT_KEYS
+) -> pd.DataFrame:
     """Mean of each well's cells. Keeps the ``Metadata_`` columns that are constant per well,
     adds ``Metadata_Cells``; treatment metadata must be constant within a well. A feature
     column with NaN or infinite values in any cell is NaN in every well (for
     ``clean_features`` to drop and report), never the mean of the other cells."""
-    cells = check_metadata(cells, source)
+    cells = check_metadata(cells, source, treatment=treatment)
     features = check_features(cells, source, allow_nan=True)
     finite = [c for c in features if np.isfinite(cells[c].to_numpy(float)).all()]
     grouped = cells.groupby(WELL_KEYS, sort=True, dropna=False)
@@ -149,7 +177,9 @@ def _typed(means: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
 
 
 def stream_well_profiles(
-    blocks: Iterable[pd.DataFrame], source: str = "cell features"
+    blocks: Iterable[pd.DataFrame],
+    source: str = "cell features",
+    treatment: list[str] = TREATMENT_KEYS,
 ) -> pd.DataFrame:
     """``well_profiles`` of cells that arrive in blocks of rows (an embeddings file, a row
     group at a time): the same wells, columns, checks and errors, and the same means (summed
@@ -159,29 +189,33 @@ def stream_well_profiles(
     first = next(blocks, None)
     if first is None:
         raise ProfileError(f"{source}: holds no rows")
-    required = _required(first, "wells")
+    required = _required(first, "wells", treatment)
     require_filled(first.iloc[:0], required, source)  # missing columns
     numeric = [c for c in feature_columns(first) if pd.api.types.is_numeric_dtype(first[c])]
     described = [c for c in metadata_columns(first) if c not in WELL_KEYS]
     sums = GroupSums(WELL_KEYS, described, numeric)
-    problems = RowProblems(required, ["Metadata_Concentration"])
+    numbers = [c for c in ["Metadata_Concentration"] if c in first]
+    problems = RowProblems(required, numbers)
     for block in chain([first], blocks):
         problems.add(block)
         if not problems.found:  # then counted to the end, to name them as require_filled does
             sums.add(_named(block, required, source))
     problems.check(source)
-    return _streamed_wells(sums, first.iloc[:0], source)
+    return _streamed_wells(sums, first.iloc[:0], source, treatment)
 
 
-def _streamed_wells(sums: GroupSums, template: pd.DataFrame, source: str) -> pd.DataFrame:
+def _streamed_wells(
+    sums: GroupSums, template: pd.DataFrame, source: str, treatment: list[str]
+) -> pd.DataFrame:
     """The well profiles of ``stream_well_profiles`` from its sums, after the checks of
     ``well_profiles`` that need every cell (``template``: the cells' columns, no rows)."""
     keys = pd.MultiIndex.from_frame(sums.firsts[WELL_KEYS])
     varies = pd.DataFrame(sums.varies, index=keys, columns=sums.described)
-    for column in [c for c in WELL_CONSTANT if c in varies]:
+    for column in [c for c in dict.fromkeys([*WELL_CONSTANT, *treatment]) if c in varies]:
         _refuse_varying(varies[column], column, "wells", source)
-    moa = [c for c in ["Metadata_MoA"] if c in template]
-    _constant_within(sums.firsts, TREATMENT_KEYS, moa, "treatments", source)
+    if has_treatments(template, treatment):
+        moa = [c for c in ["Metadata_MoA"] if c in template]
+        _constant_within(sums.firsts, treatment, moa, "treatments", source)
     check_features(template, source, allow_nan=True)
     constant = [c for c in sums.described if not varies[c].any()]
     wells = sums.firsts[WELL_KEYS + constant].copy()
@@ -191,20 +225,29 @@ def _streamed_wells(sums: GroupSums, template: pd.DataFrame, source: str) -> pd.
     return wells.sort_values(WELL_KEYS).reset_index(drop=True)
 
 
-def embedded_well_profiles(folder: str | Path) -> pd.DataFrame:
+def embedded_well_profiles(
+    folder: str | Path, treatment: list[str] = TREATMENT_KEYS
+) -> pd.DataFrame:
     """The well profiles of an ``embed`` output folder, read a row group at a time."""
-    return stream_well_profiles(iter_embeddings(folder), str(Path(folder) / EMBEDDINGS))
+    source = str(Path(folder) / EMBEDDINGS)
+    return stream_well_profiles(iter_embeddings(folder), source, treatment)
 
 
-def treatment_profiles(wells: pd.DataFrame) -> pd.DataFrame:
-    """Median of each treatment's (compound, concentration) wells. ``Metadata_Batch`` becomes
-    the comma-joined sorted set of the wells' batches (the NSCB batch label). The features must
-    be finite (``clean_features``)."""
+def treatment_profiles(wells: pd.DataFrame, treatment: list[str] = TREATMENT_KEYS) -> pd.DataFrame:
+    """Median of each treatment's wells (``treatment``: the columns that name a treatment,
+    compound and concentration by default). ``Metadata_Batch`` becomes the comma-joined
+    sorted set of the wells' batches (the NSCB batch label). The features must be finite
+    (``clean_features``)."""
     features = check_features(wells, "well profiles")
+    if not has_treatments(wells, treatment):
+        raise ProfileError(no_treatments(wells, treatment, "the well profiles"))
     moa = [c for c in ["Metadata_MoA"] if c in wells]
-    _constant_within(wells, TREATMENT_KEYS, moa, "treatments", "well profiles")
-    grouped = wells.groupby(TREATMENT_KEYS, sort=True, dropna=False)
+    _constant_within(wells, treatment, moa, "treatments", "well profiles")
+    grouped = wells.groupby(treatment, sort=True, dropna=False)
     out = grouped.size().to_frame("Metadata_Wells")
+    if "Metadata_Compound" in wells and "Metadata_Compound" not in treatment:
+        _constant_within(wells, treatment, ["Metadata_Compound"], "treatments", "well profiles")
+        out.insert(0, "Metadata_Compound", grouped["Metadata_Compound"].first())
     if "Metadata_MoA" in wells:
         out.insert(0, "Metadata_MoA", grouped["Metadata_MoA"].first())
     if "Metadata_Batch" in wells:
@@ -219,25 +262,54 @@ def treatment_profiles(wells: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def profile_treatment(folder: str | Path, default: list[str] = TREATMENT_KEYS) -> list[str]:
+    """The treatment columns a ``profile`` output was made with (its ``stage.json``)."""
+    try:
+        return list(read_manifest(folder).get("treatment") or default)
+    except CellclrError:
+        return list(default)
+
+
 def read_profiles(folder: str | Path, level: str = "treatments") -> pd.DataFrame:
-    """The ``treatments`` (default) or ``wells`` profiles of a ``profile`` output folder."""
+    """The ``treatments`` (default) or ``wells`` profiles of a ``profile`` output folder. A
+    folder whose wells name no treatments has no treatment profiles: an error that says so."""
     if level not in ("treatments", "wells"):
         raise ProfileError(f"level must be 'treatments' or 'wells', not {level!r}")
     name = TREATMENTS if level == "treatments" else WELLS
+    folder = Path(folder)
+    if level == "treatments" and (folder / WELLS).is_file() and not (folder / name).is_file():
+        why = _manifest(folder).get("skipped", {}).get("treatments", "")
+        raise ProfileError(f"{folder} holds well profiles only: no treatment profiles ({why})")
     table = read_output_table(folder, name, "profile")
-    return check_metadata(table, str(Path(folder) / name), level)
+    return check_metadata(table, str(folder / name), level, profile_treatment(folder))
+
+
+def _manifest(folder: Path) -> dict:
+    try:
+        return read_manifest(folder)
+    except CellclrError:
+        return {}
 
 
 def profile(
-    embeddings_dir: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
+    embeddings_dir: str | Path,
+    out: str | Path,
+    cfg: Config,
+    *,
+    overwrite: bool = False,
+    platemap: str | Path | None = None,
 ) -> Path:
-    """Write ``wells.parquet`` and ``treatments.parquet`` from an ``embed`` output, read a
-    row group at a time (memory holds one and the wells, not the cells)."""
+    """Write ``wells.parquet`` (and ``treatments.parquet`` where treatments are known) from an
+    ``embed`` output, read a row group at a time (memory holds one and the wells, not the
+    cells). ``platemap`` (else ``profile.platemap``): a plate map joined to the wells."""
     t_start = time.perf_counter()
-    check_new_output(out, overwrite, [embeddings_dir])
+    if platemap is not None:
+        cfg = cfg.model_copy(deep=True)
+        cfg.profile.platemap = str(platemap)
+    check_new_output(out, overwrite, [embeddings_dir, cfg.profile.platemap])
     embeddings_dir = Path(embeddings_dir)
     fp = profile_fingerprint(embeddings_dir, cfg)
-    wells = embedded_well_profiles(embeddings_dir)
+    wells = embedded_well_profiles(embeddings_dir, cfg.profile.treatment)
     write_profiles(
         wells,
         Path(out),
@@ -250,6 +322,17 @@ def profile(
     return Path(out)
 
 
+def join_wells_platemap(wells: pd.DataFrame, path: str | Path, cfg: Config) -> pd.DataFrame:
+    """The wells with the treatments of the plate map at ``path`` (its columns replace the
+    wells' of the same name), checked as well profiles are."""
+    from cellclr.images.platemap import join_platemap
+
+    joined = join_platemap(wells, path, what="wells of the profiles")
+    meta = metadata_columns(joined)
+    ordered = joined[[*meta, *(c for c in joined.columns if c not in meta)]]
+    return check_metadata(ordered, f"plate map {path}", treatment=cfg.profile.treatment)
+
+
 def write_profiles(
     wells: pd.DataFrame,
     out: Path,
@@ -259,22 +342,32 @@ def write_profiles(
     overwrite: bool,
     **source: str,
 ) -> None:
-    """``wells.parquet`` (the raw well means, without feature columns holding NaN) and
-    ``treatments.parquet`` (the median of the wells after ``profile.postprocess``). ``source``:
-    the input, recorded in the manifest; its path names the wells in errors."""
+    """``wells.parquet`` (the raw well means, without feature columns holding NaN) and, where
+    the wells name treatments (after joining ``profile.platemap``), ``treatments.parquet``
+    (the median of the wells after ``profile.postprocess``). ``source``: the input, recorded
+    in the manifest; its path names the wells in errors."""
     t_start = time.perf_counter()
     origin = next(iter(source.values()), "well profiles")
+    if cfg.profile.platemap:
+        wells = join_wells_platemap(wells, cfg.profile.platemap, cfg)
     wells, dropped = clean_features(wells, constant=False, source=origin)
     log_dropped("profile", dropped)
-    processed, notes = postprocess(
-        wells, cfg.profile.postprocess, cfg.evaluate.control, cfg.evaluate.tvn_lambda
-    )
-    for note in notes:
-        tqdm.write(f"profile ({cfg.profile.postprocess}): {note}")
-    treatments = treatment_profiles(processed)
+    treatment = cfg.profile.treatment
+    treatments, notes, skipped = None, [], {}
+    if has_treatments(wells, treatment):
+        processed, notes = postprocess(
+            wells, cfg.profile.postprocess, cfg.evaluate.control, cfg.evaluate.tvn_lambda
+        )
+        for note in notes:
+            tqdm.write(f"profile ({cfg.profile.postprocess}): {note}")
+        treatments = treatment_profiles(processed, treatment)
+    else:
+        skipped["treatments"] = no_treatments(wells, treatment, "the wells")
+        tqdm.write(f"profile: wells only: {skipped['treatments']}")
     with staged_dir(out, overwrite=overwrite) as work:
         write_parquet(wells, work / WELLS)
-        write_parquet(treatments, work / TREATMENTS)
+        if treatments is not None:
+            write_parquet(treatments, work / TREATMENTS)
         save_config(cfg, work / "config.toml")
         write_manifest(
             work,
@@ -282,7 +375,9 @@ def write_profiles(
             fp,
             seconds=round(seconds + time.perf_counter() - t_start, 1),
             n_wells=len(wells),
-            n_treatments=len(treatments),
+            n_treatments=None if treatments is None else len(treatments),
+            treatment=treatment,
+            skipped=skipped,
             postprocess_notes=notes,
             dropped_features=dropped,
             **source,
@@ -294,5 +389,6 @@ def profile_fingerprint(embeddings_dir: Path, cfg: Config) -> str:
         read_manifest(embeddings_dir)["fingerprint"],
         cfg.evaluate.control,
         str(cfg.evaluate.tvn_lambda),
+        file_digest(cfg.profile.platemap),
     ]
     return fingerprint("profile", inputs, cfg, ("profile",))

@@ -21,13 +21,9 @@ import re
 from cellclr.errors import CellclrError
 
 FORMAT_VERSION = 1
-REQUIRED_COLUMNS = (
-    "Metadata_Plate",
-    "Metadata_Well",
-    "Metadata_Site",
-    "Metadata_Compound",
-    "Metadata_Concentration",
-)
+# every cell has these; treatments (Metadata_Compound, Metadata_Concentration), MoA and any other
+# Metadata_ column only where they are known
+REQUIRED_COLUMNS = ("Metadata_Plate", "Metadata_Well", "Metadata_Site")
 LOW_PCT, HIGH_PCT = 1.0, 99.9  # percentiles mapped to 0 and 1 by intensity normalisation
 STATS_MAX_CELLS = 1000  # cells sampled per group to estimate the percentiles
 STATS_MAX_PIXELS = 2_000_000  # and at most about this many pixels per channel

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from cellclr.metadata import as_numbers, read_table, require_filled
+from cellclr.metadata import TREATMENT, as_concentrations, as_numbers, read_table, require_filled
 from cellclr.outputs import staged_dir
 from cellclr.store import StoreError, finalize_store, write_plate
 from cellclr.store.format import REQUIRED_COLUMNS
@@ -85,15 +85,18 @@ def read_cells(path: Path, n_images: int) -> pd.DataFrame:
         raise StoreError(f"{path}: missing required columns {', '.join(missing)}")
     if len(cells) != n_images:
         raise StoreError(f"{path}: {len(cells)} rows but the images hold {n_images} crops")
-    require_filled(
-        cells, [*REQUIRED_COLUMNS, *(c for c in ("Metadata_Batch",) if c in cells)], path
-    )
+    optional = [c for c in (*TREATMENT, "Metadata_Batch") if c in cells]
+    require_filled(cells, [*REQUIRED_COLUMNS, *optional], path)
     keep = [c for c in cells.columns if c.startswith("Metadata_") or c in LOCATION_COLUMNS]
     cells = cells[keep].copy()
     for column in ("Metadata_Plate", "Metadata_Well", "Metadata_Compound"):
-        cells[column] = cells[column].astype(str)
+        if column in cells:
+            cells[column] = cells[column].astype(str)
     cells["Metadata_Site"] = as_numbers(cells, "Metadata_Site", str(path), integer=True)
-    cells["Metadata_Concentration"] = as_numbers(cells, "Metadata_Concentration", str(path))
+    if "Metadata_Concentration" in cells:
+        cells["Metadata_Concentration"] = as_concentrations(
+            cells, "Metadata_Concentration", str(path)
+        )
     for column in (c for c in LOCATION_COLUMNS if c in cells):
         cells[column] = as_numbers(cells, column, str(path))
     return cells
