@@ -39,6 +39,8 @@ _API = {
     "run": ("cellclr.pipeline", "run"),
     "load_results": ("cellclr.pipeline", "collect_results"),
     "write_report": ("cellclr.report", "write_report"),
+    "feature_columns": ("cellclr.metadata", "feature_columns"),
+    "metadata_columns": ("cellclr.metadata", "metadata_columns"),
 }
 __all__ = ["__version__", *_API]
 

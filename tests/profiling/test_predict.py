@@ -50,3 +50,26 @@ def test_mismatched_features():
     reference = profiles([("s1", 1.0, "m", [1, 0])])
     with pytest.raises(PredictError, match=r"do not match .* 1 missing \['f1'\], 0 extra"):
         predict_moa(reference, reference.drop(columns="f1"))
+
+
+def test_a_query_without_treatments_is_predicted_well_by_well():
+    a = np.deg2rad
+    reference = profiles(
+        [
+            ("s1", 1.0, "stabilizer", [np.cos(a(0)), np.sin(a(0))]),
+            ("d1", 1.0, "destabilizer", [np.cos(a(90)), np.sin(a(90))]),
+        ]
+    )
+    query = pd.DataFrame(
+        {
+            "Metadata_Plate": ["P1", "P1"],
+            "Metadata_Well": ["A01", "A02"],
+            "f0": [np.cos(a(80)), np.cos(a(15))],
+            "f1": [np.sin(a(80)), np.sin(a(15))],
+        }
+    )
+    p = predict_moa(reference, query).set_index("Metadata_Well")
+    assert p.loc["A01", "Predicted_MoA"] == "destabilizer"
+    assert p.loc["A02", "Predicted_MoA"] == "stabilizer"
+    assert p.loc["A02", "Neighbor1_Distance"] == pytest.approx(1 - np.cos(a(15)))
+    assert "Metadata_Compound" not in p

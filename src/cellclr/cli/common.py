@@ -82,4 +82,9 @@ def print_results(run: Path) -> None:
     results = collect_results(run)
     if not results.empty:
         print(format_results(results))
+    metrics = run / "eval" / "metrics.json"
+    if metrics.is_file():
+        skipped = json.loads(metrics.read_text()).get("skipped") or {}
+        for what, why in skipped.items():
+            print(f"skipped {what}: {why}")
     print(f"results: {run}")

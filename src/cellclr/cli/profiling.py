@@ -111,12 +111,15 @@ def _predict(args: argparse.Namespace) -> None:
     columns = [
         "Metadata_Compound",
         "Metadata_Concentration",
+        "Metadata_Plate",
+        "Metadata_Well",
         "Predicted_MoA",
         "Confidence",
         "Neighbor1_Compound",
         "Neighbor1_Distance",
     ]
-    print(predictions[columns].to_string(index=False, max_rows=30))
+    shown = [c for c in columns if c in predictions]
+    print(predictions[shown].to_string(index=False, max_rows=30))
     print(f"predictions: {args.out / 'predictions.parquet'}")
 
 

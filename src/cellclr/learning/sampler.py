@@ -56,5 +56,11 @@ def group_codes(store: CropStore, by: str) -> np.ndarray:
     missing = [c for c in columns if c not in cells]
     if missing:
         known = ", ".join(c for c in cells.columns if c.startswith("Metadata_"))
-        raise CellclrError(f"{store.path}: no column {missing[0]} to group cells by (has {known})")
+        what = f"{by!r} (column {missing[0]})" if by in ("treatment", "compound") else missing[0]
+        raise CellclrError(
+            f"{store.path}: its cells have no {what} to group them by (data.sampler = "
+            "'balanced' balances over data.balance_by; SupCon's train.label): its columns are "
+            f"{known}. Use data.sampler = 'uniform', another data.balance_by such as "
+            "Metadata_Well, or a store whose cells name treatments (crop --platemap)"
+        )
     return cells.groupby(columns, sort=True, dropna=False).ngroup().to_numpy(np.int64).copy()

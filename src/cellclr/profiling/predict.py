@@ -19,11 +19,13 @@ from cellclr.profiling.postprocess import clean_features, log_dropped, postproce
 from cellclr.profiling.profiles import (
     WELLS,
     embedded_well_profiles,
+    has_treatments,
     read_profiles,
     treatment_profiles,
 )
 
 KEYS = ["Metadata_Compound", "Metadata_Concentration"]
+WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]  # the query's units when it names no treatment
 
 
 class PredictError(CellclrError, ValueError):
@@ -39,7 +41,9 @@ def predict_moa(
     one MoA), and its ``top`` nearest reference treatments with their distances.
 
     Reference treatments of the query's own compound are left out (a new compound has none;
-    for a known one this asks the NSC question), as are controls and those without a MoA."""
+    for a known one this asks the NSC question), as are controls and those without a MoA. A
+    query without treatments (no ``Metadata_Compound``: a screen before its plate map is
+    joined) is predicted well by well."""
     features = check_same_features(reference, query, "query profiles")
     ref = annotated(reference, control, "the reference profiles")
     q = not_controls(query, control, "query profiles")
@@ -47,24 +51,25 @@ def predict_moa(
         unit_rows(q[features].to_numpy(np.float64))
         @ unit_rows(ref[features].to_numpy(np.float64)).T
     )
-    same = (
-        q["Metadata_Compound"].astype(str).to_numpy()[:, None]
-        == ref["Metadata_Compound"].astype(str).to_numpy()[None, :]
-    )
-    similarity = np.where(same, -np.inf, similarity)
+    if "Metadata_Compound" in q:
+        same = (
+            q["Metadata_Compound"].astype(str).to_numpy()[:, None]
+            == ref["Metadata_Compound"].astype(str).to_numpy()[None, :]
+        )
+        similarity = np.where(same, -np.inf, similarity)
+    keys = [k for k in KEYS if k in q] or [k for k in WELL_KEYS if k in q]
     moas = ref["Metadata_MoA"].astype(str).to_numpy()
     rows = []
     for i in range(len(q)):
         order = np.argsort(-similarity[i], kind="stable")
         order = order[np.isfinite(similarity[i, order])]
         if len(order) == 0:
-            raise PredictError(
-                f"no reference treatment of another compound for {q.loc[i, 'Metadata_Compound']}"
-            )
+            name = " ".join(str(q.loc[i, k]) for k in keys)
+            raise PredictError(f"no reference treatment of another compound for {name}")
         best_per_moa = pd.Series(similarity[i, order], index=moas[order]).groupby(level=0).max()
         best_per_moa = best_per_moa.sort_values(ascending=False)
         second = best_per_moa.iloc[1] if len(best_per_moa) > 1 else 0.0
-        row = {k: q.loc[i, k] for k in KEYS}
+        row = {k: q.loc[i, k] for k in keys}
         row["Predicted_MoA"] = moas[order[0]]
         row["Confidence"] = float(best_per_moa.iloc[0] - second)
         row["Second_MoA"] = best_per_moa.index[1] if len(best_per_moa) > 1 else None
@@ -105,7 +110,10 @@ def annotated(table: pd.DataFrame, control: str, source: str) -> pd.DataFrame:
 
 
 def not_controls(table: pd.DataFrame, control: str, source: str) -> pd.DataFrame:
-    """The rows that are not ``control``; none is an error (there is nothing to predict)."""
+    """The rows that are not ``control`` (all, without compounds); none is an error (there is
+    nothing to predict)."""
+    if "Metadata_Compound" not in table:
+        return table.reset_index(drop=True)
     treated = table[table["Metadata_Compound"].astype(str) != control].reset_index(drop=True)
     if treated.empty:
         raise PredictError(
@@ -122,7 +130,8 @@ def joint_treatments(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[str]]]:
     """Treatment profiles of reference and query after one post-processing of their raw wells
     together: TVN or DMSO standardisation fitted on both, so both share one feature basis.
-    Feature columns with NaN or infinite values in either are dropped from both (returned)."""
+    Feature columns with NaN or infinite values in either are dropped from both (returned).
+    A query whose wells name no treatment keeps its wells as they are (post-processed)."""
     both = pd.concat(
         [reference_wells.assign(**{SOURCE: "reference"}), query_wells.assign(**{SOURCE: "query"})],
         ignore_index=True,
@@ -131,7 +140,11 @@ def joint_treatments(
     log_dropped("predict", dropped)
     both, _ = postprocess(both, method, control, lam)
     reference = treatment_profiles(both[both[SOURCE] == "reference"].drop(columns=SOURCE))
-    query = treatment_profiles(both[both[SOURCE] == "query"].drop(columns=SOURCE))
+    query = both[both[SOURCE] == "query"].drop(columns=SOURCE)
+    if has_treatments(query_wells):
+        query = treatment_profiles(query)
+    else:
+        query = query.dropna(axis=1, how="all").reset_index(drop=True)  # the reference's meta
     return reference, query, dropped
 
 

@@ -102,8 +102,8 @@ def no_treatments(table: pd.DataFrame, treatment: list[str], source: str) -> str
     """Why ``table`` has no treatment profiles (``has_treatments`` is False)."""
     missing = [c for c in treatment if c not in table]
     return (
-        f"{source} has no {', '.join(missing)} (the treatment columns, profile.treatment): "
-        "join a plate map (cellclr profile --platemap) to profile treatments"
+        f"no {', '.join(missing)} in {source} (the columns that name a treatment, "
+        "profile.treatment): join a plate map (cellclr profile --platemap) to profile treatments"
     )
 
 
