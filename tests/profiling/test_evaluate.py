@@ -1,5 +1,7 @@
 """NSC/NSCB on hand-built treatment tables whose answers are worked out by hand."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -274,3 +276,121 @@ def test_one_batch_only_gives_an_empty_nscb_not_a_crash(tmp_path):
     import json
 
     assert json.loads((tmp_path / "m.json").read_text())["nscb"]["accuracy"] is None
+
+
+def real_cell_features(folder) -> pd.DataFrame:
+    """Per-cell intensity features of the real BBBC021 crops, named as CellProfiler names
+    them, with the cells' metadata."""
+    images = np.load(folder / "crops.npz")["images"].astype(np.float32)
+    cells = pd.read_csv(folder / "cells.csv")
+    features = {}
+    for c, name in enumerate(["DNA", "Tubulin", "Actin"]):
+        pixels = images[:, c].reshape(len(images), -1)
+        features[f"Cells_Intensity_MeanIntensity_{name}"] = pixels.mean(axis=1)
+        features[f"Cells_Intensity_StdIntensity_{name}"] = pixels.std(axis=1)
+        features[f"Cells_Intensity_MaxIntensity_{name}"] = pixels.max(axis=1)
+    meta = cells[[c for c in cells if c.startswith("Metadata_")]]
+    return pd.concat([meta, pd.DataFrame(features)], axis=1)
+
+
+def key(table: pd.DataFrame) -> pd.Series:
+    return table["Metadata_Compound"] + "@" + table["Metadata_Concentration"].map("{:g}".format)
+
+
+@pytest.mark.parametrize("level", ["cells", "wells"])
+def test_activity_beside_nsc_on_the_real_crops_equals_copairs(shared_singlecell, tmp_path, level):
+    """`evaluate --features` on a per-cell table, and on a CellProfiler per-well table
+    (pycytominer's aggregate: the mean of each well), of the real crops: NSC/NSCB and the
+    phenotypic activity side by side, the activity as copairs computes it when called
+    directly on the well means."""
+    from copairs.map import average_precision, mean_average_precision
+
+    from cellclr.cli import main
+
+    cells = real_cell_features(shared_singlecell)
+    features = [c for c in cells if not c.startswith("Metadata_")]
+    keys = ["Metadata_Plate", "Metadata_Well"]
+    wells = (
+        cells.groupby(keys, as_index=False)
+        .agg(
+            {
+                **{c: "first" for c in cells if c.startswith("Metadata_") and c not in keys},
+                **dict.fromkeys(features, "mean"),
+            }
+        )
+        .drop(columns=["Metadata_Site", "Metadata_CellIndex", "Metadata_FileName_DAPI"])
+    )
+    table = tmp_path / f"{level}.parquet"
+    (cells if level == "cells" else wells.assign(ImageNumber=1)).to_parquet(table)
+    out = tmp_path / "eval"
+    args = ["evaluate", "--features", str(table), "--out", str(out), "--set", "evaluate.seed=7"]
+    assert main([*args, "--set", "evaluate.variants=['none']"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["nsc"]["total"] == 103 and metrics["nscb"]["total"] == 92
+    ours = pd.read_parquet(out / "activity.parquet")
+
+    treatment = (
+        wells["Metadata_Compound"] + "@" + wells["Metadata_Concentration"].map("{:g}".format)
+    )
+    meta = pd.DataFrame(
+        {
+            "treatment": treatment,
+            "plate": wells["Metadata_Plate"],
+            "control": wells["Metadata_Compound"] == "DMSO",
+        }
+    )
+    ap = average_precision(
+        meta,
+        wells[features].to_numpy(np.float64),
+        pos_sameby=["treatment"],
+        pos_diffby=["plate"],
+        neg_sameby=[],
+        neg_diffby=["treatment", "control"],
+        progress_bar=False,
+    )
+    ap = ap[~ap["control"]]
+    ref = mean_average_precision(
+        ap, ["treatment"], null_size=10000, threshold=0.05, seed=7, progress_bar=False
+    ).set_index("treatment")
+    got = ours.assign(
+        treatment=ours["Metadata_Compound"]
+        + "@"
+        + ours["Metadata_Concentration"].map("{:g}".format)
+    ).set_index("treatment")
+    assert sorted(got.index) == sorted(ref.index) and len(got) > 50
+    np.testing.assert_allclose(got["mAP"], ref.loc[got.index, "mean_average_precision"])
+    np.testing.assert_allclose(got["p_value"], ref.loc[got.index, "p_value"])
+    np.testing.assert_allclose(got["q_value"], ref.loc[got.index, "corrected_p_value"])
+    assert metrics["activity"]["retrieved"] == pytest.approx(ref["below_corrected_p"].mean())
+    assert metrics["activity"]["map"] == pytest.approx(ref["mean_average_precision"].mean())
+
+
+@pytest.mark.parametrize("active_only", [False, True])
+def test_consistency_by_an_annotation_column(active_only):
+    from cellclr.config import EvaluateConfig
+    from cellclr.profiling.evaluate import combine, evaluate_wells
+    from cellclr.profiling.profiles import treatment_profiles
+    from cellclr.retrieval import activity, consistency
+
+    wells = wells_table()
+    e = EvaluateConfig(
+        variants=["none"],
+        consistency_by=["Metadata_MoA", "Metadata_Target"],
+        consistency_active=active_only,
+        null_size=500,
+    )
+    result = combine(evaluate_wells(wells, e))
+    treatments = treatment_profiles(wells)
+    rows = treatments[treatments["Metadata_Compound"] != "DMSO"]
+    if active_only:
+        table = activity(wells, null_size=500).table
+        active = table.loc[table["retrieved"], "Metadata_Compound"]
+        rows = rows[rows["Metadata_Compound"].isin(active)]
+    expected = consistency(rows, "Metadata_MoA", null_size=500)
+    got = result.metrics["consistency"]["Metadata_MoA"]
+    assert got["map"] == pytest.approx(expected.summary["map"])
+    assert got["groups"] == expected.summary["groups"] == 3
+    pd.testing.assert_frame_equal(
+        result.consistency.drop(columns="Variant"), expected.table, check_dtype=False
+    )
+    assert "have no Metadata_Target" in result.metrics["skipped"]["consistency:Metadata_Target"]
