@@ -98,25 +98,20 @@ def staged_dir(
     *,
     overwrite: bool = False,
     resumable: bool = False,
-    resume: bool = False,
     inputs: Inputs = (),
 ) -> Iterator[Path]:
     """Yield a work folder that becomes ``out`` only if the block finishes without error.
 
-    A ``resumable`` stage (training) keeps its work folder on error, and continues it with
-    ``resume``; without either flag a leftover one is an error, so progress is never thrown
-    away silently. Other stages' leftovers are scratch and are replaced. ``inputs``: what the
-    stage reads, which the output may not overlap (see ``check_new_output``).
+    A ``resumable`` stage (training) keeps its work folder on error, and is handed a leftover
+    one to continue, or to clear when it was made with other settings (the stage decides and
+    says so). Other stages' leftovers are scratch and are replaced. A failed stage so never
+    blocks its retry. ``inputs``: what the stage reads, which the output may not overlap (see
+    ``check_new_output``).
     """
     out = Path(out)
     work = partial_path(out)
     check_new_output(out, overwrite, inputs)
-    if work.exists() and not (resumable and resume):
-        if resumable and not overwrite:
-            raise OutputExistsError(
-                f"an unfinished output is at {work}: pass --resume to continue it "
-                "or --overwrite to start again"
-            )
+    if work.exists() and not resumable:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     try:

@@ -5,8 +5,7 @@ import torch
 
 import cellclr.learning.train as train_module
 from cellclr.learning.saved_model import MODEL
-from cellclr.learning.train import CHECKPOINT, LOG, ResumeError, train
-from cellclr.outputs import OutputExistsError
+from cellclr.learning.train import CHECKPOINT, LOG, train
 from tests.helpers import tiny_config
 
 
@@ -59,24 +58,23 @@ def test_interrupted_then_resumed_equals_uninterrupted(store, tmp_path, monkeypa
             train(store, out, cfg)
     partial = tmp_path / "resumed.partial"
     assert not out.exists() and (partial / CHECKPOINT).is_file()
-    with pytest.raises(OutputExistsError, match="--resume"):
-        train(store, out, cfg)  # an unfinished run is never silently discarded
-    train(store, out, cfg, resume=True)
+    train(store, out, cfg)  # the same settings continue the unfinished run
     assert not partial.exists()
     assert_same_weights(weights(whole), weights(out))
     log = [json.loads(line)["epoch"] for line in (out / LOG).read_text().splitlines()]
     assert log == [1, 2, 3]
 
 
-def test_resume_refuses_another_config(store, tmp_path, monkeypatch):
+def test_other_settings_replace_an_unfinished_training(store, tmp_path, monkeypatch, capsys):
     with monkeypatch.context() as m:
         interrupt_in_epoch(m, 2)
         with pytest.raises(KeyboardInterrupt):
             train(store, tmp_path / "m", tiny_config())
-    with pytest.raises(ResumeError, match="other crops, config or kind of device"):
-        train(store, tmp_path / "m", tiny_config("train.lr=0.5"), resume=True)
-    train(store, tmp_path / "m", tiny_config("train.lr=0.5"), resume=True, overwrite=True)
-    assert (tmp_path / "m" / MODEL).is_file()
+    capsys.readouterr()
+    other = tiny_config("train.lr=0.5")
+    train(store, tmp_path / "m", other)  # no --overwrite: nothing had completed
+    assert "replacing the unfinished training" in capsys.readouterr().out
+    assert_same_weights(weights(train(store, tmp_path / "fresh", other)), weights(tmp_path / "m"))
 
 
 def test_lars_trains(store, tmp_path):

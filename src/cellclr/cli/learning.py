@@ -15,7 +15,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted training from its last checkpoint",
+        help="continue an interrupted training from its last checkpoint (what happens anyway: "
+        "an unfinished training in OUT.partial with the same crops and settings is continued, "
+        "one with other settings replaced)",
     )
     overwrite_arg(p)
 

@@ -75,7 +75,7 @@ def describe(error: BaseException) -> str | None:
 
 # what an interrupted verb leaves, and how to continue it
 RESUME = {
-    "train": " (continue with --resume: the last checkpoint is kept)",
+    "train": " (run it again to continue from the last checkpoint, which is kept)",
     "crop": " (run it again: finished plates are kept)",
     "run": " (run it again: finished stages are skipped, training resumes)",
     "demo": " (run it again: finished stages are skipped, training resumes)",

@@ -11,6 +11,7 @@ they reach the same weights (up to float rounding). Only the main process writes
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -50,10 +51,6 @@ CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_KEYS = ("fingerprint", "epoch", "log", "model", "optimizer", "scheduler")
 LOG = "train_log.jsonl"
 VIEWS = "keyed-v2"  # how views are drawn: part of the fingerprint
-
-
-class ResumeError(CellclrError, RuntimeError):
-    """A checkpoint that does not belong to this training run."""
 
 
 class NonFiniteLossError(CellclrError, FloatingPointError):
@@ -99,26 +96,31 @@ def _normalization(store: CropStore, cfg: Config, world: World) -> tuple[Normali
     return norm, levels
 
 
-def _output(out: Path, overwrite: bool, resume: bool, crops, world) -> AbstractContextManager:
+def _output(out: Path, overwrite: bool, crops, world) -> AbstractContextManager:
     """The staged output folder: managed by the main process; the others only know its path."""
     if world.main:
-        return staged_dir(out, overwrite=overwrite, resumable=True, resume=resume, inputs=[crops])
+        return staged_dir(out, overwrite=overwrite, resumable=True, inputs=[crops])
     return nullcontext(partial_path(out))
 
 
-def _resume_state(work: Path, fp: str, resume: bool, overwrite: bool) -> dict | None:
-    if not (resume and (work / CHECKPOINT).is_file()):
-        return None
-    hint = "; pass --overwrite to start again"
-    ck = load_torch(work / CHECKPOINT, "checkpoint", CHECKPOINT_KEYS, hint)
-    if ck["fingerprint"] == fp:
-        return ck
-    if overwrite:
-        tqdm.write(f"{work / CHECKPOINT} is from another config: starting again")
-        return None
-    raise ResumeError(
-        f"{work / CHECKPOINT} was made with other crops, config or kind of device{hint}"
-    )
+def _resume_state(work: Path, fp: str) -> dict | None:
+    """The checkpoint of an unfinished training in ``work`` made with the same crops, config
+    and kind of device, to continue; an unfinished training made otherwise is cleared, and
+    said so (a retry with other settings starts again). A corrupt checkpoint is an error."""
+    path = work / CHECKPOINT
+    if path.is_file():
+        hint = f"; remove {work} to start again"
+        ck = load_torch(path, "checkpoint", CHECKPOINT_KEYS, hint)
+        if ck["fingerprint"] == fp:
+            return ck
+        tqdm.write(
+            f"train: replacing the unfinished training in {work} (epoch {ck['epoch']}): it was "
+            "made with other crops, config or kind of device"
+        )
+    if any(work.iterdir()):
+        shutil.rmtree(work)
+        work.mkdir()
+    return None
 
 
 def train(
@@ -129,7 +131,12 @@ def train(
     overwrite: bool = False,
     resume: bool = False,
 ) -> Path:
-    """Train ``train.method`` on the store at ``crops``; write ``model.pt`` and logs to ``out``."""
+    """Train ``train.method`` on the store at ``crops``; write ``model.pt`` and logs to ``out``.
+
+    An unfinished training of the same crops and settings (``out.partial``, left by a kill or
+    an error) is continued from its last checkpoint, to the weights an uninterrupted run
+    reaches; one made otherwise is replaced. ``resume`` is accepted for older callers: it is
+    what always happens."""
     t_start = time.perf_counter()
     tc = cfg.train
     world, device = init_distributed(tc.device)
@@ -163,8 +170,8 @@ def train(
     groups = group_codes(store, cfg.data.balance_by) if cfg.data.sampler == "balanced" else None
 
     out = Path(out)
-    with _output(out, overwrite, resume, crops, world) as work:
-        ck = broadcast(_resume_state(work, fp, resume, overwrite) if world.main else None, world)
+    with _output(out, overwrite, crops, world) as work:
+        ck = broadcast(_resume_state(work, fp) if world.main else None, world)
         start_epoch, log = 0, []
         if ck is not None:
             method.load_state_dict(ck["model"])
@@ -196,8 +203,8 @@ def train(
                 kept = f"epoch {log[-1]['epoch']}" if log else "none yet"
                 raise NonFiniteLossError(
                     f"{e}. Nothing of this epoch was saved; the last checkpoint ({kept}) stays in "
-                    f"{work}: lower train.lr (or check the crops) and start again with "
-                    "--overwrite, or continue with --resume"
+                    f"{work}: lower train.lr (or check the crops) and run again (other settings "
+                    "start again), or run it again as it is to continue from that checkpoint"
                 ) from None
             if (
                 tc.select_every
