@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 import cellclr
 from tests.helpers import tiny_config
@@ -32,3 +33,55 @@ def test_notebook_chain(tmp_path, crop_files):
     assert len(wells) == embeddings.groupby(["Metadata_Plate", "Metadata_Well"]).ngroups
     assert result.metrics["nsc"]["total"] == 6
     assert isinstance(cellclr.load_results(tmp_path), pd.DataFrame)
+
+
+def test_handoff_to_pycytominer_and_copairs(tmp_path, crop_files):
+    """The README's hand-off: our embeddings through pycytominer's aggregate, normalize and
+    feature_select (features named by cellclr.feature_columns), then copairs' activity mAP."""
+    pycytominer = pytest.importorskip("pycytominer")
+    from copairs.map import average_precision, mean_average_precision
+
+    images, cells = crop_files
+    cfg = tiny_config()
+    crops = cellclr.import_crops(images, cells, tmp_path / "crops", ["DNA", "Tubulin", "Actin"])
+    cellclr.train(crops, tmp_path / "model", cfg)
+    cellclr.embed(tmp_path / "model", crops, tmp_path / "embeddings", cfg)
+
+    cells = cellclr.load_embeddings(tmp_path / "embeddings")
+    features = cellclr.feature_columns(cells)
+    assert features[0] == "emb_0000" and len(features) == 256
+    keys = ["Metadata_Plate", "Metadata_Well", "Metadata_Compound", "Metadata_Concentration"]
+    wells = pycytominer.aggregate(cells, strata=keys, features=features, operation="median")
+    wells = pycytominer.normalize(
+        wells,
+        features=features,
+        meta_features=keys,
+        samples="Metadata_Compound == 'DMSO'",
+        method="mad_robustize",
+    )
+    wells = pycytominer.feature_select(
+        wells, features=features, operation=["variance_threshold", "correlation_threshold"]
+    )
+    features = cellclr.feature_columns(wells)
+    assert 0 < len(features) <= 256 and len(wells) == 14
+    meta = wells[cellclr.metadata_columns(wells)].assign(
+        control=wells["Metadata_Compound"] == "DMSO"
+    )
+    ap = average_precision(
+        meta,
+        wells[features].to_numpy(),
+        pos_sameby=["Metadata_Compound", "Metadata_Concentration"],
+        pos_diffby=["Metadata_Plate"],
+        neg_sameby=[],
+        neg_diffby=["Metadata_Compound", "control"],
+        progress_bar=False,
+    )
+    activity = mean_average_precision(
+        ap[~ap["control"]],
+        ["Metadata_Compound", "Metadata_Concentration"],
+        null_size=1000,
+        threshold=0.05,
+        seed=0,
+        progress_bar=False,
+    )
+    assert len(activity) == 6 and activity["mean_average_precision"].between(0, 1).all()

@@ -29,6 +29,7 @@ def feature_columns(df: pd.DataFrame) -> list[str]:
 
 
 def metadata_columns(df: pd.DataFrame) -> list[str]:
+    """The columns that describe rather than measure: those named ``Metadata_*``."""
     return [c for c in df.columns if c.startswith("Metadata_")]
 
 
