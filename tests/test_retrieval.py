@@ -7,7 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellclr.retrieval import NotScored, activity, consistency, replicate_map
+from cellclr.retrieval import (
+    NotScored,
+    activity,
+    batch_retrieval,
+    consistency,
+    replicate_map,
+    same_batch_neighbours,
+)
 
 copairs_map = pytest.importorskip("copairs.map")
 
@@ -202,3 +209,59 @@ def test_consistency_says_why_it_cannot_be_scored():
     single = table[table["Metadata_Target"].isin(["T3"]) | table["Metadata_Target"].isna()]
     with pytest.raises(NotScored, match="no value of Metadata_Target is shared"):
         consistency(single, "Metadata_Target")
+
+
+def batched_controls(seed: int = 0) -> pd.DataFrame:
+    """Control wells of 3 batches x 2 plates x 3 wells, each batch shifted along its own axis,
+    and two treatments."""
+    rng = np.random.default_rng(seed)
+    features = {}
+    for b in range(3):
+        for p in range(2):
+            for w in range(3):
+                x = rng.normal(0, 1, 5)
+                x[b] += 1.5
+                features[(f"B{b}_{p}", f"A{w:02d}", "DMSO")] = x
+    table = wells(features)
+    table["Metadata_Batch"] = table["Metadata_Plate"].str.split("_").str[0]
+    return table
+
+
+def test_batch_retrieval_equals_copairs_called_directly():
+    table = batched_controls()
+    ours = batch_retrieval(table)
+    meta = table[["Metadata_Batch"]].assign(row=np.arange(len(table)))
+    ap = copairs_map.average_precision(
+        meta,
+        table[[c for c in table if c.startswith("f")]].to_numpy(),
+        pos_sameby=["Metadata_Batch"],
+        pos_diffby=["row"],
+        neg_sameby=[],
+        neg_diffby=["Metadata_Batch"],
+        progress_bar=False,
+    )
+    assert ours["map"] == pytest.approx(ap["average_precision"].mean())
+    assert ours["wells"] == 18
+    assert ours["chance"] == pytest.approx(5 / 17)  # 5 of a well's 17 others share its batch
+    assert ours["map"] > ours["chance"]  # the batches are shifted apart
+    with pytest.raises(NotScored, match="one batch"):
+        batch_retrieval(table[table["Metadata_Batch"] == "B0"])
+
+
+def test_same_batch_neighbours_by_direct_count():
+    # four compounds; a's nearest other compound is c (same week), b's is d (another week), c's
+    # is a (same week), d's is b (another week): 2 of 4 share. The DMSO row is never one.
+    x = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [0.9, 0.1], "d": [0.1, 0.9], "DMSO": [1, 0.01]}
+    week = {"a": "W1", "b": "W1,W2", "c": "W1", "d": "W3", "DMSO": "W1"}
+    table = pd.DataFrame(
+        {
+            "Metadata_Compound": list(x),
+            "Metadata_Batch": [week[c] for c in x],
+            "f0": [v[0] for v in x.values()],
+            "f1": [v[1] for v in x.values()],
+        }
+    )
+    got = same_batch_neighbours(table)
+    assert got["rate"] == pytest.approx(2 / 4) and got["treatments"] == 4
+    # candidates sharing a week: a {b, c} of 3, b {a, c} of 3, c {a, b} of 3, d {} of 3
+    assert got["chance"] == pytest.approx((2 + 2 + 2 + 0) / 12)

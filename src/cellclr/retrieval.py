@@ -241,3 +241,71 @@ def replicate_map(
         return activity(wells, control, treatment=treatment, null_size=null_size, seed=seed).summary
     except NotScored:
         return {"map": float("nan"), "retrieved": float("nan"), "treatments": 0}
+
+
+BATCH = "Metadata_Batch"
+
+
+def batch_retrieval(wells: pd.DataFrame, control: str = "DMSO") -> dict:
+    """How much batch a representation carries, from the control wells alone (lower is
+    better): each control well ranks the other control wells by cosine similarity; those of
+    its own batch are the positives. ``map``: the mean average precision; ``chance``: what a
+    ranking that knows nothing of batches scores, the mean over wells of the share of
+    positives among the wells ranked. Raises ``NotScored`` saying why when it cannot be
+    computed (no controls, one batch)."""
+    from copairs.matching import UnpairedException
+
+    missing = [c for c in (COMPOUND, BATCH) if c not in wells]
+    if missing:
+        raise NotScored(f"the wells have no {', '.join(missing)}")
+    controls = wells[wells[COMPOUND].astype(str) == control].reset_index(drop=True)
+    if controls.empty:
+        raise NotScored(f"no control wells ({COMPOUND} == {control!r}; evaluate.control)")
+    if controls[BATCH].nunique() < 2:
+        raise NotScored("the control wells come from one batch: nothing to tell apart")
+    meta = pd.DataFrame({BATCH: controls[BATCH].astype(str), "well": np.arange(len(controls))})
+    try:
+        ap = _average_precision(
+            meta,
+            controls[feature_columns(controls)].to_numpy(np.float64),
+            pos_sameby=[BATCH],
+            pos_diffby=["well"],
+            neg_sameby=[],
+            neg_diffby=[BATCH],
+        )
+    except UnpairedException:
+        ap = meta.iloc[:0].assign(average_precision=[])
+    ap = ap[ap["average_precision"].notna()]
+    if ap.empty:
+        raise NotScored("no batch has two control wells")
+    chance = (ap["n_pos_pairs"] / ap["n_total_pairs"]).mean()
+    return {"map": float(ap["average_precision"].mean()), "chance": float(chance), "wells": len(ap)}
+
+
+def same_batch_neighbours(treatments: pd.DataFrame, control: str = "DMSO") -> dict:
+    """How much batch a representation carries, from the treatments (lower is better): the
+    share of treatments whose nearest treatment of another compound (cosine, as NSC finds it)
+    shares a batch with it (their comma-joined batch labels have a week in common).
+    ``chance``: the mean over treatments of the share of such candidates that share a batch.
+    The control is neither a query nor a neighbour."""
+    missing = [c for c in (COMPOUND, BATCH) if c not in treatments]
+    if missing:
+        raise NotScored(f"the treatments have no {', '.join(missing)}")
+    rows = treatments[treatments[COMPOUND].astype(str) != control].reset_index(drop=True)
+    compound = pd.factorize(rows[COMPOUND].astype(str))[0]
+    labels = rows[BATCH].astype(str).str.get_dummies(sep=",").to_numpy(np.float32)
+    unit = unit_rows(rows[feature_columns(rows)].to_numpy(np.float64))
+    hits, chance = [], []
+    for start in range(0, len(rows), 2048):  # memory: a block of queries at a time
+        block = slice(start, start + 2048)
+        allowed = compound[block, None] != compound[None, :]
+        shares = (labels[block] @ labels.T) > 0
+        similarity = np.where(allowed, unit[block] @ unit.T, -np.inf)
+        queries = allowed.any(axis=1)
+        nearest = np.argmax(similarity, axis=1)
+        hits.append(shares[np.arange(len(nearest)), nearest][queries])
+        chance.append((shares & allowed).sum(axis=1)[queries] / allowed.sum(axis=1)[queries])
+    hits, chance = np.concatenate(hits), np.concatenate(chance)
+    if not len(hits):
+        raise NotScored("the treatments are of one compound: no neighbour of another one")
+    return {"rate": float(hits.mean()), "chance": float(chance.mean()), "treatments": len(hits)}

@@ -7,6 +7,10 @@ post-processing variant of the well profiles.
   fraction retrieved).
 - For each annotation column of ``evaluate.consistency_by``: **phenotypic consistency**.
 - Where MoAs are known: **NSC, NSCB, drop** and MoA mAP (``nsc``).
+- Where control wells and batches are known, how much batch the profiles carry, without
+  labels: the control wells' same-batch retrieval mAP (``batch_retrieval_map``) and the share
+  of treatments whose nearest other-compound treatment shares their batch
+  (``same_batch_neighbours``), each beside its chance level; lower is better.
 
 What cannot be computed is skipped, with its reason, in ``metrics.json`` (``skipped``) and in
 the summary; only input that cannot be read is an error.
@@ -43,7 +47,14 @@ from cellclr.profiling.profiles import (
     treatment_profiles,
 )
 from cellclr.profiling.results import Evaluation, results_table, summary_lines, variants
-from cellclr.retrieval import COMPOUND, NotScored, activity, consistency
+from cellclr.retrieval import (
+    COMPOUND,
+    NotScored,
+    activity,
+    batch_retrieval,
+    consistency,
+    same_batch_neighbours,
+)
 
 __all__ = [
     "Evaluation",
@@ -56,7 +67,18 @@ __all__ = [
     "summary_lines",
     "variants",
 ]
-MEASURES = ("treatments", "activity", "consistency", "nsc")
+MEASURES = (
+    "treatments",
+    "activity",
+    "consistency",
+    "nsc",
+    "batch_retrieval_map",
+    "same_batch_neighbours",
+)
+BATCH_MEASURES = {
+    "batch_retrieval_map": batch_retrieval,
+    "same_batch_neighbours": same_batch_neighbours,
+}
 TABLES = ("nsc", "nscb", "activity", "consistency")
 
 
@@ -105,6 +127,13 @@ def evaluate_variant(
         metrics["activity"], result.activity = scores.summary, scores.table
     except NotScored as error:
         skipped["activity"] = str(error)
+    for name, measure in BATCH_MEASURES.items():
+        try:
+            metrics[name] = measure(
+                wells if name == "batch_retrieval_map" else treatments, e.control
+            )
+        except NotScored as error:
+            skipped[name] = str(error)
     _consistency(result, treatments, e, treatment)
     return result
 
@@ -184,6 +213,7 @@ def combine(results: dict[str, Evaluation | str]) -> Evaluation:
     first = next(iter(done))
     metrics = {**done[first].metrics, "variant": first}
     keys = ("nsc", "nscb", "drop_pct", "notes", "activity", "consistency", "skipped")
+    keys += tuple(BATCH_MEASURES)
     metrics["variants"] = {
         v: {k: r.metrics[k] for k in keys if k in r.metrics} for v, r in done.items()
     }

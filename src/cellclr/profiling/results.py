@@ -66,6 +66,12 @@ def results_table(metrics: dict, representation: str = "cellclr") -> pd.DataFram
         row["activity_map"] = _number(active.get("map"))
         row["activity_retrieved"] = _number(active.get("retrieved"))
         row["activity_treatments"] = active.get("treatments", 0)
+        retrieval = m.get("batch_retrieval_map") or {}
+        row["batch_retrieval_map"] = _number(retrieval.get("map"))
+        row["batch_retrieval_chance"] = _number(retrieval.get("chance"))
+        neighbours = m.get("same_batch_neighbours") or {}
+        row["same_batch_neighbours"] = _number(neighbours.get("rate"))
+        row["same_batch_chance"] = _number(neighbours.get("chance"))
         rows.append(row)
     table = pd.DataFrame(rows)
     for task in NSC_TASKS:
@@ -104,6 +110,15 @@ def summary_line(metrics: dict) -> str:
         )
     for column, c in (metrics.get("consistency") or {}).items():
         parts.append(f"consistency by {column} mAP {_number(c['map']):.3f}")
+    retrieval, neighbours = metrics.get("batch_retrieval_map"), metrics.get("same_batch_neighbours")
+    if retrieval or neighbours:
+        batch = []
+        if retrieval:
+            batch.append(f"controls' mAP {retrieval['map']:.3f} (chance {retrieval['chance']:.3f})")
+        if neighbours:
+            rate, chance = neighbours["rate"], neighbours["chance"]
+            batch.append(f"same-batch neighbours {rate:.2f} (chance {chance:.2f})")
+        parts.append("batch: " + ", ".join(batch))
     return "  ".join(parts) or "nothing scored"
 
 
