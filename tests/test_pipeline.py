@@ -56,7 +56,14 @@ def test_run_without_treatments_profiles_wells_and_says_what_it_skipped(tmp_path
         "treatments": None,
         "controls": None,
     }
-    assert set(metrics["skipped"]) == {"treatments", "activity", "consistency", "nsc"}
+    assert set(metrics["skipped"]) == {
+        "treatments",
+        "activity",
+        "consistency",
+        "nsc",
+        "batch_retrieval_map",
+        "same_batch_neighbours",
+    }
     assert "cellclr profile --platemap" in metrics["skipped"]["treatments"]
     assert "nsc" not in metrics and not (run / "eval" / "nsc.parquet").exists()
 
