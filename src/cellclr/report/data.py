@@ -1,4 +1,6 @@
-"""Reading a finished run folder: what the report shows, and notes on what is missing."""
+"""Reading a run folder: what the report shows of the stages that exist, and notes on what is
+missing. Files that exist but cannot be read (a truncated ``metrics.json``, a ``.parquet`` that
+is not parquet) are an error naming the file."""
 
 from __future__ import annotations
 
@@ -9,16 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pyarrow import ArrowException
 
 from cellclr.errors import CellclrError
 from cellclr.outputs import compared_runs, current_baselines
 from cellclr.store import CropStore, StoreError
 
 STAGE_FOLDERS = ("crops", "model", "embeddings", "profiles", "eval")
+# the columns naming a treatment when the config does not say (profile.treatment)
+TREATMENT = ["Metadata_Compound", "Metadata_Concentration"]
 
 
 class ReportError(CellclrError, FileNotFoundError):
-    """A folder that is not a finished cellclr run."""
+    """A folder that is not a cellclr run, or a file of it that cannot be read."""
 
 
 @dataclass
@@ -26,9 +31,9 @@ class RunData:
     """What the report shows, read from a run folder; optional parts may be None or empty."""
 
     path: Path
-    metrics: dict[str, Any]
-    nsc: pd.DataFrame
-    nscb: pd.DataFrame
+    metrics: dict[str, Any]  # eval/metrics.json ({} when the run was not evaluated)
+    nsc: pd.DataFrame | None  # NSC's neighbours (headline variant); None when not computed
+    nscb: pd.DataFrame | None
     config: dict[str, Any]  # the parsed model/config.toml ({} when absent)
     train_log: pd.DataFrame | None
     profiles: dict[str, pd.DataFrame]  # treatment profiles: this run's, then each baseline's
@@ -39,10 +44,32 @@ class RunData:
     name: str = "cellclr"  # this run's name (a method's, in a comparison)
     train_logs: dict[str, pd.DataFrame] = field(default_factory=dict)  # other methods' logs
     folders: list[Path] = field(default_factory=list)  # run folders whose stages are timed
+    activity: pd.DataFrame | None = None  # per treatment (headline variant), when computed
+    consistency: pd.DataFrame | None = None  # per annotation value (headline variant)
 
     @property
     def control(self) -> str:
         return str(self.config.get("evaluate", {}).get("control", "DMSO"))
+
+    @property
+    def treatment(self) -> list[str]:
+        """The columns naming a treatment; the first equals ``control`` in control wells."""
+        return list(self.config.get("profile", {}).get("treatment") or TREATMENT)
+
+    @property
+    def home(self) -> Path:
+        """The run folder whose stages are shown (a comparison's first method)."""
+        return (self.folders or [self.path])[0]
+
+    @property
+    def has_nsc(self) -> bool:
+        """Whether NSC was evaluated (and its neighbour tables are there)."""
+        return "nsc" in self.metrics and self.nsc is not None and self.nscb is not None
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """Measures that evaluate could not compute, with the reason."""
+        return dict(self.metrics.get("skipped") or {})
 
 
 @dataclass(frozen=True)
@@ -62,6 +89,30 @@ def read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A ``metrics.json``; one that exists but is not a JSON object is an error naming it."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(
+            f"{path}: not valid JSON ({e}): truncated? rerun `cellclr evaluate` with --overwrite"
+        ) from None
+    except OSError as e:
+        raise ReportError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if not isinstance(metrics, dict):
+        raise ReportError(f"{path}: holds a JSON {type(metrics).__name__}, not an object")
+    return metrics
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A parquet file of the run; one that cannot be read is an error naming it."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, ArrowException) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ReportError(f"{path}: not a readable parquet file ({first})") from None
+
+
 def _find_store(run: Path) -> tuple[CropStore | None, str]:
     """The run's crop store (``run/crops``, else the one ``model/stage.json`` names) or why not."""
     if (run / "crops" / "store.json").is_file():
@@ -79,7 +130,7 @@ def _find_store(run: Path) -> tuple[CropStore | None, str]:
 
 def _load_baselines(run: Path, notes: dict[str, str]) -> dict[str, dict[str, Any]]:
     found, stale = current_baselines(run)
-    baselines = {name: read_json(folder / "eval" / "metrics.json") for name, folder in found}
+    baselines = {name: read_metrics(folder / "eval" / "metrics.json") for name, folder in found}
     if stale:
         notes["results"] = (
             f"left out: baselines/{', baselines/'.join(stale)} (unfinished, or made from other "
@@ -91,7 +142,7 @@ def _load_baselines(run: Path, notes: dict[str, str]) -> dict[str, dict[str, Any
 
 
 def _load_config(run: Path) -> dict[str, Any]:
-    for folder in ("model", "eval"):
+    for folder in ("model", "eval", "profiles", "embeddings"):
         path = run / folder / "config.toml"
         if path.is_file():
             try:
@@ -102,27 +153,53 @@ def _load_config(run: Path) -> dict[str, Any]:
 
 
 def _headline(table: pd.DataFrame, metrics: dict[str, Any]) -> pd.DataFrame:
-    """The neighbour rows of the headline post-processing variant (all rows of older runs)."""
+    """The rows of the headline post-processing variant (all rows of older runs)."""
     if "Variant" not in table:
         return table
     return table[table["Variant"] == metrics.get("variant", "none")].reset_index(drop=True)
 
 
+def _eval_table(run: Path, name: str, metrics: dict[str, Any]) -> pd.DataFrame | None:
+    path = run / "eval" / f"{name}.parquet"
+    return _headline(read_table(path), metrics) if path.is_file() else None
+
+
+def _check_run(run: Path) -> None:
+    if not run.is_dir():
+        raise ReportError(f"{run}: no such folder")
+    if not any((run / folder).is_dir() for folder in STAGE_FOLDERS):
+        stages = ", ".join(f"{folder}/" for folder in STAGE_FOLDERS)
+        raise ReportError(
+            f"{run} is not a cellclr run: it has none of {stages} (nor a compare.json)"
+        )
+
+
+def _methods(run: Path) -> list[tuple[str, Path]]:
+    try:
+        return compared_runs(run)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ReportError(f"{run / 'compare.json'}: not a cellclr compare manifest ({e})") from None
+
+
 def load_run(run: Path) -> RunData:
-    """Read a finished run (or a ``compare`` folder: its first method is the run, the other
-    methods are shown beside the baselines); raise ``ReportError`` naming the first missing
-    required file."""
+    """Read a run folder with whatever stages it has (or a ``compare`` folder: its first
+    method is the run, the other methods are shown beside the baselines); raise ``ReportError``
+    for a folder with none of the stages, or a file that cannot be read."""
     run = Path(run)
-    methods = compared_runs(run)
+    methods = _methods(run)
     if methods:
         return _load_comparison(run, methods)
-    for name in ("metrics.json", "nsc.parquet", "nscb.parquet"):
-        if not (run / "eval" / name).is_file():
-            raise ReportError(
-                f"{run} is not a finished cellclr run: {run / 'eval' / name} is missing"
-            )
-    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    _check_run(run)
     notes: dict[str, str] = {}
+    metrics_path = run / "eval" / "metrics.json"
+    metrics = read_metrics(metrics_path) if metrics_path.is_file() else {}
+    if not metrics_path.is_file():
+        notes["eval"] = f"not evaluated: {metrics_path} is missing (`cellclr evaluate` writes it)."
+    nsc, nscb = (_eval_table(run, name, metrics) for name in ("nsc", "nscb"))
+    if "nsc" in metrics and (nsc is None or nscb is None):
+        tables = (("nsc", nsc), ("nscb", nscb))
+        gone = [f"{run / 'eval' / n}.parquet" for n, t in tables if t is None]
+        notes["neighbours"] = f"NSC was evaluated but {' and '.join(gone)} is missing."
     log_path = run / "model" / "train_log.jsonl"
     train_log = None
     if log_path.is_file() and log_path.stat().st_size:
@@ -134,19 +211,21 @@ def load_run(run: Path) -> RunData:
     for name, folder in [("cellclr", run), *((n, run / "baselines" / n) for n in baselines)]:
         path = folder / "profiles" / "treatments.parquet"
         if path.is_file():
-            profiles[name] = pd.read_parquet(path)
+            profiles[name] = read_table(path)
         if (folder / "profiles" / "wells.parquet").is_file():
-            wells[name] = pd.read_parquet(folder / "profiles" / "wells.parquet")
+            wells[name] = read_table(folder / "profiles" / "wells.parquet")
     if "cellclr" not in profiles:
         notes["map"] = f"no treatment profiles ({run / 'profiles' / 'treatments.parquet'})."
+    if "cellclr" not in wells:
+        notes["wells"] = f"no well profiles: {run / 'profiles' / 'wells.parquet'} is missing."
     store, why = _find_store(run)
     if why:
         notes["cells"] = why
     return RunData(
         path=run,
         metrics=metrics,
-        nsc=_headline(pd.read_parquet(run / "eval" / "nsc.parquet"), metrics),
-        nscb=_headline(pd.read_parquet(run / "eval" / "nscb.parquet"), metrics),
+        nsc=nsc,
+        nscb=nscb,
         config=_load_config(run),
         train_log=train_log,
         profiles=profiles,
@@ -155,6 +234,8 @@ def load_run(run: Path) -> RunData:
         store=store,
         notes=notes,
         folders=[run],
+        activity=_eval_table(run, "activity", metrics),
+        consistency=_eval_table(run, "consistency", metrics),
     )
 
 
@@ -169,10 +250,11 @@ def _load_comparison(folder: Path, methods: list[tuple[str, Path]]) -> RunData:
     data.baselines = {}
     baselines, _ = current_baselines(folder)
     for other, path in [*others, *baselines]:
-        data.baselines[other] = read_json(path / "eval" / "metrics.json")
+        metrics = path / "eval" / "metrics.json"
+        data.baselines[other] = read_metrics(metrics) if metrics.is_file() else {}
         for table, store in (("treatments", data.profiles), ("wells", data.wells)):
             if (path / "profiles" / f"{table}.parquet").is_file():
-                store[other] = pd.read_parquet(path / "profiles" / f"{table}.parquet")
+                store[other] = read_table(path / "profiles" / f"{table}.parquet")
         log = path / "model" / "train_log.jsonl"
         if log.is_file() and log.stat().st_size and other not in dict(baselines):
             data.train_logs[other] = pd.read_json(log, lines=True)

@@ -38,7 +38,7 @@ class Png(NamedTuple):
     width: int
 
 
-def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
+def subplots(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, ncols, squeeze=False)[0]
@@ -59,7 +59,7 @@ def to_png(fig: Figure) -> Png:
 
 def training_figure(log: pd.DataFrame) -> Png:
     """Loss and learning rate by epoch (left), training throughput (right)."""
-    fig, (ax, ax_speed) = _figure(PAGE_IN, 3.6, 2)
+    fig, (ax, ax_speed) = subplots(PAGE_IN, 3.6, 2)
     marker = "o" if len(log) < 30 else None
     ax.plot(log["epoch"], log["loss"], color="#1f77b4", marker=marker, label="loss")
     ax.set(xlabel="epoch", ylabel="contrastive loss", title="Loss and learning rate")
@@ -101,7 +101,7 @@ def confusion_figure(nsc: pd.DataFrame, nscb: pd.DataFrame, titles: tuple[str, s
     """Query MoA x nearest neighbour's MoA counts for the NSC and NSCB neighbour tables."""
     names = pd.concat([nsc["Metadata_MoA"], nsc["Neighbor_MoA"]]).dropna().astype(str)
     moas = sorted(names.unique(), key=natural_key)
-    fig, (ax_nsc, ax_nscb) = _figure(PAGE_IN, 2.4 + 0.36 * len(moas), 2)
+    fig, (ax_nsc, ax_nscb) = subplots(PAGE_IN, 2.4 + 0.36 * len(moas), 2)
     _confusion_axes(ax_nsc, nsc, moas, titles[0])
     _confusion_axes(ax_nscb, nscb, moas, titles[1])
     ax_nsc.set_ylabel("query treatment's MoA")
@@ -157,7 +157,7 @@ def map_figure(t: pd.DataFrame, wells: pd.DataFrame | None, name: str, control: 
     background = (
         (t["Metadata_Compound"].astype(str) == control) | t["Metadata_MoA"].isna()
     ).to_numpy()
-    fig, (ax_moa, ax_batch) = _figure(PAGE_IN, 7.0, 2)
+    fig, (ax_moa, ax_batch) = subplots(PAGE_IN, 7.0, 2)
     _scatter(ax_moa, xy, t["Metadata_MoA"], background, f"{name}: treatments by MoA")
     _pc_labels(ax_moa, variance)
     if wells is not None and "Metadata_Batch" in wells:
@@ -168,6 +168,38 @@ def map_figure(t: pd.DataFrame, wells: pd.DataFrame | None, name: str, control: 
         batches = t["Metadata_Batch"].map(batch_label)
         _scatter(ax_batch, xy, batches, background, f"{name}: treatments by batch")
     _pc_labels(ax_batch, variance)
+    return to_png(fig)
+
+
+def top_labels(labels: pd.Series, keep: int, background: np.ndarray) -> pd.Series:
+    """The labels, those past the ``keep`` most frequent (outside ``background``) as
+    ``other (N)``, so that a map's legend stays readable."""
+    labels = labels.astype(str)
+    counts = labels[~background].value_counts()
+    if len(counts) <= keep:
+        return labels
+    kept = sorted(counts.index, key=lambda v: (-counts[v], natural_key(v)))[: keep - 1]
+    return labels.where(labels.isin(kept) | background, f"other ({len(counts) - len(kept)})")
+
+
+def well_map_figure(wells: pd.DataFrame, name: str, control: str, treatment: str) -> Png:
+    """The well profiles (no MoA known) by plate (by batch past 20 plates) and, when the
+    treatment column is known, by compound (controls in grey; the 19 commonest named)."""
+    xy, variance = _pca_of(wells)
+    known = treatment in wells and bool(wells[treatment].notna().any())
+    fig, axes = subplots(PAGE_IN if known else PAGE_IN / 2 + 0.5, 7.0, 2 if known else 1)
+    none = np.zeros(len(wells), dtype=bool)
+    by = "Metadata_Plate" if wells["Metadata_Plate"].nunique() <= 20 else "Metadata_Batch"
+    what = "plate" if by == "Metadata_Plate" else "batch"
+    groups = top_labels(wells.get(by, wells["Metadata_Plate"]), 20, none)
+    _scatter(axes[0], xy, groups, none, f"{name}: wells by {what}")
+    _pc_labels(axes[0], variance)
+    if known:
+        column = wells[treatment]
+        background = ((column.astype(str) == control) | column.isna()).to_numpy()
+        compounds = top_labels(wells[treatment], 20, background)
+        _scatter(axes[1], xy, compounds, background, f"{name}: wells by {treatment[9:].lower()}")
+        _pc_labels(axes[1], variance)
     return to_png(fig)
 
 
@@ -200,14 +232,19 @@ def composite(crops: np.ndarray, rgb: np.ndarray | None = None) -> np.ndarray:
 
 def sample_cells(cells: pd.DataFrame, control: str) -> dict[str, np.ndarray]:
     """Up to ``CELLS_PER_MOA`` random cells (seeded) per MoA, control first."""
-    rng = np.random.default_rng(CELL_SEED)
     moa = cells["Metadata_MoA"].astype("object")
     moa = moa.where(cells["Metadata_Compound"].astype(str) != control, control)
     groups = sorted(moa.dropna().astype(str).unique(), key=lambda m: (m != control, m.lower()))
+    return sample_groups(moa, groups)
+
+
+def sample_groups(labels: pd.Series, groups: list[str]) -> dict[str, np.ndarray]:
+    """Up to ``CELLS_PER_MOA`` random cells (seeded) of each of ``groups`` of ``labels``."""
+    rng = np.random.default_rng(CELL_SEED)
     return {
-        m: np.sort(rng.choice(idx, min(CELLS_PER_MOA, len(idx)), replace=False))
-        for m in groups
-        for idx in [np.flatnonzero((moa == m).to_numpy())]
+        g: np.sort(rng.choice(idx, min(CELLS_PER_MOA, len(idx)), replace=False))
+        for g in groups
+        for idx in [np.flatnonzero((labels == g).to_numpy())]
     }
 
 

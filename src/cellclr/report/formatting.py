@@ -32,6 +32,16 @@ def mean_ap(m: dict[str, Any]) -> str:
     return "–" if value is None or pd.isna(value) else f"{value:.3f}"
 
 
+def retrieved(m: dict[str, Any]) -> str:
+    """The share of treatments retrieved: ``4/6 (67%)``, or ``67%`` without the count."""
+    fraction = m.get("retrieved")
+    if fraction is None or pd.isna(fraction):
+        return "–"
+    total = m.get("treatments")
+    n = m.get("n_retrieved", None if not total else round(fraction * total))
+    return f"{n}/{total} ({100 * fraction:.0f}%)" if total else f"{100 * fraction:.0f}%"
+
+
 def plural(n: Any, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 

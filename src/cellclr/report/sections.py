@@ -1,18 +1,12 @@
 """The data of each part of the report page: plain dicts and lists of strings and numbers
-(table rows, notes, figures as data URIs) for ``templates/report.html`` to lay out.
-
-A table is ``{"header": [...], "rows": [[cell, ...], ...], "right": [column, ...],
-"main": [row, ...]}``: ``right`` columns are right-aligned numbers, ``main`` rows are bold. A
-cell is a string, or ``{"kind": ..., "text": ..., "detail": ...}`` for one that the template
-marks up: ``treatment`` (the concentration in ``detail``, in grey), ``batch`` (the full label in
-``detail`` as a tooltip), ``code``, ``bold``, or a text class: ``muted``, ``ok``, ``bad``.
+(table rows, notes, figures as data URIs, built with ``markup``) for ``templates/report.html``
+to lay out; ``None`` for a section that makes no sense for the run (MoA sections without NSC).
+The plate layout is in ``plates``, the activity and consistency sections in ``activity``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -21,17 +15,24 @@ import tomli_w
 
 from cellclr.profiling.evaluate import variants
 from cellclr.report import channels, figures
+from cellclr.report.activity import activity_of
 from cellclr.report.data import RunData, read_json, stage_times
 from cellclr.report.formatting import (
-    batch_label,
     ci,
     drop,
     duration,
     mean_ap,
     natural_key,
     plural,
+    retrieved,
     score,
 )
+from cellclr.report.markup import Cell
+from cellclr.report.markup import batch as _batch
+from cellclr.report.markup import cell as _cell
+from cellclr.report.markup import image as _image
+from cellclr.report.markup import table as _table
+from cellclr.report.markup import treatment as _treatment
 from cellclr.store import StoreError
 
 BASELINE_NOTES = {
@@ -40,24 +41,16 @@ BASELINE_NOTES = {
     "cellprofiler": "CellProfiler's measurements (cp_measure)",
 }
 METHOD_NAMES = {"simclr": "SimCLR", "supcon": "SupCon", "dino": "DINO"}
-
-Cell = str | dict[str, str]
+MEASURES = {
+    "nsc": "NSC, NSCB and MoA mAP",
+    "activity": "phenotypic activity",
+    "consistency": "phenotypic consistency",
+    "treatments": "treatment profiles",
+}
+MAX_CELL_GROUPS = 8  # rows of example cells without MoA: compounds, or wells
 
 # an array of scalars as tomli_w writes it: one indented item a line (strings never span lines)
 _TOML_ARRAY = re.compile(r"\[\n((?: {4}[^\n\[\]{}]*,\n)+)\]")
-
-
-def _cell(kind: str, text: Any, detail: Any = "") -> dict[str, str]:
-    return {"kind": kind, "text": str(text), "detail": str(detail)}
-
-
-def _table(
-    header: list[str],
-    rows: list[list[Cell]],
-    right: Collection[int] = (),
-    main: Collection[int] = (),
-) -> dict[str, Any]:
-    return {"header": header, "rows": rows, "right": sorted(right), "main": sorted(main)}
 
 
 def _toml(config: dict[str, Any]) -> str:
@@ -66,57 +59,6 @@ def _toml(config: dict[str, Any]) -> str:
         lambda m: "[" + ", ".join(item.strip()[:-1] for item in m[1].splitlines()) + "]",
         tomli_w.dumps(config),
     ).strip()
-
-
-def _image(png: figures.Png, alt: str) -> dict[str, Any]:
-    return {"src": png.uri, "width": png.width, "alt": alt}
-
-
-def _treatment(compound: Any, concentration: Any) -> Cell:
-    if pd.isna(compound):
-        return "–"
-    return _cell("treatment", compound, f"{float(concentration):g}")
-
-
-def _batch(label: Any) -> Cell:
-    """A batch label for a table; multi-week labels are shortened, the full one in a tooltip."""
-    if pd.isna(label):
-        return "–"
-    return _cell("batch", batch_label(label), label)
-
-
-def header(run: RunData) -> dict[str, Any]:
-    """The title, headline cards and one sentence each on what was evaluated and the model."""
-    m = run.metrics
-    evaluated = (run.folders or [run.path])[0] / "eval" / "metrics.json"
-    finished = datetime.fromtimestamp(evaluated.stat().st_mtime)
-    cards = [
-        ("NSC", score(m["nsc"]), "nearest treatment of another compound has the same MoA"),
-        ("NSCB", score(m["nscb"]), "… and comes from another batch"),
-        ("Drop", drop(m), "NSC − NSCB accuracy"),
-    ]
-    facts: dict[str, Any] = {
-        key: str(m.get(key, "?")) for key in ("n_treatments", "n_compounds", "n_moas")
-    }
-    facts["distance"] = str(m.get("distance", "cosine"))
-    facts["dropped"] = ", ".join(m.get("nscb_dropped_moas") or [])
-    model, train = run.config.get("model", {}), run.config.get("train", {})
-    if model and train:
-        facts["model"] = {
-            "arch": str(model.get("arch")),
-            "stem": str(model.get("stem")),
-            "epochs": plural(train.get("epochs"), "epoch"),
-            "batch_size": str(train.get("batch_size")),
-            "size": str(run.config.get("augment", {}).get("size")),
-        }
-    return {
-        "name": run.path.resolve().name,
-        "folder": str(run.path.resolve()),
-        "evaluated": f"{finished:%Y-%m-%d %H:%M}",
-        "written": f"{datetime.now():%Y-%m-%d %H:%M}",
-        "cards": [{"label": k, "value": v, "sub": s} for k, v, s in cards],
-        "facts": facts,
-    }
 
 
 def about(name: str, metrics: dict[str, Any]) -> str:
@@ -132,30 +74,44 @@ def about(name: str, metrics: dict[str, Any]) -> str:
     return f"{method} embeddings, no labels"
 
 
+def _skipped(runs: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    """One line per measure or variant that a representation's evaluation skipped."""
+    lines = []
+    for name, _, m in runs:
+        for measure, why in (m.get("skipped") or {}).items():
+            if measure.startswith("consistency:"):
+                what = f"consistency by {measure.split(':', 1)[1]}"
+            else:
+                what = MEASURES.get(measure, measure)
+            lines.append(f"{name}: {what} not computed: {why}")
+        for v, why in (m.get("skipped_variants") or {}).items():
+            lines.append(f"{name}: post-processing {v} not computed: {why}")
+    return lines
+
+
 def results(run: RunData) -> dict[str, Any]:
-    """NSC, NSCB, mAP and replicate mAP of each post-processing variant, for this run (each
-    method, in a comparison) and its baselines."""
+    """NSC, NSCB, mAP and activity of each post-processing variant, for this run (each method,
+    in a comparison) and its baselines; "–" for what was not computed."""
     this = f"{run.name} (this run)" if run.name == "cellclr" else run.name
-    runs = [(this, about(run.name, run.metrics), run.metrics)]
-    runs += [(name, about(name, m), m) for name, m in run.baselines.items()]
+    runs = [(this, about(run.name, run.metrics), run.metrics)] if run.metrics else []
+    runs += [(name, about(name, m), m) for name, m in run.baselines.items() if m]
     rows: list[list[Cell]] = []
     for name, text, m in runs:
         for i, (variant, v) in enumerate(variants(m).items()):
             label: list[Cell] = [name, _cell("muted", text)] if i == 0 else ["", ""]
-            nsc, nscb = v["nsc"], v["nscb"]
-            scores = [score(nsc), ci(nsc), score(nscb), ci(nscb), drop(v)]
-            replicate = mean_ap(v.get("replicate") or {})
-            rows.append([*label, variant, *scores, mean_ap(nsc), mean_ap(nscb), replicate])
+            nsc, nscb = v.get("nsc"), v.get("nscb")
+            scores = [score(nsc), ci(nsc)] if nsc else ["–", "–"]
+            scores += [score(nscb), ci(nscb)] if nscb else ["–", "–"]
+            scores += [drop(v) if nsc else "–", mean_ap(nsc or {}), mean_ap(nscb or {})]
+            act = activity_of(v)
+            rows.append([*label, variant, *scores, mean_ap(act), retrieved(act)])
     header = ["Profiles", "", "Post-processing", "NSC", "95% CI", "NSCB", "95% CI", "Drop"]
-    header += ["mAP", "mAP (batch)", "Replicate mAP"]
+    header += ["mAP", "mAP (batch)", "Activity mAP", "Retrieved"]
+    notes = [run.notes[key] for key in ("eval", "results") if key in run.notes]
     return {
-        "table": _table(header, rows, right=range(3, 11), main={0}),
-        "skipped": [
-            f"{name}: post-processing {v} not computed: {why}"
-            for name, _, m in runs
-            for v, why in m.get("skipped_variants", {}).items()
-        ],
-        "note": run.notes.get("results"),
+        "table": _table(header, rows, right=range(3, 12), main={0}) if rows else None,
+        "skipped": _skipped(runs),
+        "note": " ".join(notes) or None,
     }
 
 
@@ -190,6 +146,7 @@ def _curves(name: str, log: pd.DataFrame) -> dict[str, Any]:
 
 
 def _per_moa(run: RunData) -> dict[str, Any]:
+    assert run.nsc is not None and run.nscb is not None
     dropped = set(run.metrics.get("nscb_dropped_moas") or [])
     nsc = run.nsc.groupby("Metadata_MoA")["Correct"].agg(["sum", "count"])
     nscb = run.nscb.groupby("Metadata_MoA")["Correct"].agg(["sum", "count"])
@@ -228,8 +185,14 @@ def _neighbour_table(table: pd.DataFrame) -> dict[str, Any]:
     return _table([*header, ""], rows, right={6})
 
 
-def neighbours(run: RunData) -> dict[str, Any]:
-    """Per-MoA scores, and every treatment with its nearest neighbour (NSC and NSCB)."""
+def neighbours(run: RunData) -> dict[str, Any] | None:
+    """Per-MoA scores, and every treatment with its nearest neighbour (NSC and NSCB); left out
+    when NSC was not evaluated."""
+    if "neighbours" in run.notes:
+        return {"note": run.notes["neighbours"]}
+    if not run.has_nsc:
+        return None
+    assert run.nsc is not None and run.nscb is not None
     return {
         "per_moa": _per_moa(run),
         "tables": [
@@ -243,38 +206,106 @@ def neighbours(run: RunData) -> dict[str, Any]:
     }
 
 
-def confusion(run: RunData) -> dict[str, Any]:
+def confusion(run: RunData) -> dict[str, Any] | None:
+    if "neighbours" in run.notes:
+        return {"note": run.notes["neighbours"]}
+    if not run.has_nsc:
+        return None
+    assert run.nsc is not None and run.nscb is not None
     titles = (f"NSC: {score(run.metrics['nsc'])}", f"NSCB: {score(run.metrics['nscb'])}")
     png = figures.confusion_figure(run.nsc, run.nscb, titles)
     return {"figure": _image(png, "MoA confusion matrices for NSC and NSCB")}
 
 
+def _about(run: RunData, name: str) -> str:
+    return "this run" if name == "cellclr" else about(name, run.baselines.get(name, {}))
+
+
+def _has_moa(t: pd.DataFrame | None) -> bool:
+    return t is not None and "Metadata_MoA" in t and bool(t["Metadata_MoA"].notna().any())
+
+
 def profile_map(run: RunData) -> dict[str, Any]:
-    """A PCA map of the treatment (and well) profiles of the run and of each baseline."""
+    """A PCA map of the treatment (and well) profiles of the run and of each baseline by MoA;
+    without MoA, of the well profiles by plate and compound."""
+    if _has_moa(run.profiles.get(run.name)):
+        maps = [
+            {
+                "name": name,
+                "about": _about(run, name),
+                "figure": _image(
+                    figures.map_figure(t, run.wells.get(name), name, run.control),
+                    f"PCA map of {name} treatment profiles",
+                ),
+            }
+            for name, t in run.profiles.items()
+        ]
+        return {"kind": "moa", "control": run.control, "note": run.notes.get("map"), "maps": maps}
+    treatment = run.treatment[0]
     maps = [
         {
             "name": name,
-            "about": "this run" if name == "cellclr" else about(name, run.baselines.get(name, {})),
+            "about": _about(run, name),
             "figure": _image(
-                figures.map_figure(t, run.wells.get(name), name, run.control),
-                f"PCA map of {name} treatment profiles",
+                figures.well_map_figure(w, name, run.control, treatment),
+                f"PCA map of {name} well profiles",
             ),
         }
-        for name, t in run.profiles.items()
+        for name, w in run.wells.items()
     ]
-    return {"control": run.control, "note": run.notes.get("map"), "maps": maps}
+    known = run.name in run.wells and treatment in run.wells[run.name]
+    return {
+        "title": "Well profile map",
+        "kind": "wells",
+        "control": run.control,
+        "treatment": treatment[9:].lower() if known else "",
+        "note": None if maps else run.notes.get("wells", "no well profiles."),
+        "maps": maps,
+    }
+
+
+def _cell_groups(run: RunData) -> tuple[str, dict[str, np.ndarray]]:
+    """What the example cells are grouped by (MoA; else compound, the control first, then the
+    commonest; else random wells) and the cells picked per group."""
+    assert run.store is not None
+    cells = run.store.cells
+    if _has_moa(cells) and "Metadata_Compound" in cells:
+        return "MoA", figures.sample_cells(cells, run.control)
+    column = run.treatment[0]
+    if column in cells and cells[column].notna().any():
+        labels = cells[column].astype(str).where(cells[column].notna())
+        counts = labels.value_counts()
+        order = sorted(counts.index, key=lambda c: (c != run.control, -counts[c], natural_key(c)))
+        return column[9:].lower(), figures.sample_groups(labels, order[:MAX_CELL_GROUPS])
+    labels = cells["Metadata_Plate"].astype(str) + " " + cells["Metadata_Well"].astype(str)
+    wells = labels.unique()
+    rng = np.random.default_rng(figures.CELL_SEED)
+    chosen = rng.choice(wells, min(MAX_CELL_GROUPS, len(wells)), replace=False)
+    return "well", figures.sample_groups(labels, sorted(chosen, key=natural_key))
+
+
+def _cells_intro(grouping: str, groups: list[str], control: str) -> str:
+    n = figures.CELLS_PER_MOA
+    if grouping == "MoA":
+        return f"{n} random cells per MoA"
+    if grouping == "well":
+        return f"{n} random cells from each of {len(groups)} random wells (no treatments known)"
+    first = f"{control} first, then " if control in groups else ""
+    others = len(groups) - bool(first)
+    return f"{n} random cells per {grouping}: {first}the {others} with the most cells"
 
 
 def example_cells(run: RunData) -> dict[str, Any]:
-    """A mosaic of random cells per MoA, or a note on why there is none."""
+    """A mosaic of random cells per MoA (else per compound, else per well), or a note on why
+    there is none."""
     store = run.store
     if store is None:
         return {"note": run.notes["cells"]}
-    if "Metadata_MoA" not in store.cells:
-        return {"note": "the crop store has no Metadata_MoA column, so no example cells are shown."}
+    if not len(store.cells):
+        return {"note": f"the crop store {store.path} holds no cells."}
     wanted = run.config.get("report", {}).get("channels") or []
     shown = channels.select(store.channels, wanted, store.path)  # errors before reading
-    picked = figures.sample_cells(store.cells, run.control)
+    grouping, picked = _cell_groups(run)
     try:
         crops = store.read(np.concatenate(list(picked.values())))[:, shown.indices]
     except (StoreError, OSError) as e:
@@ -283,7 +314,8 @@ def example_cells(run: RunData) -> dict[str, Any]:
     png = figures.cells_figure(crops, [len(i) for i in picked.values()], labels, shown.colours)
     legend = figures.legend_figure(crops, shown.names, shown.colours)
     return {
-        "per_moa": figures.CELLS_PER_MOA,
+        "intro": _cells_intro(grouping, list(picked), run.control),
+        "grouping": grouping,
         "seed": figures.CELL_SEED,
         "store": str(store.path),
         "channels": [
@@ -297,7 +329,7 @@ def example_cells(run: RunData) -> dict[str, Any]:
         "low": f"{figures.STRETCH_PCT[0]:g}",
         "high": f"{figures.STRETCH_PCT[1]:g}",
         "legend": _image(legend, "legend: one cell, each channel alone in its colour"),
-        "figure": _image(png, "example cells per MoA"),
+        "figure": _image(png, f"example cells per {grouping}"),
     }
 
 
