@@ -96,7 +96,8 @@ def test_missing_optional_parts_give_notes(finished_run: Path, tmp_path: Path) -
     assert "the crop store could not be opened" in page
     assert "no training log" in page
     assert "no baselines in this run" in page
-    assert page.count(PNG) == 4  # confusion, the run's map and the layout of its 2 plates
+    # confusion, the run's map, the layout of its 2 plates and its phenotypic activity
+    assert page.count(PNG) == 5
     for heading in HEADINGS:
         assert f"<h2>{heading}</h2>" in page
 
