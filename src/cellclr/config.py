@@ -77,8 +77,9 @@ class CropConfig(Section):
 
 class DataConfig(Section):
     crops: str = ""  # crop store used by `cellclr run` when --crops is not given
-    normalize: Literal["plate", "batch", "global", "none"] = "plate"  # intensity statistics
-    normalize_min_cells: Count = 100  # below this, a plate uses its batch's (then global) stats
+    # intensity statistics: per plate, batch, well, overall, each crop's own (cell), or none
+    normalize: Literal["plate", "batch", "global", "well", "cell", "none"] = "plate"
+    normalize_min_cells: Count = 100  # below this, a plate (well) uses its batch's (plate's) stats
     sampler: Literal["uniform", "balanced"] = "uniform"  # balanced: each group equally often
     balance_by: str = "treatment"  # treatment (compound + concentration), or a Metadata_ column
 

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,3 +99,18 @@ def test_resume_from_an_older_checkpoint_rolls_the_log_back(store, tmp_path, mon
     assert [r["epoch"] for r in log] == [1, 2, 3, 4]
     whole_log = [json.loads(line) for line in (whole / LOG).read_text().splitlines()]
     assert [r["loss"] for r in log] == [r["loss"] for r in whole_log]
+
+
+@pytest.mark.parametrize("mode", ["well", "cell"])
+def test_well_and_cell_normalisation_train_and_embed(store, tmp_path, mode):
+    from cellclr.embeddings import read_embeddings
+    from cellclr.learning.embed import embed
+
+    cfg = tiny_config("train.epochs=1", f"data.normalize='{mode}'", "data.normalize_min_cells=1")
+    out = train(store, tmp_path / "m", cfg)
+    assert all(torch.isfinite(v).all() for v in weights(out).values() if v.is_floating_point())
+    assert json.loads((out / "stage.json").read_text())["normalization"] == {
+        mode: 14 if mode == "well" else 2
+    }
+    cells = read_embeddings(embed(out, store, tmp_path / "e", cfg))
+    assert len(cells) == 56 and np.isfinite(cells.filter(like="emb_").to_numpy()).all()

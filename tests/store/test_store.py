@@ -160,3 +160,44 @@ def test_store_id_covers_pixels_and_channel_names(tmp_path, crop_files):
     assert (
         CropStore(import_crops(*crop_files, tmp_path / "d", ["DNA", "Tubulin", "Actin"])).id == base
     )
+
+
+def test_well_statistics_equal_numpy(store):
+    s = CropStore(store)
+    norm = s.normalization("well", min_cells=4)  # every well has 4 cells
+    cells = s.cells
+    assert set(norm.source["level"]) == {"well"} and len(norm.low) == 14
+    images = s.read(np.arange(len(s))).astype(np.float64)
+    for plate, well in [("Week1_1000", "B02"), ("Week2_1001", "B08")]:
+        mine = np.flatnonzero((cells["Metadata_Plate"] == plate) & (cells["Metadata_Well"] == well))
+        pixels = images[mine].transpose(1, 0, 2, 3).reshape(3, -1)
+        low, high = np.percentile(pixels, [1.0, 99.9], axis=1)
+        group = norm.group_of_cell[mine]
+        assert (group == group[0]).all()
+        np.testing.assert_allclose(norm.low[group[0]], low, rtol=1e-5)
+        np.testing.assert_allclose(norm.high[group[0]], high, rtol=1e-5)
+    # wells of fewer cells take their plate's statistics
+    fallback = s.normalization("well", min_cells=5)
+    assert set(fallback.source["level"]) == {"plate"}
+    plate = s.normalization("plate", min_cells=5)
+    np.testing.assert_allclose(fallback.low[fallback.group_of_cell], plate.low[plate.group_of_cell])
+
+
+def test_cell_statistics_equal_numpy(store):
+    import torch
+
+    from cellclr.baselines.chunks import chunk_tasks, read_scaled
+    from cellclr.learning.batches import CropBatches
+
+    s = CropStore(store)
+    norm = s.normalization("cell")
+    indices = np.array([0, 5, 17, 40])
+    crops = s.read(indices).astype(np.float64)
+    low = np.percentile(crops, 1.0, axis=(2, 3))
+    high = np.percentile(crops, 99.9, axis=(2, 3))
+    expected = (crops - low[:, :, None, None]) / (high - low)[:, :, None, None]
+    (batch,) = CropBatches(s, norm, [indices], torch.device("cpu"))
+    np.testing.assert_allclose(batch.numpy(), expected, rtol=1e-5, atol=1e-5)
+    tasks = chunk_tasks(s, "cell", 100, batch=len(s))
+    _, scaled = read_scaled(tasks[0])
+    np.testing.assert_allclose(scaled[indices], expected, rtol=1e-5, atol=1e-5)

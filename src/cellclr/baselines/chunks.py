@@ -18,9 +18,10 @@ import numpy as np
 from tqdm import tqdm
 
 from cellclr.store import CropStore
+from cellclr.store.reader import crop_percentiles
 from cellclr.workers import process_pool
 
-Chunk = tuple[str, np.ndarray, np.ndarray, np.ndarray]
+Chunk = tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]
 T = TypeVar("T")
 
 
@@ -40,15 +41,22 @@ def chunk_tasks(
     for start in range(0, n, batch):
         indices = np.arange(start, min(start + batch, n))
         groups = norm.group_of_cell[indices]
-        tasks.append((str(store.path), indices, norm.low[groups], norm.high[groups]))
+        if norm.per_cell:  # each crop's own statistics, computed where it is read
+            tasks.append((str(store.path), indices, None, None))
+        else:
+            tasks.append((str(store.path), indices, norm.low[groups], norm.high[groups]))
     return tasks
 
 
 def read_scaled(task: Chunk) -> tuple[CropStore, np.ndarray]:
-    """The chunk's store and its crops as float32 ``(x - low) / (high - low)`` (n, C, H, W)."""
+    """The chunk's store and its crops as float32 ``(x - low) / (high - low)`` (n, C, H, W),
+    with the chunk's statistics or, when it has none, each crop's own percentiles."""
     path, indices, low, high = task
     store = open_store(path)
     crops = store.read(indices).astype(np.float32)
+    if low is None:
+        low, high = crop_percentiles(crops)
+        high = np.maximum(high, low + 1.0)
     return store, (crops - low[:, :, None, None]) / (high - low)[:, :, None, None]
 
 

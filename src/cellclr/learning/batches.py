@@ -11,13 +11,15 @@ import numpy as np
 import torch
 
 from cellclr.store import CropStore, Normalization
+from cellclr.store.format import HIGH_PCT, LOW_PCT
 
 
 class CropBatches:
     """Iterate over normalised float batches (B, C, H, W), channels-last, on ``device``.
 
     Each batch is scaled per cell and channel to ``(x - low) / (high - low)`` with the
-    statistics of the cell's plate (see ``CropStore.normalization``).
+    statistics of the cell's plate (or well), or its own percentiles (``normalize = "cell"``,
+    computed on the device: ``crop_percentiles``); see ``CropStore.normalization``.
     """
 
     def __init__(
@@ -29,9 +31,10 @@ class CropBatches:
         prefetch: int = 3,
     ) -> None:
         self.store, self.batches, self.device, self.prefetch = store, batches, device, prefetch
-        self.groups = torch.from_numpy(norm.group_of_cell)
+        self.groups = torch.from_numpy(np.ascontiguousarray(norm.group_of_cell).copy())
         self.low = torch.from_numpy(norm.low).to(device)
         self.scale = torch.from_numpy(1.0 / (norm.high - norm.low)).to(device)
+        self.per_cell = norm.per_cell
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -67,7 +70,12 @@ class CropBatches:
                 crops = crops.to(self.device, non_blocking=True)
                 groups = groups.to(self.device, non_blocking=True)
                 x = crops.float()
-                x = (x - self.low[groups][:, :, None, None]) * self.scale[groups][:, :, None, None]
+                if self.per_cell:
+                    low, high = crop_percentiles(x)
+                    x = (x - low[:, :, None, None]) / (high - low).clamp_min(1.0)[:, :, None, None]
+                else:
+                    low, scale = self.low[groups], self.scale[groups]
+                    x = (x - low[:, :, None, None]) * scale[:, :, None, None]
                 yield x.contiguous(memory_format=torch.channels_last)
         finally:
             stop.set()
@@ -76,3 +84,18 @@ class CropBatches:
                     q.get_nowait()
                 except queue.Empty:
                     thread.join(timeout=0.05)
+
+
+def crop_percentiles(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each crop's own ``LOW_PCT`` and ``HIGH_PCT`` percentiles per channel, (B, C) each, with
+    numpy's linear interpolation, on the crops' device (one sort, no host sync)."""
+    flat = x.flatten(2).sort(dim=2).values
+    n = flat.shape[2]
+    out = []
+    for pct in (LOW_PCT, HIGH_PCT):
+        position = pct / 100 * (n - 1)
+        below = int(position)
+        above = min(below + 1, n - 1)
+        weight = position - below
+        out.append(flat[:, :, below] * (1 - weight) + flat[:, :, above] * weight)
+    return out[0], out[1]

@@ -87,10 +87,11 @@ def global_batch_size(requested: int, n: int, world: World, crops: str | Path) -
 def _normalization(store: CropStore, cfg: Config, world: World) -> tuple[Normalization, dict]:
     norm = store.normalization(cfg.data.normalize, cfg.data.normalize_min_cells)
     levels = norm.source["level"].value_counts().to_dict()
-    borrowed = norm.source[norm.source["level"] != cfg.data.normalize]["Metadata_Plate"]
+    borrowed = norm.source[norm.source["level"] != cfg.data.normalize]
     if len(borrowed) and world.main:
+        unit = "wells" if cfg.data.normalize == "well" else "plates"
         tqdm.write(
-            f"normalisation: {len(borrowed)} plates with fewer than "
+            f"normalisation: {len(borrowed)} {unit} with fewer than "
             f"{cfg.data.normalize_min_cells} cells use wider statistics ({levels})"
         )
     return norm, levels

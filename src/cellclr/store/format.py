@@ -27,7 +27,7 @@ REQUIRED_COLUMNS = ("Metadata_Plate", "Metadata_Well", "Metadata_Site")
 LOW_PCT, HIGH_PCT = 1.0, 99.9  # percentiles mapped to 0 and 1 by intensity normalisation
 STATS_MAX_CELLS = 1000  # cells sampled per group to estimate the percentiles
 STATS_MAX_PIXELS = 2_000_000  # and at most about this many pixels per channel
-NORMALIZE_MODES = ("plate", "batch", "global", "none")
+NORMALIZE_MODES = ("plate", "batch", "global", "well", "cell", "none")
 
 
 class StoreError(CellclrError, ValueError):

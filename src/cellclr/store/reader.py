@@ -10,17 +10,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cellclr.store.format import FORMAT_VERSION, NORMALIZE_MODES, StoreError
+from cellclr.store.format import (
+    FORMAT_VERSION,
+    HIGH_PCT,
+    LOW_PCT,
+    NORMALIZE_MODES,
+    StoreError,
+)
 
 
 @dataclass(frozen=True)
 class Normalization:
-    """Per-cell group codes and the low/high intensity of each group and channel."""
+    """Per-cell group codes and the low/high intensity of each group and channel; or, with
+    ``per_cell``, each crop scaled by its own percentiles (``crop_percentiles``)."""
 
     group_of_cell: np.ndarray  # (n_cells,) int64 index into low/high
     low: np.ndarray  # (n_groups, n_channels) float32
     high: np.ndarray  # (n_groups, n_channels) float32
     source: pd.DataFrame  # per plate: which statistics it uses
+    per_cell: bool = False
+
+
+def crop_percentiles(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each crop's own low and high percentiles (``LOW_PCT``, ``HIGH_PCT``) per channel, as
+    numpy's linear interpolation gives them: (n, C) each."""
+    flat = x.reshape(*x.shape[:2], -1)
+    low, high = np.percentile(flat, [LOW_PCT, HIGH_PCT], axis=2)
+    return low.astype(np.float32), high.astype(np.float32)
 
 
 class CropStore:
@@ -85,23 +101,29 @@ class CropStore:
         return out
 
     def normalization(self, mode: str = "plate", min_cells: int = 100) -> Normalization:
-        """Choose intensity statistics per plate.
+        """Choose intensity statistics per plate (or well, or cell).
 
         ``plate``: each plate's own, falling back to its batch's and then to the overall ones
         when it has fewer than ``min_cells`` cells (few cells give unreliable statistics);
-        ``batch``: each batch's (falling back to overall); ``global``: overall; ``none``:
-        raw counts scaled by 1/65535.
+        ``batch``: each batch's (falling back to overall); ``global``: overall; ``well``: the
+        statistics of all the cells of each well (read from the crops now), falling back to its
+        plate's, batch's and the overall ones below ``min_cells``; ``cell``: each crop scaled
+        by its own percentiles (no plate, batch or well effect on intensities is left, and no
+        absolute intensity either); ``none``: raw counts scaled by 1/65535.
         """
         if mode not in NORMALIZE_MODES:
             raise StoreError(f"unknown normalisation {mode!r}: choose {', '.join(NORMALIZE_MODES)}")
         plates = self.cells["Metadata_Plate"].astype(str)
         plate_codes, plate_names = pd.factorize(plates, sort=True)
         n_ch = len(self.channels)
-        if mode == "none":
+        if mode in ("none", "cell"):
             low = np.zeros((len(plate_names), n_ch), np.float32)
             high = np.full((len(plate_names), n_ch), 65535.0, np.float32)
-            source = pd.DataFrame({"Metadata_Plate": plate_names, "level": "none"})
-            return Normalization(plate_codes.astype(np.int64), low, high, source)
+            source = pd.DataFrame({"Metadata_Plate": plate_names, "level": mode})
+            codes = plate_codes.astype(np.int64)
+            return Normalization(codes, low, high, source, per_cell=mode == "cell")
+        if mode == "well":
+            return self._well_normalization(min_cells)
         stats = read_part(self.path, "normalization.parquet")
         table = {
             (lv, k): g.set_index("channel").loc[self.channels]
@@ -125,6 +147,33 @@ class CropStore:
         high = np.maximum(high, low + 1.0)  # a constant channel must not divide by zero
         source = pd.DataFrame({"Metadata_Plate": plate_names, "level": levels})
         return Normalization(plate_codes.astype(np.int64), low, high, source)
+
+    def _well_normalization(self, min_cells: int) -> Normalization:
+        """``normalization("well")``: per well, the percentiles of its cells' pixels (at most
+        ``STATS_MAX_CELLS`` cells and about ``STATS_MAX_PIXELS`` pixels per channel, as for
+        plates), else its plate's (batch's, overall) statistics below ``min_cells``."""
+        from cellclr.store.writer import group_percentiles
+
+        keys = ["Metadata_Plate", "Metadata_Well"]
+        wells = self.cells[keys].astype(str)
+        codes = wells.groupby(keys, sort=True).ngroup().to_numpy(np.int64)
+        names = wells.drop_duplicates().sort_values(keys).reset_index(drop=True)
+        counts = np.bincount(codes, minlength=len(names))
+        plates = self.normalization("plate", min_cells)
+        plate_of_well = np.zeros(len(names), np.int64)
+        plate_of_well[codes] = plates.group_of_cell
+        low, high = plates.low[plate_of_well].copy(), plates.high[plate_of_well].copy()
+        levels = plates.source["level"].to_numpy(object)[plate_of_well]
+        own = counts >= min_cells
+        if own.any():
+            cells = self.cells.assign(_well=codes)[own[codes]]
+            arrays = {
+                f: self.arrays[self.files.index(f)] for f in cells["Metadata_CropFile"].unique()
+            }
+            for well, (lo, hi) in group_percentiles(cells, arrays, "_well").items():
+                low[well], high[well], levels[well] = lo, hi, "well"
+        high = np.maximum(high, low + 1.0)
+        return Normalization(codes, low, high, names.assign(level=levels))
 
 
 def _read_meta(store: Path) -> dict:

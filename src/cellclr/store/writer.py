@@ -181,20 +181,37 @@ def _intensity_stats(
     rows = []
     groups = [("plate", "Metadata_Plate"), ("batch", "Metadata_Batch"), ("global", None)]
     for level, column in groups:
-        keyed = [("all", cells)] if column is None else cells.groupby(column, sort=True)
-        for key, group in keyed:
-            take = group
-            if len(group) > STATS_MAX_CELLS:
-                take = group.iloc[np.sort(rng.choice(len(group), STATS_MAX_CELLS, replace=False))]
-            pixels = np.concatenate(
-                [
-                    arrays[f][np.sort(g["Metadata_CropRow"].to_numpy())]
-                    for f, g in take.groupby("Metadata_CropFile")
-                ]
-            )
-            flat = pixels.transpose(1, 0, 2, 3).reshape(len(channels), -1)
-            step = max(1, flat.shape[1] // STATS_MAX_PIXELS)  # an even subsample bounds the cost
-            low, high = np.percentile(flat[:, ::step], [LOW_PCT, HIGH_PCT], axis=1)
+        every = cells.assign(_all="all") if column is None else cells
+        sizes = every.groupby(column or "_all").size()
+        stats = group_percentiles(every, arrays, column or "_all", rng)
+        for key, (low, high) in stats.items():
             for c, name in enumerate(channels):
-                rows.append((level, str(key), name, len(group), float(low[c]), float(high[c])))
+                rows.append((level, str(key), name, int(sizes[key]), float(low[c]), float(high[c])))
     return pd.DataFrame(rows, columns=["level", "key", "channel", "n_cells", "low", "high"])
+
+
+def group_percentiles(
+    cells: pd.DataFrame,
+    arrays: dict[str, np.ndarray],
+    column: str,
+    rng: np.random.Generator | None = None,
+) -> dict:
+    """Per value of ``column``: the ``LOW_PCT`` and ``HIGH_PCT`` percentiles of each channel
+    over the pixels of its cells (at most ``STATS_MAX_CELLS`` of them, drawn with ``rng``, and
+    an even subsample of about ``STATS_MAX_PIXELS`` pixels per channel), as float arrays."""
+    rng = rng or np.random.default_rng(0)
+    out = {}
+    for key, group in cells.groupby(column, sort=True):
+        take = group
+        if len(group) > STATS_MAX_CELLS:
+            take = group.iloc[np.sort(rng.choice(len(group), STATS_MAX_CELLS, replace=False))]
+        pixels = np.concatenate(
+            [
+                arrays[f][np.sort(g["Metadata_CropRow"].to_numpy())]
+                for f, g in take.groupby("Metadata_CropFile")
+            ]
+        )
+        flat = pixels.transpose(1, 0, 2, 3).reshape(pixels.shape[1], -1)
+        step = max(1, flat.shape[1] // STATS_MAX_PIXELS)  # an even subsample bounds the cost
+        out[key] = np.percentile(flat[:, ::step], [LOW_PCT, HIGH_PCT], axis=1)
+    return out
