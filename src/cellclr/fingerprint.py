@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from cellclr.config import Config
@@ -37,3 +38,9 @@ def fingerprint(stage: str, inputs: list[str], cfg: Config, sections: tuple[str,
     }
     blob = json.dumps({"stage": stage, "inputs": inputs, "config": relevant}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    """The first 16 hex digits of the SHA-256 of a (small) input file: a table of another
+    tool, a MoA table."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]

@@ -218,6 +218,21 @@ def test_table_without_required_columns(tmp_path):
         )
 
 
+@pytest.mark.parametrize("value", ["inf", "-0.5"])
+def test_an_image_table_with_an_infinite_or_negative_concentration(tmp_path, capsys, value):
+    table = write_plates(tmp_path / "images", plates=("Week1_1",), sites=(1,))
+    df = pd.read_csv(table).astype({"Metadata_Concentration": object})
+    df.loc[1, "Metadata_Concentration"] = value
+    df.to_csv(table, index=False)
+    assert main(crop_args(table, tmp_path / "crops")) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{table}: Metadata_Concentration must be a finite concentration >= 0, got "
+        f"{float(value)!r} in row 1 (1 such rows)" in err
+    )
+    assert not (tmp_path / "crops").exists()
+
+
 def test_bbbc021_metadata_as_published():
     if not (SHARED / "metadata" / "BBBC021_v1_image.csv").is_file():
         pytest.skip(f"BBBC021 metadata not found in {SHARED} (only present in CI and dev)")

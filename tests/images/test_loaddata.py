@@ -193,6 +193,28 @@ def test_treatments_come_from_a_platemap_or_the_crop_refuses(tmp_path, capsys):
     assert "no row for plate P1 well B02" in err and str(platemap) in err
 
 
+@pytest.mark.xfail(reason="plate map validation lands with issue 16", strict=False)
+@pytest.mark.parametrize("value", [np.inf, -0.01])
+def test_a_platemap_with_an_infinite_or_negative_concentration(tmp_path, capsys, value):
+    fields = write_fields(tmp_path / "images")
+    table = tmp_path / "load_data.csv"
+    loaddata(fields, treatments=False).to_csv(table, index=False)
+    platemap = tmp_path / "platemap.csv"
+    pd.DataFrame(
+        {
+            "Metadata_Plate": ["P1", "P1"],
+            "Metadata_Well": ["A01", "B02"],
+            "Metadata_Compound": ["BRD-K1", "BRD-K2"],
+            "Metadata_Concentration": [0.01, value],
+        }
+    ).to_csv(platemap, index=False)
+    out = tmp_path / "crops"
+    assert crop(table, out, "--channels", "DNA", "--platemap", str(platemap)) == 2
+    err = capsys.readouterr().err
+    assert str(platemap) in err and "Metadata_Concentration" in err and repr(value) in err
+    assert not out.exists()
+
+
 def test_jump_platemap_layout(tmp_path):
     folder = tmp_path / "platemaps" / "batch1"
     (folder / "platemap").mkdir(parents=True)

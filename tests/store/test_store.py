@@ -102,6 +102,19 @@ def _assert_nothing_written(tmp_path):
             ),
             "Metadata_Compound is empty in 1 rows",
         ),
+        (  # issue 18: a dose at infinity, or below zero, is no concentration
+            lambda im, c: (
+                im,
+                c.assign(Metadata_Concentration=c["Metadata_Concentration"] + 1).replace(
+                    {"Metadata_Concentration": {2.0: np.inf}}
+                ),
+            ),
+            r"x.csv: Metadata_Concentration must be a finite concentration >= 0, got inf in row 4 ",
+        ),
+        (
+            lambda im, c: (im, c.assign(Metadata_Concentration=-c["Metadata_Concentration"])),
+            r"Metadata_Concentration must be a finite concentration >= 0, got -1.0 in row 4 ",
+        ),
     ],
 )
 def test_bad_input_is_named_and_nothing_is_left(tmp_path, crop_files, change, message):

@@ -19,7 +19,11 @@ def _source_args(p: argparse.ArgumentParser, flag: str, what: str) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument(flag, type=Path, help=what)
     source.add_argument("--features", type=Path, help="feature table (CSV or parquet)")
-    p.add_argument("--moa", type=Path, help="CSV of compound,concentration,moa to join")
+    p.add_argument(
+        "--moa",
+        type=Path,
+        help="CSV of compound,concentration,moa: its MoAs replace those of the input",
+    )
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -34,7 +38,7 @@ def _profile(args: argparse.Namespace) -> None:
         from cellclr.profiling.profiles import profile
 
         cfg = config_of(args, args.embeddings)
-        out = profile(args.embeddings, args.out, cfg, overwrite=args.overwrite)
+        out = profile(args.embeddings, args.out, cfg, moa=args.moa, overwrite=args.overwrite)
     else:
         from cellclr.profiling.feature_tables import profile_table
 
@@ -55,7 +59,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         from cellclr.profiling.evaluate import evaluate
 
         cfg = config_of(args, args.profiles)
-        evaluate(args.profiles, args.out, cfg, overwrite=args.overwrite)
+        evaluate(args.profiles, args.out, cfg, moa=args.moa, overwrite=args.overwrite)
     else:
         from cellclr.profiling.feature_tables import evaluate_table
 

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from cellclr.config import Config, EvaluateConfig, save_config
 from cellclr.errors import CellclrError
-from cellclr.fingerprint import fingerprint
-from cellclr.metadata import feature_columns, unit_rows
+from cellclr.fingerprint import file_digest, fingerprint
+from cellclr.metadata import feature_columns, read_moa, unit_rows
 from cellclr.outputs import (
     check_new_output,
     read_manifest,
@@ -45,7 +45,7 @@ from cellclr.profiling.postprocess import (
     log_dropped,
     postprocess,
 )
-from cellclr.profiling.profiles import WELLS, read_profiles, treatment_profiles
+from cellclr.profiling.profiles import WELLS, join_moa, read_profiles, treatment_profiles
 from cellclr.retrieval import replicate_map
 
 REQUIRED = ["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA", "Metadata_Batch"]
@@ -291,8 +291,9 @@ def results_table(metrics: dict, representation: str = "cellclr") -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def evaluate_fingerprint(profiles_dir: Path, cfg: Config) -> str:
-    return fingerprint("evaluate", [read_manifest(profiles_dir)["fingerprint"]], cfg, ("evaluate",))
+def evaluate_fingerprint(profiles_dir: Path, cfg: Config, moa: str | Path | None = None) -> str:
+    inputs = [read_manifest(profiles_dir)["fingerprint"], *([file_digest(moa)] if moa else [])]
+    return fingerprint("evaluate", inputs, cfg, ("evaluate",))
 
 
 def write_evaluation(
@@ -314,15 +315,24 @@ def write_evaluation(
 
 
 def evaluate(
-    profiles_dir: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
+    profiles_dir: str | Path,
+    out: str | Path,
+    cfg: Config,
+    *,
+    moa: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Evaluation:
     """Evaluate the well profiles of a ``profile`` output (every variant); write
-    ``metrics.json``, ``results.parquet``, ``nsc.parquet`` and ``nscb.parquet``."""
+    ``metrics.json``, ``results.parquet``, ``nsc.parquet`` and ``nscb.parquet``. ``moa``: a
+    table of compound, concentration, moa whose MoAs replace the profiles' own."""
     t_start = time.perf_counter()
-    check_new_output(out, overwrite, [profiles_dir])
+    check_new_output(out, overwrite, [profiles_dir, moa])
     profiles_dir = Path(profiles_dir)
-    fp = evaluate_fingerprint(profiles_dir, cfg)
+    moa_table = read_moa(Path(moa)) if moa is not None else None
+    fp = evaluate_fingerprint(profiles_dir, cfg, moa)
     wells = read_profiles(profiles_dir, "wells")
+    if moa_table is not None:
+        wells = join_moa(wells, moa_table, moa, str(profiles_dir / WELLS))
     result = combine(evaluate_wells(wells, cfg.evaluate, str(profiles_dir / WELLS)))
     training = training_of(profiles_dir)
     if training:

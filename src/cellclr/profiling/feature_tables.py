@@ -4,16 +4,14 @@ like our own embeddings."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from cellclr.config import Config
-from cellclr.fingerprint import fingerprint
-from cellclr.metadata import batch_from_plate, feature_columns, moa_of, read_moa, read_table
+from cellclr.fingerprint import file_digest, fingerprint
+from cellclr.metadata import batch_from_plate, feature_columns, read_moa, read_table
 from cellclr.outputs import check_new_output
 from cellclr.profiling.evaluate import (
     Evaluation,
@@ -26,6 +24,7 @@ from cellclr.profiling.profiles import (
     ProfileError,
     check_features,
     check_metadata,
+    join_moa,
     well_profiles,
     write_profiles,
 )
@@ -55,9 +54,7 @@ def read_feature_table(path: str | Path, moa: str | Path | None = None) -> pd.Da
     if "Metadata_Batch" not in table:
         table["Metadata_Batch"] = table["Metadata_Plate"].map(batch_from_plate)
     if moa is not None:
-        if "Metadata_MoA" in table:
-            tqdm.write(f"{path}: its Metadata_MoA column is replaced by the MoAs of {moa}")
-        table["Metadata_MoA"] = moa_of(read_moa(Path(moa)), table)
+        table = join_moa(table, read_moa(Path(moa)), moa, str(path))
     if "Metadata_MoA" not in table:
         table["Metadata_MoA"] = None
     if table.duplicated(WELL_KEYS).any():
@@ -71,7 +68,7 @@ def file_fingerprint(
 ) -> str:
     """A stage's fingerprint when its inputs are files of another tool: their contents (and the
     control and TVN lambda that post-processing uses)."""
-    digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for p in paths if p]
+    digests = [file_digest(p) for p in paths if p]
     inputs = [*digests, cfg.evaluate.control, str(cfg.evaluate.tvn_lambda)]
     return fingerprint(stage, inputs, cfg, sections)
 

@@ -18,11 +18,13 @@ from tqdm import tqdm
 from cellclr.config import Config, save_config
 from cellclr.embeddings import EMBEDDINGS, iter_embeddings
 from cellclr.errors import CellclrError
-from cellclr.fingerprint import fingerprint
+from cellclr.fingerprint import file_digest, fingerprint
 from cellclr.metadata import (
-    as_numbers,
+    as_concentrations,
     feature_columns,
     metadata_columns,
+    moa_of,
+    read_moa,
     read_output_table,
     require_filled,
 )
@@ -98,7 +100,7 @@ def _named(table: pd.DataFrame, keys: list[str], source: str) -> pd.DataFrame:
     for column in keys:
         if column != "Metadata_Concentration":
             table[column] = table[column].astype(str)
-    table["Metadata_Concentration"] = as_numbers(table, "Metadata_Concentration", source)
+    table["Metadata_Concentration"] = as_concentrations(table, "Metadata_Concentration", source)
     return table
 
 
@@ -219,6 +221,15 @@ def treatment_profiles(wells: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def join_moa(table: pd.DataFrame, moa: pd.DataFrame, path: str | Path, source: str) -> pd.DataFrame:
+    """``table`` with ``Metadata_MoA`` from ``moa`` (``read_moa`` of ``path``: compound,
+    concentration, moa; None where it has none); replacing a ``Metadata_MoA`` is said."""
+    labels = moa_of(moa, table)
+    if "Metadata_MoA" in table:
+        tqdm.write(f"{source}: its Metadata_MoA column is replaced by the MoAs of {path}")
+    return table.assign(Metadata_MoA=labels)
+
+
 def read_profiles(folder: str | Path, level: str = "treatments") -> pd.DataFrame:
     """The ``treatments`` (default) or ``wells`` profiles of a ``profile`` output folder."""
     if level not in ("treatments", "wells"):
@@ -229,15 +240,24 @@ def read_profiles(folder: str | Path, level: str = "treatments") -> pd.DataFrame
 
 
 def profile(
-    embeddings_dir: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
+    embeddings_dir: str | Path,
+    out: str | Path,
+    cfg: Config,
+    *,
+    moa: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``wells.parquet`` and ``treatments.parquet`` from an ``embed`` output, read a
-    row group at a time (memory holds one and the wells, not the cells)."""
+    row group at a time (memory holds one and the wells, not the cells). ``moa``: a table of
+    compound, concentration, moa whose MoAs replace the embeddings' own."""
     t_start = time.perf_counter()
-    check_new_output(out, overwrite, [embeddings_dir])
+    check_new_output(out, overwrite, [embeddings_dir, moa])
     embeddings_dir = Path(embeddings_dir)
-    fp = profile_fingerprint(embeddings_dir, cfg)
+    moa_table = read_moa(Path(moa)) if moa is not None else None
+    fp = profile_fingerprint(embeddings_dir, cfg, moa)
     wells = embedded_well_profiles(embeddings_dir)
+    if moa_table is not None:
+        wells = join_moa(wells, moa_table, moa, str(embeddings_dir / EMBEDDINGS))
     write_profiles(
         wells,
         Path(out),
@@ -289,10 +309,11 @@ def write_profiles(
         )
 
 
-def profile_fingerprint(embeddings_dir: Path, cfg: Config) -> str:
+def profile_fingerprint(embeddings_dir: Path, cfg: Config, moa: str | Path | None = None) -> str:
     inputs = [
         read_manifest(embeddings_dir)["fingerprint"],
         cfg.evaluate.control,
         str(cfg.evaluate.tvn_lambda),
+        *([file_digest(moa)] if moa is not None else []),
     ]
     return fingerprint("profile", inputs, cfg, ("profile",))

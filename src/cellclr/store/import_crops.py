@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from cellclr.metadata import as_numbers, read_table, require_filled
+from cellclr.metadata import as_concentrations, as_numbers, read_table, require_filled
 from cellclr.outputs import staged_dir
 from cellclr.store import StoreError, finalize_store, write_plate
 from cellclr.store.format import REQUIRED_COLUMNS
@@ -93,7 +93,7 @@ def read_cells(path: Path, n_images: int) -> pd.DataFrame:
     for column in ("Metadata_Plate", "Metadata_Well", "Metadata_Compound"):
         cells[column] = cells[column].astype(str)
     cells["Metadata_Site"] = as_numbers(cells, "Metadata_Site", str(path), integer=True)
-    cells["Metadata_Concentration"] = as_numbers(cells, "Metadata_Concentration", str(path))
+    cells["Metadata_Concentration"] = as_concentrations(cells, "Metadata_Concentration", str(path))
     for column in (c for c in LOCATION_COLUMNS if c in cells):
         cells[column] = as_numbers(cells, column, str(path))
     return cells
