@@ -74,7 +74,7 @@ def loaddata(fields, *, prefix="", orig="Orig", pathname=True, treatments=True) 
 
 def crop(table, out, *extra):
     args = ["crop", "--loaddata", str(table), "--out", str(out), "--box", str(BOX)]
-    return main([*args, "--workers", "1", "--set", "crop.nucleus_min_area=100", *extra])
+    return main([*args, "--workers", "1", "--set", "crop.nucleus_min_area=100", *map(str, extra)])
 
 
 def box_of(image, x, y):
