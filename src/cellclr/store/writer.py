@@ -21,6 +21,7 @@ from cellclr.store.format import (
     StoreError,
     plate_file_stem,
 )
+from cellclr.store.integrity import RECORD, plate_records
 
 
 def _npy_header_text(shape: tuple[int, ...]) -> bytes:
@@ -159,6 +160,7 @@ def finalize_store(folder: Path, channels: list[str], seed: int = 0) -> None:
             "crop_shape": [int(s) for s in shape],
             "n_cells": len(cells),
             "id": digest.hexdigest()[:16],
+            RECORD: plate_records(folder, list(arrays)),
         },
         folder / "store.json",
     )
