@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cellclr.cli.common import (
     Verb,
+    any_crop_size_arg,
     at_least,
     config_args,
     config_of,
@@ -84,6 +85,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
         "--top", type=at_least(1), default=5, help="nearest reference treatments to list"
     )
     p.add_argument("--out", type=Path, required=True, help="folder to create")
+    any_crop_size_arg(p)
     config_args(p, "--reference")
     overwrite_arg(p)
 
@@ -101,6 +103,7 @@ def _predict(args: argparse.Namespace) -> None:
         model=args.model,
         top=args.top,
         overwrite=args.overwrite,
+        any_crop_size=args.any_crop_size,
     )
     columns = [
         "Metadata_Compound",
