@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import tomli_w
 
+from cellclr.cli import main
 from cellclr.errors import CellclrError
 from cellclr.pipeline import run
 from cellclr.report import ReportError, load_run, sections, write_report
@@ -216,3 +217,35 @@ def test_unknown_report_channel_is_an_error(finished_run: Path, tmp_path: Path) 
 def test_baselines_are_described() -> None:
     assert sections.about("cellprofiler", {}) == "CellProfiler's measurements (cp_measure)"
     assert sections.about("classic", {}) == "CellProfiler-like features"
+
+
+# ---- issue 18 item 7: a damaged file of the run is one error naming it ------------------------
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-10])  # mid-line, mid-object, without the footer
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "problem"),
+    [
+        ("eval/metrics.json", _truncate, "not valid JSON"),
+        ("eval/metrics.json", lambda p: p.write_bytes(b"\xff\xfe{}"), "not UTF-8"),
+        ("eval/metrics.json", lambda p: p.write_text("[1, 2]"), "not a JSON object"),
+        ("profiles/treatments.parquet", lambda p: p.write_text("a,b\n1,2\n"), "not a parquet"),
+        ("profiles/wells.parquet", _truncate, "not a parquet"),
+        ("eval/nsc.parquet", _truncate, "not a parquet"),
+        ("model/train_log.jsonl", _truncate, "not valid JSON lines"),
+        ("baselines/random/eval/metrics.json", _truncate, "not valid JSON"),
+        ("baselines/random/profiles/treatments.parquet", _truncate, "not a parquet"),
+    ],
+)
+def test_a_damaged_file_of_the_run_is_named(finished_run, tmp_path, capsys, name, damage, problem):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(finished_run, damaged, ignore=shutil.ignore_patterns("crops"))
+    damage(damaged / name)
+    assert main(["report", "--run", str(damaged)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cellclr: error: {damaged / name}: "), err
+    assert problem in err[0]
+    assert not (damaged / "report.html").exists()

@@ -21,6 +21,46 @@ class ReportError(CellclrError, FileNotFoundError):
     """A folder that is not a finished cellclr run."""
 
 
+class DamagedFileError(CellclrError, ValueError):
+    """A file of the run that cannot be read: truncated, or not what its name says."""
+
+
+def _damaged(path: Path, problem: str) -> DamagedFileError:
+    return DamagedFileError(
+        f"{path}: {problem}: the file is damaged (truncated, or overwritten); run the stage that "
+        "wrote it again, with --overwrite"
+    )
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A ``metrics.json`` the report needs; a damaged one is one error naming it."""
+    try:
+        metrics = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise _damaged(path, f"not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise _damaged(path, f"not valid JSON ({e})") from None
+    if not isinstance(metrics, dict):
+        raise _damaged(path, f"not a JSON object but a {type(metrics).__name__}")
+    return metrics
+
+
+def read_run_table(path: Path) -> pd.DataFrame:
+    """A parquet table of the run (profiles, neighbours); a damaged one is one error naming it."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise _damaged(path, f"not a parquet table ({e})") from None
+
+
+def read_log(path: Path) -> pd.DataFrame:
+    """A training log (JSON lines); a damaged one is one error naming it."""
+    try:
+        return pd.read_json(path, lines=True)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _damaged(path, f"not valid JSON lines ({e})") from None
+
+
 @dataclass
 class RunData:
     """What the report shows, read from a run folder; optional parts may be None or empty."""
@@ -79,7 +119,7 @@ def _find_store(run: Path) -> tuple[CropStore | None, str]:
 
 def _load_baselines(run: Path, notes: dict[str, str]) -> dict[str, dict[str, Any]]:
     found, stale = current_baselines(run)
-    baselines = {name: read_json(folder / "eval" / "metrics.json") for name, folder in found}
+    baselines = {name: read_metrics(folder / "eval" / "metrics.json") for name, folder in found}
     if stale:
         notes["results"] = (
             f"left out: baselines/{', baselines/'.join(stale)} (unfinished, or made from other "
@@ -121,12 +161,12 @@ def load_run(run: Path) -> RunData:
             raise ReportError(
                 f"{run} is not a finished cellclr run: {run / 'eval' / name} is missing"
             )
-    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    metrics = read_metrics(run / "eval" / "metrics.json")
     notes: dict[str, str] = {}
     log_path = run / "model" / "train_log.jsonl"
     train_log = None
     if log_path.is_file() and log_path.stat().st_size:
-        train_log = pd.read_json(log_path, lines=True)
+        train_log = read_log(log_path)
     else:
         notes["training"] = f"no training log ({log_path} is missing or empty)."
     baselines = _load_baselines(run, notes)
@@ -134,9 +174,9 @@ def load_run(run: Path) -> RunData:
     for name, folder in [("cellclr", run), *((n, run / "baselines" / n) for n in baselines)]:
         path = folder / "profiles" / "treatments.parquet"
         if path.is_file():
-            profiles[name] = pd.read_parquet(path)
+            profiles[name] = read_run_table(path)
         if (folder / "profiles" / "wells.parquet").is_file():
-            wells[name] = pd.read_parquet(folder / "profiles" / "wells.parquet")
+            wells[name] = read_run_table(folder / "profiles" / "wells.parquet")
     if "cellclr" not in profiles:
         notes["map"] = f"no treatment profiles ({run / 'profiles' / 'treatments.parquet'})."
     store, why = _find_store(run)
@@ -145,8 +185,8 @@ def load_run(run: Path) -> RunData:
     return RunData(
         path=run,
         metrics=metrics,
-        nsc=_headline(pd.read_parquet(run / "eval" / "nsc.parquet"), metrics),
-        nscb=_headline(pd.read_parquet(run / "eval" / "nscb.parquet"), metrics),
+        nsc=_headline(read_run_table(run / "eval" / "nsc.parquet"), metrics),
+        nscb=_headline(read_run_table(run / "eval" / "nscb.parquet"), metrics),
         config=_load_config(run),
         train_log=train_log,
         profiles=profiles,
@@ -169,13 +209,13 @@ def _load_comparison(folder: Path, methods: list[tuple[str, Path]]) -> RunData:
     data.baselines = {}
     baselines, _ = current_baselines(folder)
     for other, path in [*others, *baselines]:
-        data.baselines[other] = read_json(path / "eval" / "metrics.json")
+        data.baselines[other] = read_metrics(path / "eval" / "metrics.json")
         for table, store in (("treatments", data.profiles), ("wells", data.wells)):
             if (path / "profiles" / f"{table}.parquet").is_file():
-                store[other] = pd.read_parquet(path / "profiles" / f"{table}.parquet")
+                store[other] = read_run_table(path / "profiles" / f"{table}.parquet")
         log = path / "model" / "train_log.jsonl"
         if log.is_file() and log.stat().st_size and other not in dict(baselines):
-            data.train_logs[other] = pd.read_json(log, lines=True)
+            data.train_logs[other] = read_log(log)
     return data
 
 
