@@ -1,3 +1,6 @@
+import errno
+from pathlib import Path
+
 import pytest
 
 from cellclr.config import ConfigError, load_config, save_config
@@ -60,3 +63,13 @@ def test_shipped_configs_load():
 def test_choices_are_checked_at_load(override):
     with pytest.raises(ConfigError, match="is not one of"):
         load_config(None, [override])
+
+
+def test_a_full_disk_while_saving_names_the_file(tmp_path, monkeypatch):
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError) as info:
+        save_config(load_config(None), tmp_path / "config.toml")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "config.toml")

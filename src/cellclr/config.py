@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from cellclr.errors import CellclrError
+from cellclr.errors import CellclrError, naming
 
 
 class ConfigError(CellclrError, ValueError):
@@ -300,4 +300,5 @@ def load_config(
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(tomli_w.dumps(cfg.to_dict()))
+    with naming(path):
+        path.write_text(tomli_w.dumps(cfg.to_dict()))

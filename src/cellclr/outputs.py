@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cellclr.errors import CellclrError
+from cellclr.errors import CellclrError, naming
 
 MANIFEST = "stage.json"
 _UMASK = os.umask(0)
@@ -148,12 +148,9 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual mode
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        if e.filename:
-            raise
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from None  # name the file
+        with naming(path):
+            yield Path(tmp)
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -1,5 +1,6 @@
 """The raw-image route: image table -> illumination -> nuclei -> crops -> crop store."""
 
+import errno
 import zlib
 
 import numpy as np
@@ -231,6 +232,36 @@ def test_an_image_table_with_an_infinite_or_negative_concentration(tmp_path, cap
         f"{float(value)!r} in row 1 (1 such rows)" in err
     )
     assert not (tmp_path / "crops").exists()
+
+
+class FullDisk:
+    """A file whose writes fail after ``room`` bytes, as on a full disk: OSError 28 with no
+    file name."""
+
+    def __init__(self, path, mode, room):
+        self.file, self.room = open(path, mode), room  # noqa: SIM115 (closed by close())
+
+    def write(self, data):
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+def test_a_full_disk_while_cropping_names_the_file(tmp_path, capsys, monkeypatch):
+    table = write_plates(tmp_path / "images", plates=("Week1_1",))
+    monkeypatch.setattr(
+        "cellclr.store.writer.open", lambda path, mode: FullDisk(path, mode, 5000), raising=False
+    )
+    out = tmp_path / "crops"
+    assert main(crop_args(table, out, "--no-illumination")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    npy = out / "plates" / f".{plate_file_stem('Week1_1')}.npy.tmp"
+    assert err == [f"cellclr: error: {npy}: No space left on device"]
+    assert not npy.exists()  # no half-written plate is left
 
 
 def test_bbbc021_metadata_as_published():

@@ -12,6 +12,7 @@ plates' records which plates are not finished yet (``pending_plates``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from concurrent.futures import Executor
@@ -232,7 +233,8 @@ def crop_plate(
             records.append(result.record)
             bar.update()
     except BaseException:
-        writer.close()
+        with contextlib.suppress(OSError):  # a full disk: the error raised is the one to tell
+            writer.close()
         tmp.unlink(missing_ok=True)  # no half-written plate is left behind
         raise
     digest = writer.close()
