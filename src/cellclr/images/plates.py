@@ -35,7 +35,7 @@ from cellclr.store.format import plate_file_stem
 from cellclr.store.writer import NpyAppender, plate_files, write_digest, write_plate_index
 
 RECORDS = "sites"  # sites/<stem>.parquet: the sites of each finished plate
-RECORD_COLUMNS = [*SITE_KEYS, "cells", "off_edge", "illumination", "status"]
+RECORD_COLUMNS = [*SITE_KEYS, "cells", "off_edge", "outside_field", "illumination", "status"]
 
 
 def record_file(folder: Path, plate: str) -> Path:
