@@ -73,3 +73,8 @@ def test_a_full_disk_while_saving_names_the_file(tmp_path, monkeypatch):
     with pytest.raises(OSError) as info:
         save_config(load_config(None), tmp_path / "config.toml")
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "config.toml")
+
+
+def test_a_config_that_is_a_folder_says_so(tmp_path):
+    with pytest.raises(ConfigError, match=f"^{tmp_path}: is a folder, not a file \\(--config"):
+        load_config(tmp_path)

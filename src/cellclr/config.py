@@ -278,6 +278,8 @@ def load_config(
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, not a file (--config takes a TOML file)")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:

@@ -42,6 +42,8 @@ def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
     """A CSV or parquet table (by suffix); any problem is one error naming the file: missing,
     empty, not UTF-8, ragged rows, not a table at all, a corrupt parquet file."""
     path = Path(path)
+    if path.is_dir():
+        raise MetadataError(f"{path}: is a folder, not a file (the {what}: a CSV or parquet file)")
     if not path.is_file():
         raise MetadataError(f"{what} not found: {path}")
     if path.stat().st_size == 0:

@@ -73,3 +73,15 @@ def test_a_moa_table_that_repeats_a_treatment(tmp_path, capsys, verb):
         f"(row {len(moa)})" in error
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag", ["features", "moa"])
+@pytest.mark.parametrize("verb", ["evaluate", "profile"])
+def test_a_table_that_is_a_folder_says_so(tmp_path, capsys, verb, flag):
+    path = write_csv(wells_table(), tmp_path / "t.csv")
+    (tmp_path / "folder").mkdir()
+    given = {"features": path, "moa": None, flag: tmp_path / "folder"}
+    args = [verb, "--features", given["features"], "--out", tmp_path / "out"]
+    args += ["--moa", given["moa"]] if given["moa"] else []
+    error = error_of(capsys, args)
+    assert f"cellclr: error: {tmp_path / 'folder'}: is a folder, not a file (the " in error

@@ -135,6 +135,8 @@ def test_bad_input_is_named_and_nothing_is_left(tmp_path, crop_files, change, me
 def test_missing_files_and_keys(tmp_path, crop_files):
     with pytest.raises(StoreError, match="images file not found"):
         import_crops(tmp_path / "none.npz", crop_files[1], tmp_path / "out")
+    with pytest.raises(StoreError, match="input: is a folder, not a file"):  # issue 18
+        import_crops(crop_files[0].parent, crop_files[1], tmp_path / "out")
     with pytest.raises(StoreError, match="no array 'crops'"):
         import_crops(crop_files[0], crop_files[1], tmp_path / "out", key="crops")
     with pytest.raises(StoreError, match="3 channels but 2 names"):
