@@ -358,3 +358,33 @@ def test_crop_boxes_pads_only_what_leaves_the_field():
     np.testing.assert_array_equal(crops[1, 0, :, :3], image[3:7, 7:10])
     _, kept, _ = crop_boxes([image], centres, 4)
     assert kept.tolist() == [False, False, True, False]
+
+
+@pytest.mark.parametrize("name", ["ABSOLUTE", "../secret.txt", "sub/../../secret.txt"])
+def test_a_file_name_outside_the_images_root_is_refused(tmp_path, capsys, name):
+    fields = write_fields(tmp_path / "images", wells=("A01",), sites=(1,))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:SECRET\n")
+    name = str(secret) if name == "ABSOLUTE" else name
+    table = loaddata(fields, pathname=False)
+    table.loc[0, "FileName_OrigDNA"] = name
+    table.to_csv(tmp_path / "load_data.csv", index=False)
+    root = tmp_path / "images" / "P1"
+    assert crop(tmp_path / "load_data.csv", tmp_path / "c", "--images-root", root) == 2
+    err = capsys.readouterr().err
+    assert f"FileName_OrigDNA names {name!r}" in err and f"outside --images-root {root}" in err
+    assert "SECRET" not in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_file_that_is_not_a_tiff_is_refused_without_echoing_it(tmp_path, capsys):
+    fields = write_fields(tmp_path / "images", wells=("A01",), sites=(1,))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:SECRET\n")
+    table = loaddata(fields)
+    table.loc[0, "FileName_OrigDNA"] = str(secret)  # no --images-root: the table's paths
+    table.to_csv(tmp_path / "load_data.csv", index=False)
+    assert crop(tmp_path / "load_data.csv", tmp_path / "c", "--no-illumination") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"cellclr: error: unreadable TIFF {secret}: not a TIFF file")
+    assert "SECRET" not in err and "b'" not in err
