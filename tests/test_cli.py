@@ -362,3 +362,19 @@ def test_compare_puts_methods_and_baselines_side_by_side(store, tmp_path, capsys
         "SupCon, weakly supervised (treatment labels)" in page and "simclr (this run)" not in page
     )
     assert page.count("<h3>") >= 2  # a training section per method
+
+
+# ---- issue 18 item 10 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["-1/3", "-2/-3"])
+def test_a_negative_shard_is_checked_like_any_other(tmp_path, capsys, value):
+    args = ["crop", "--bbbc021", str(tmp_path), "--out", str(tmp_path / "c")]
+    messages = []
+    for shard in (["--shard", value], [f"--shard={value}"]):
+        with pytest.raises(SystemExit) as stop:
+            main([*args, *shard])
+        assert stop.value.code == 2
+        messages.append(capsys.readouterr().err.strip().splitlines()[-1])
+    assert messages[0] == messages[1]  # not "expected one argument"
+    assert f"argument --shard: shard {value}: " in messages[0]

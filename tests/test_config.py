@@ -1,3 +1,6 @@
+import errno
+from pathlib import Path
+
 import pytest
 
 from cellclr.config import ConfigError, load_config, save_config
@@ -55,8 +58,23 @@ def test_shipped_configs_load():
 
 @pytest.mark.parametrize(
     "override",
-    ["model.arch='vgg16'", "train.optimizer='sgd'", "data.normalize='well'", "model.stem='huge'"],
+    ["model.arch='vgg16'", "train.optimizer='sgd'", "data.normalize='tile'", "model.stem='huge'"],
 )
 def test_choices_are_checked_at_load(override):
     with pytest.raises(ConfigError, match="is not one of"):
         load_config(None, [override])
+
+
+def test_a_full_disk_while_saving_names_the_file(tmp_path, monkeypatch):
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as write() raises it
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError) as info:
+        save_config(load_config(None), tmp_path / "config.toml")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "config.toml")
+
+
+def test_a_config_that_is_a_folder_says_so(tmp_path):
+    with pytest.raises(ConfigError, match=f"^{tmp_path}: is a folder, not a file \\(--config"):
+        load_config(tmp_path)

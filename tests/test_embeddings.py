@@ -4,7 +4,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import cellclr.embeddings as embeddings
+from cellclr.cli import main
 from cellclr.errors import CellclrError
+from tests.test_cli import sets
 
 
 def test_embedding_writer_row_groups_keep_rows_aligned(tmp_path, monkeypatch):
@@ -89,3 +91,25 @@ def test_read_embeddings_of_an_unfinished_folder(tmp_path, damage, problem, read
         (folder / embeddings.EMBEDDINGS).write_bytes((folder / "e.parquet").read_bytes()[:50])
     with pytest.raises(CellclrError, match=f"{folder} is not a finished `embed` output: {problem}"):
         read(folder)
+
+
+# ---- issue 18 item 8: a full disk names the file ---------------------------------------------
+
+
+def test_a_full_disk_while_embedding_names_the_file(tmp_path, store, monkeypatch, capsys):
+    assert main(["train", "--crops", str(store), "--out", str(tmp_path / "m"), *sets()]) == 0
+    capsys.readouterr()
+
+    def full(self, *args, **kwargs):  # what pyarrow raises: errno 28, no file name
+        raise OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
+    out = tmp_path / "e"
+    args = ["embed", "--model", str(tmp_path / "m"), "--crops", str(store), "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"cellclr: error: {out}.partial/embeddings.parquet: Error writing bytes to file. "
+        "Detail: [errno 28] No space left on device"
+    ]
+    assert not out.exists() and not (tmp_path / "e.partial").exists()

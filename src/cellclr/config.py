@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from cellclr.errors import CellclrError
+from cellclr.errors import CellclrError, naming
 
 
 class ConfigError(CellclrError, ValueError):
@@ -301,6 +301,8 @@ def load_config(
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, not a file (--config takes a TOML file)")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
@@ -323,4 +325,5 @@ def load_config(
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(tomli_w.dumps(cfg.to_dict()))
+    with naming(path):
+        path.write_text(tomli_w.dumps(cfg.to_dict()))

@@ -4,6 +4,7 @@ pyarrow read as usual; ``iter_embeddings`` reads it a row group at a time)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cellclr.errors import naming
 from cellclr.metadata import MetadataError, read_output_table
 
 EMBEDDINGS = "embeddings.parquet"  # what `embed` (and the baselines) write: metadata + features
@@ -90,7 +92,8 @@ class EmbeddingWriter:
     def append(self, features: np.ndarray) -> None:
         self._pending.append(np.asarray(features, dtype=np.float32))
         if sum(len(p) for p in self._pending) >= ROWS_PER_GROUP:
-            self._flush()
+            with naming(self.path):
+                self._flush()
 
     def _flush(self, last: bool = False) -> None:
         """Write the pending rows in whole row groups (and, when ``last``, the rest)."""
@@ -119,15 +122,17 @@ class EmbeddingWriter:
         if error_type is None:
             self.close()
         elif self._writer is not None:
-            self._writer.close()  # release the file; the caller's staged folder is discarded
+            with contextlib.suppress(OSError):  # the error that brought us here is the one
+                self._writer.close()  # release the file; the caller's staged folder is discarded
 
     def close(self) -> None:
-        try:
-            if self._pending:
-                self._flush(last=True)
-        finally:
-            if self._writer is not None:
-                self._writer.close()
+        with naming(self.path):
+            try:
+                if self._pending:
+                    self._flush(last=True)
+            finally:
+                if self._writer is not None:
+                    self._writer.close()
         cells = self._done + self._rows.left()
         if self._done != cells:
             raise RuntimeError(f"{self.path}: {self._done} feature rows for {cells} cells")

@@ -50,6 +50,8 @@ def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
     """A CSV or parquet table (by suffix); any problem is one error naming the file: missing,
     empty, not UTF-8, ragged rows, not a table at all, a corrupt parquet file."""
     path = Path(path)
+    if path.is_dir():
+        raise MetadataError(f"{path}: is a folder, not a file (the {what}: a CSV or parquet file)")
     if not path.is_file():
         raise MetadataError(f"{what} not found: {path}")
     if path.stat().st_size == 0:
@@ -96,19 +98,25 @@ def as_numbers(
 
 
 def as_concentrations(table: pd.DataFrame, column: str, source: str) -> pd.Series:
-    """``table[column]`` as concentrations: numbers (``as_numbers``), finite and not negative;
-    anything else is an error naming the source, the column, the value and its row."""
+    """``table[column]`` as concentrations: ``as_numbers``, and every value given finite and
+    not negative (``inf`` would merge a compound's doses into one treatment); an error names
+    the source, the column, the value and its row. Missing values stay NaN (``require_filled``
+    refuses them where they are needed)."""
     values = as_numbers(table, column, source)
     bad = values.notna() & ~(np.isfinite(values) & (values >= 0))
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        value = table[column].iloc[row]
-        value = value.item() if isinstance(value, np.generic) else value
-        raise MetadataError(
-            f"{source}: {column} must be a finite concentration >= 0, got {value!r} in row "
-            f"{row} ({int(bad.sum())} such rows)"
-        )
+        rows = np.flatnonzero(bad.to_numpy())
+        raise concentration_error(source, column, table[column].iloc[rows[0]], rows[0], len(rows))
     return values
+
+
+def concentration_error(source: str, column: str, value, row: int, count: int) -> MetadataError:
+    """The error of ``as_concentrations`` (also raised for tables read in blocks)."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return MetadataError(
+        f"{source}: {column} must be a finite concentration >= 0, got {value!r} in row "
+        f"{int(row)} ({count} such rows)"
+    )
 
 
 def require_filled(table: pd.DataFrame, columns: list[str], source: str) -> None:
@@ -156,8 +164,29 @@ def read_moa(path: Path) -> pd.DataFrame:
         raise MetadataError(f"{path}: missing columns {sorted(missing)}")
     require_filled(moa, ["compound", "concentration"], str(path))
     moa["compound"] = moa["compound"].astype(str)
-    moa["concentration"] = as_numbers(moa, "concentration", str(path))
-    return moa
+    moa["concentration"] = as_concentrations(moa, "concentration", str(path))
+    return _one_moa_per_treatment(moa, path)
+
+
+def _one_moa_per_treatment(moa: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The MoA table without repeated rows (a treatment listed twice with the same MoA); a
+    treatment listed with different MoAs is an error naming both rows. Concentrations that
+    agree to 1e-6 (as ``moa_of`` matches them) are the same treatment."""
+    key = pd.DataFrame({"c": moa["compound"], "x": moa["concentration"].round(6)})
+    group = key.groupby(["c", "x"], sort=False).ngroup().to_numpy()
+    first = pd.Series(np.arange(len(moa))).groupby(group).transform("min").to_numpy()
+    missing, label = moa["moa"].isna().to_numpy(), moa["moa"].astype(str).to_numpy()
+    differ = (missing != missing[first]) | (~missing & (label != label[first]))
+    if differ.any():
+        row = int(np.flatnonzero(differ)[0])
+        other = int(first[row])
+        name = [None if missing[i] else label[i] for i in (other, row)]
+        raise MetadataError(
+            f"{path}: compound {moa['compound'].iloc[row]!r} at concentration "
+            f"{moa['concentration'].iloc[row]:g} has two MoAs, {name[0]!r} (row {other}) and "
+            f"{name[1]!r} (row {row})"
+        )
+    return moa[first == np.arange(len(moa))].reset_index(drop=True)
 
 
 def moa_of(moa: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:

@@ -8,9 +8,12 @@ inputs and config it was made from, so ``cellclr run`` can skip work that is alr
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cellclr.errors import CellclrError
+from cellclr.errors import CellclrError, naming
 
 MANIFEST = "stage.json"
 _UMASK = os.umask(0)
@@ -41,6 +44,59 @@ class NotAnOutputError(CellclrError, FileNotFoundError):
 
 class OutputError(CellclrError, ValueError):
     """An output that would overlap an input, or replace what is not a cellclr output."""
+
+
+class OutputLockedError(CellclrError, BlockingIOError):
+    """Another process is writing the same output."""
+
+
+def lock_path(out: Path) -> Path:
+    return out.with_name(out.name + ".lock")
+
+
+@contextmanager
+def output_lock(out: str | Path) -> Iterator[None]:
+    """Hold ``OUT.lock`` (``flock``, which the kernel releases when the process ends, however it
+    ends) while a stage writes ``out``: a second process writing the same output meanwhile (a
+    second ``--overwrite`` or ``--resume``) is refused, naming the process that holds it, whose
+    pid and host the file holds. File systems without ``flock`` go unlocked."""
+    out = Path(out)
+    path = lock_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputLockedError(
+                f"{out}: another process is writing it ({holder}, holding {path}): wait for "
+                "it to end, or stop it first"
+            ) from None
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            yield  # no locks on this file system
+            return
+        if _same_file(fd, path):  # not a lock file its last holder has just removed
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before the lock goes: a waiting opener sees a new file
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 Inputs = Sequence[str | Path | None]
@@ -101,6 +157,7 @@ def staged_dir(
     inputs: Inputs = (),
 ) -> Iterator[Path]:
     """Yield a work folder that becomes ``out`` only if the block finishes without error.
+    While it runs, the process holds ``OUT.lock`` (``output_lock``).
 
     A ``resumable`` stage (training) keeps its work folder on error, and is handed a leftover
     one to continue, or to clear when it was made with other settings (the stage decides and
@@ -110,17 +167,19 @@ def staged_dir(
     """
     out = Path(out)
     work = partial_path(out)
-    check_new_output(out, overwrite, inputs)
-    if work.exists() and not resumable:
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        yield work
-    except BaseException:
-        if not resumable:
-            shutil.rmtree(work, ignore_errors=True)
-        raise
-    swap_in(work, out)
+    check_apart(out, inputs)  # before the lock file is made beside the output
+    with output_lock(out):
+        check_new_output(out, overwrite, inputs)
+        if work.exists() and not resumable:
+            shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            yield work
+        except BaseException:
+            if not resumable:
+                shutil.rmtree(work, ignore_errors=True)
+            raise
+        swap_in(work, out)
 
 
 def swap_in(work: Path, out: Path) -> None:
@@ -143,12 +202,9 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual mode
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        if e.filename:
-            raise
-        raise OSError(e.errno, e.strerror or str(e), str(path)) from None  # name the file
+        with naming(path):
+            yield Path(tmp)
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -1,5 +1,6 @@
 """The raw-image route: image table -> illumination -> nuclei -> crops -> crop store."""
 
+import errno
 import zlib
 
 import numpy as np
@@ -217,6 +218,51 @@ def test_table_without_required_columns(tmp_path):
         crop_sites(
             read_image_table(tmp_path / "b.csv", ["DNA"]), ["DNA"], tmp_path / "o", tiny_config()
         )
+
+
+@pytest.mark.parametrize("value", ["inf", "-0.5"])
+def test_an_image_table_with_an_infinite_or_negative_concentration(tmp_path, capsys, value):
+    table = write_plates(tmp_path / "images", plates=("Week1_1",), sites=(1,))
+    df = pd.read_csv(table).astype({"Metadata_Concentration": object})
+    df.loc[1, "Metadata_Concentration"] = value
+    df.to_csv(table, index=False)
+    assert main(crop_args(table, tmp_path / "crops")) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{table}: Metadata_Concentration must be a finite concentration >= 0, got "
+        f"{float(value)!r} in row 1 (1 such rows)" in err
+    )
+    assert not (tmp_path / "crops").exists()
+
+
+class FullDisk:
+    """A file whose writes fail after ``room`` bytes, as on a full disk: OSError 28 with no
+    file name."""
+
+    def __init__(self, path, mode, room):
+        self.file, self.room = open(path, mode), room  # noqa: SIM115 (closed by close())
+
+    def write(self, data):
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+def test_a_full_disk_while_cropping_names_the_file(tmp_path, capsys, monkeypatch):
+    table = write_plates(tmp_path / "images", plates=("Week1_1",))
+    monkeypatch.setattr(
+        "cellclr.store.writer.open", lambda path, mode: FullDisk(path, mode, 5000), raising=False
+    )
+    out = tmp_path / "crops"
+    assert main(crop_args(table, out, "--no-illumination")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    npy = tmp_path / "crops.partial" / "plates" / f".{plate_file_stem('Week1_1')}.npy.tmp"
+    assert err == [f"cellclr: error: {npy}: No space left on device"]
+    assert not npy.exists()  # no half-written plate is left
 
 
 def test_bbbc021_metadata_as_published():

@@ -74,7 +74,7 @@ def loaddata(fields, *, prefix="", orig="Orig", pathname=True, treatments=True) 
 
 def crop(table, out, *extra):
     args = ["crop", "--loaddata", str(table), "--out", str(out), "--box", str(BOX)]
-    return main([*args, "--workers", "1", "--set", "crop.nucleus_min_area=100", *extra])
+    return main([*args, "--workers", "1", "--set", "crop.nucleus_min_area=100", *map(str, extra)])
 
 
 def box_of(image, x, y):
@@ -237,6 +237,27 @@ def test_bad_platemaps_are_named(tmp_path, capsys, change, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("value", [np.inf, -0.01])
+def test_a_platemap_with_an_infinite_or_negative_concentration(tmp_path, capsys, value):
+    fields = write_fields(tmp_path / "images")
+    table = tmp_path / "load_data.csv"
+    loaddata(fields, treatments=False).to_csv(table, index=False)
+    platemap = tmp_path / "platemap.csv"
+    pd.DataFrame(
+        {
+            "Metadata_Plate": ["P1", "P1"],
+            "Metadata_Well": ["A01", "B02"],
+            "Metadata_Compound": ["BRD-K1", "BRD-K2"],
+            "Metadata_Concentration": [0.01, value],
+        }
+    ).to_csv(platemap, index=False)
+    out = tmp_path / "crops"
+    assert crop(table, out, "--channels", "DNA", "--platemap", str(platemap)) == 2
+    err = capsys.readouterr().err
+    assert str(platemap) in err and "Metadata_Concentration" in err and repr(value) in err
+    assert not out.exists()
+
+
 def test_jump_platemap_layout(tmp_path):
     folder = tmp_path / "platemaps" / "batch1"
     (folder / "platemap").mkdir(parents=True)
@@ -380,3 +401,33 @@ def test_crop_boxes_pads_only_what_leaves_the_field():
     np.testing.assert_array_equal(crops[1, 0, :, :3], image[3:7, 7:10])
     _, kept, _ = crop_boxes([image], centres, 4)
     assert kept.tolist() == [False, False, True, False]
+
+
+@pytest.mark.parametrize("name", ["ABSOLUTE", "../secret.txt", "sub/../../secret.txt"])
+def test_a_file_name_outside_the_images_root_is_refused(tmp_path, capsys, name):
+    fields = write_fields(tmp_path / "images", wells=("A01",), sites=(1,))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:SECRET\n")
+    name = str(secret) if name == "ABSOLUTE" else name
+    table = loaddata(fields, pathname=False)
+    table.loc[0, "FileName_OrigDNA"] = name
+    table.to_csv(tmp_path / "load_data.csv", index=False)
+    root = tmp_path / "images" / "P1"
+    assert crop(tmp_path / "load_data.csv", tmp_path / "c", "--images-root", root) == 2
+    err = capsys.readouterr().err
+    assert f"FileName_OrigDNA names {name!r}" in err and f"outside --images-root {root}" in err
+    assert "SECRET" not in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_file_that_is_not_a_tiff_is_refused_without_echoing_it(tmp_path, capsys):
+    fields = write_fields(tmp_path / "images", wells=("A01",), sites=(1,))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:SECRET\n")
+    table = loaddata(fields)
+    table.loc[0, "FileName_OrigDNA"] = str(secret)  # no --images-root: the table's paths
+    table.to_csv(tmp_path / "load_data.csv", index=False)
+    assert crop(tmp_path / "load_data.csv", tmp_path / "c", "--no-illumination") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"cellclr: error: unreadable TIFF {secret}: not a TIFF file")
+    assert "SECRET" not in err and "b'" not in err

@@ -97,3 +97,17 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ImageReadError, match=r"unreadable TIFF .*bad\.tif"):
         read_image(str(path))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"root:x:0:0:SECRET:/root:/bin/bash\n", b"II*\x00SECRET" + bytes(40), b"\x89PNG SECRET"],
+)
+def test_a_file_that_is_not_a_tiff_is_named_without_its_contents(tmp_path, content):
+    path = tmp_path / "passwd"
+    path.write_bytes(content)
+    with pytest.raises(ImageReadError) as info:
+        read_image(str(path))
+    message = str(info.value)
+    assert message.startswith(f"unreadable TIFF {path}: ")
+    assert "SECRET" not in message and "PNG" not in message and "b'" not in message

@@ -6,7 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cellclr.cli import main
+from cellclr.profiling.feature_tables import profile_table
 from cellclr.profiling.nsc import EvaluationError, evaluate_treatments, single_batch_moas
+from tests.helpers import tiny_config
+from tests.profiling import test_faults as faults
 
 
 def table(rows):
@@ -394,3 +398,39 @@ def test_consistency_by_an_annotation_column(active_only):
         result.consistency.drop(columns="Variant"), expected.table, check_dtype=False
     )
     assert "have no Metadata_Target" in result.metrics["skipped"]["consistency:Metadata_Target"]
+
+
+# ---- issue 18: --moa replaces the labels of a `profile` output -------------------------------
+
+
+def test_evaluate_profiles_with_moa_uses_its_labels(tmp_path, capsys):
+    table = faults.wells_table()
+    profile_table(faults.write_csv(table, tmp_path / "t.csv"), tmp_path / "R", tiny_config())
+    moa = table[["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA"]].drop_duplicates()
+    moa = moa.set_axis(["compound", "concentration", "moa"], axis=1)
+    # M1 relabelled M2 and M2 relabelled M1: the same grouping; M3 split in two MoAs by week
+    moa["moa"] = moa["moa"].replace({"M1": "M2", "M2": "M1"})
+    moa.loc[moa["compound"] == "M3-c0", "moa"] = "M4"
+    faults.write_csv(moa, tmp_path / "moa.csv")
+    args = ["evaluate", "--profiles", tmp_path / "R", "--set", "evaluate.bootstrap=0"]
+    assert main([str(a) for a in [*args, "--out", tmp_path / "own"]]) == 0
+    capsys.readouterr()
+    assert (
+        main([str(a) for a in [*args, "--moa", tmp_path / "moa.csv", "--out", tmp_path / "new"]])
+        == 0
+    )
+    assert "its Metadata_MoA column is replaced by the MoAs of" in capsys.readouterr().out
+    own, new = faults.metrics(tmp_path / "own"), faults.metrics(tmp_path / "new")
+    assert own["n_moas"] == 3 and new["n_moas"] == 4
+    nsc = pd.read_parquet(tmp_path / "new" / "nsc.parquet")
+    none = nsc[nsc["Variant"] == "none"]
+    by_compound = none.groupby("Metadata_Compound")["Metadata_MoA"].agg(set)
+    assert by_compound["M1-c0"] == {"M2"} and by_compound["M3-c0"] == {"M4"}
+    # M3-c0 (M4) has no other compound of its MoA: never correct
+    assert not nsc[nsc["Metadata_Compound"] == "M3-c0"]["Correct"].any()
+    assert new["nsc"]["correct"] < own["nsc"]["correct"]
+    error = faults.error_of(
+        capsys, [*args, "--moa", tmp_path / "none.csv", "--out", tmp_path / "x"]
+    )
+    assert f"MoA table not found: {tmp_path / 'none.csv'}" in error
+    assert not (tmp_path / "x").exists()

@@ -2,7 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cellclr.cli import main
 from cellclr.profiling.predict import PredictError, predict_moa
+from cellclr.store.import_crops import import_crops
+from tests.helpers import make_crop_files
+from tests.test_cli import sets
 
 
 def profiles(rows):
@@ -73,3 +77,32 @@ def test_a_query_without_treatments_is_predicted_well_by_well():
     assert p.loc["A02", "Predicted_MoA"] == "stabilizer"
     assert p.loc["A02", "Neighbor1_Distance"] == pytest.approx(1 - np.cos(a(15)))
     assert "Metadata_Compound" not in p
+
+
+# ---- issue 18 item 5: query crops of another size than the model learnt from -----------------
+
+
+def test_query_crops_of_another_size_are_refused(tmp_path, store, capsys):
+    def cli(*args):
+        return main([str(a) for a in [*args, *sets("train.epochs=1")]])
+
+    run = tmp_path / "run"
+    assert cli("run", "--crops", store, "--out", run) == 0  # learnt from 20 px crops
+    images, cells = make_crop_files(tmp_path / "big", size=48)
+    big = import_crops(images, cells, tmp_path / "big_store", ["DNA", "Tubulin", "Actin"])
+    capsys.readouterr()
+    query = ["--reference", run / "profiles", "--query-crops", big, "--model", run / "model"]
+    assert cli("predict", *query, "--out", tmp_path / "pred") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"cellclr: error: {big}: crops of 48x48 px, but the model {run / 'model'} learnt from "
+        "20x20 px crops: both are resized to 16 px, so cells would be seen 2.4x smaller than in "
+        "training; crop them with --box 20, or pass --any-crop-size if their pixels are that "
+        "much smaller (another magnification)"
+    ]
+    assert not (tmp_path / "pred").exists() and not (tmp_path / "pred.partial").exists()
+    assert cli("embed", "--model", run / "model", "--crops", big, "--out", tmp_path / "e") == 2
+    assert "crops of 48x48 px" in capsys.readouterr().err
+    # asked for: the crops are resized as before
+    assert cli("predict", *query, "--out", tmp_path / "pred", "--any-crop-size") == 0
+    assert len(pd.read_parquet(tmp_path / "pred" / "predictions.parquet")) == 6

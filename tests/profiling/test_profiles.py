@@ -1,8 +1,14 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from cellclr.cli import main
+from cellclr.errors import CellclrError
+from cellclr.outputs import write_manifest
 from cellclr.profiling.profiles import ProfileError, treatment_profiles, well_profiles
+from tests.profiling.test_faults import error_of, wells_table, write_csv
 
 
 def cells_table():
@@ -81,3 +87,39 @@ def test_well_means_of_float32_features_are_float32():
     wells = well_profiles(cells)
     assert wells[["f0", "f1", "f2", "n"]].dtypes.tolist() == [np.float32] * 2 + [np.float64] * 2
     assert wells["f1"].isna().all() and wells["n"].notna().all()
+
+
+# ---- issue 18 ---------------------------------------------------------------------------------
+
+
+def test_profile_embeddings_with_moa_uses_its_labels(tmp_path, capsys):
+    table = wells_table()
+    (tmp_path / "E").mkdir()
+    table.to_parquet(tmp_path / "E" / "embeddings.parquet", index=False)
+    write_manifest(tmp_path / "E", "embed", "0")
+    moa = pd.DataFrame({"compound": ["M1-c0", "M1-c0"], "concentration": [1.0, 3.0]})
+    write_csv(moa.assign(moa="New"), tmp_path / "moa.csv")
+    args = ["profile", "--embeddings", tmp_path / "E", "--moa", tmp_path / "moa.csv"]
+    assert main([str(a) for a in [*args, "--out", tmp_path / "P"]]) == 0
+    assert "replaced by the MoAs of" in capsys.readouterr().out
+    treatments = pd.read_parquet(tmp_path / "P" / "treatments.parquet")
+    labels = dict(zip(treatments["Metadata_Compound"], treatments["Metadata_MoA"], strict=True))
+    assert labels["M1-c0"] == "New"
+    assert pd.isna(labels["M2-c0"])  # not in the MoA table: unannotated, not its old label
+    wells = pd.read_parquet(tmp_path / "P" / "wells.parquet")
+    assert set(wells.loc[wells["Metadata_Compound"] == "M1-c0", "Metadata_MoA"]) == {"New"}
+    missing = tmp_path / "none.csv"
+    error = error_of(capsys, [*args[:-1], missing, "--out", tmp_path / "Q"])
+    assert f"MoA table not found: {missing}" in error
+
+
+@pytest.mark.parametrize("value", [np.inf, -1.0])
+def test_a_concentration_that_is_infinite_or_negative_is_refused(value):
+    cells = cells_table()
+    cells.loc[[5, 7], "Metadata_Concentration"] = value
+    message = (
+        f"cells.csv: Metadata_Concentration must be a finite concentration >= 0, got {value!r} "
+        "in row 5 (2 such rows)"
+    )
+    with pytest.raises(CellclrError, match=re.escape(message)):
+        well_profiles(cells, "cells.csv")

@@ -118,12 +118,19 @@ def test_profile_stage_streams_the_same_profiles(tmp_path, monkeypatch):
         assert_same(streamed, pd.read_parquet(tmp_path / "in_memory" / name))
 
 
+_C = "Metadata_Concentration"
+
+
 def damaged(damage: str) -> pd.DataFrame:
     cells = cells_table()
     if damage == "empty plate":
         cells.loc[[3, 40, 41, 150], "Metadata_Plate"] = None
     elif damage == "text concentration":
         cells.loc[[90, 120], "Metadata_Concentration"] = "0.3 uM"
+    elif damage == "infinite concentration":  # issue 18: a whole well at x inf, a new dose
+        cells.loc[cells.Metadata_Well.eq("A02") & cells.Metadata_Plate.eq("P1"), _C] = "inf"
+    elif damage == "negative concentration":
+        cells.loc[cells.Metadata_Well.eq("B01") & cells.Metadata_Plate.eq("P2"), _C] = "-1.0"
     elif damage == "moa within a well":  # a well's first cells say M1, its later ones M9
         first = cells.index[(cells.Metadata_Well == "B01") & (cells.Metadata_Plate == "P2")]
         cells.loc[first[len(first) // 2 :], "Metadata_MoA"] = "M9"
@@ -145,6 +152,8 @@ def damaged(damage: str) -> pd.DataFrame:
     [
         "empty plate",
         "text concentration",
+        "infinite concentration",
+        "negative concentration",
         "moa within a well",
         "moa within a treatment",
         "no features",

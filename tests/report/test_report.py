@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import tomli_w
 
+from cellclr.cli import main
 from cellclr.errors import CellclrError
 from cellclr.pipeline import run
 from cellclr.report import ReportError, load_run, sections, write_report
@@ -427,12 +428,12 @@ def test_truncated_or_corrupt_files_name_the_file(
         table = folder / "profiles" / f"{name}.parquet"
         good = table.read_bytes()
         table.write_text("Metadata_Plate,Metadata_Well\nP1,A01\n")
-        with pytest.raises(ReportError, match=re.escape(f"{table}: not a readable parquet file")):
+        with pytest.raises(ReportError, match=re.escape(f"{table}: not a parquet table")):
             write_report(folder)
         capsys.readouterr()
         assert main(["report", "--run", str(folder)]) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"cellclr: error: {table}: not a readable parquet file (")
+        assert err.startswith(f"cellclr: error: {table}: not a parquet table (")
         assert len(err.strip().splitlines()) == 1
         table.write_bytes(good)
     assert not (folder / "report.html").exists()
@@ -496,3 +497,35 @@ def test_plate_wells_measure_each_plate_against_its_own_controls(
     median = np.median(x[on], axis=0)
     expected = 1 - x[on] @ median / (np.linalg.norm(x[on], axis=1) * np.linalg.norm(median))
     assert np.allclose(week2["Distance"], expected, atol=1e-9)
+
+
+# ---- issue 18 item 7: a damaged file of the run is one error naming it ------------------------
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-10])  # mid-line, mid-object, without the footer
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "problem"),
+    [
+        ("eval/metrics.json", _truncate, "not valid JSON"),
+        ("eval/metrics.json", lambda p: p.write_bytes(b"\xff\xfe{}"), "not UTF-8"),
+        ("eval/metrics.json", lambda p: p.write_text("[1, 2]"), "not a JSON object"),
+        ("profiles/treatments.parquet", lambda p: p.write_text("a,b\n1,2\n"), "not a parquet"),
+        ("profiles/wells.parquet", _truncate, "not a parquet"),
+        ("eval/nsc.parquet", _truncate, "not a parquet"),
+        ("model/train_log.jsonl", _truncate, "not valid JSON lines"),
+        ("baselines/random/eval/metrics.json", _truncate, "not valid JSON"),
+        ("baselines/random/profiles/treatments.parquet", _truncate, "not a parquet"),
+    ],
+)
+def test_a_damaged_file_of_the_run_is_named(finished_run, tmp_path, capsys, name, damage, problem):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(finished_run, damaged, ignore=shutil.ignore_patterns("crops"))
+    damage(damaged / name)
+    assert main(["report", "--run", str(damaged)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cellclr: error: {damaged / name}: "), err
+    assert problem in err[0]
+    assert not (damaged / "report.html").exists()

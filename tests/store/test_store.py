@@ -1,7 +1,13 @@
+import json
+import os
+import re
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from cellclr.cli import main
 from cellclr.errors import CellclrError
 from cellclr.outputs import OutputExistsError
 from cellclr.store import CropStore, StoreError
@@ -102,6 +108,19 @@ def _assert_nothing_written(tmp_path):
             ),
             "Metadata_Compound is empty in 1 rows",
         ),
+        (  # issue 18: a dose at infinity, or below zero, is no concentration
+            lambda im, c: (
+                im,
+                c.assign(Metadata_Concentration=c["Metadata_Concentration"] + 1).replace(
+                    {"Metadata_Concentration": {2.0: np.inf}}
+                ),
+            ),
+            r"x.csv: Metadata_Concentration must be a finite concentration >= 0, got inf in row 4 ",
+        ),
+        (
+            lambda im, c: (im, c.assign(Metadata_Concentration=-c["Metadata_Concentration"])),
+            r"Metadata_Concentration must be a finite concentration >= 0, got -1.0 in row 4 ",
+        ),
     ],
 )
 def test_bad_input_is_named_and_nothing_is_left(tmp_path, crop_files, change, message):
@@ -116,6 +135,8 @@ def test_bad_input_is_named_and_nothing_is_left(tmp_path, crop_files, change, me
 def test_missing_files_and_keys(tmp_path, crop_files):
     with pytest.raises(StoreError, match="images file not found"):
         import_crops(tmp_path / "none.npz", crop_files[1], tmp_path / "out")
+    with pytest.raises(StoreError, match="input: is a folder, not a file"):  # issue 18
+        import_crops(crop_files[0].parent, crop_files[1], tmp_path / "out")
     with pytest.raises(StoreError, match="no array 'crops'"):
         import_crops(crop_files[0], crop_files[1], tmp_path / "out", key="crops")
     with pytest.raises(StoreError, match="3 channels but 2 names"):
@@ -201,3 +222,82 @@ def test_cell_statistics_equal_numpy(store):
     tasks = chunk_tasks(s, "cell", 100, batch=len(s))
     _, scaled = read_scaled(tasks[0])
     np.testing.assert_allclose(scaled[indices], expected, rtol=1e-5, atol=1e-5)
+
+
+# ---- issue 18 item 4: plate arrays changed after the store was finalised ---------------------
+
+
+def zero_pixels(store, later_ns: int = 10**9):
+    """Zero the pixels of the store's first plate in place (the file keeps its size) and date
+    it ``later_ns`` after what was recorded (a test runs faster than the file system's clock
+    may tick); return its path and the recorded (size, mtime)."""
+    name = CropStore(store).files[0]
+    recorded = json.loads((store / "store.json").read_text())["plate_files"][name]
+    array = np.load(store / name, mmap_mode="r+")
+    array[:] = 0
+    array.flush()
+    del array
+    os.utime(store / name, ns=(recorded[1] + later_ns, recorded[1] + later_ns))
+    return store / name, recorded
+
+
+def verify(store, capsys):
+    code = main(["verify", str(store)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_plate_changed_in_place_is_refused_when_opened(store, capsys):
+    s = CropStore(store)
+    assert (s.read(np.arange(len(s))) > 0).any()
+    assert verify(store, capsys)[0] == 0  # an intact store verifies
+    path, recorded = zero_pixels(store)
+    assert path.stat().st_size == recorded[0]  # the size alone would not tell
+    s = CropStore(store)
+    with pytest.raises(StoreError, match=f"{re.escape(str(path))}: changed after the store"):
+        s.read(np.arange(len(s)))
+    # the full hashes tell even when the time is put back as it was
+    os.utime(path, ns=(recorded[1], recorded[1]))
+    s = CropStore(store)
+    assert (s.read(np.arange(len(s))) == 0).any()  # the cheap check cannot see it
+    code, out, err = verify(store, capsys)
+    assert code == 2
+    assert f"{path}: differs from its recorded hash" in out
+    name = path.relative_to(store)
+    assert f"{store}: 1 of 2 plates differ from their recorded hash, first {name}" in err
+    assert err.startswith(f"cellclr: error: {store}: 1 of 2 plates differ") and str(name) in err
+
+
+def test_a_store_copied_without_its_file_times_is_accepted_after_verify(store, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy, copy_function=shutil.copyfile)  # as cp -r: times not kept
+    for npy in (copy / "plates").glob("*.npy"):
+        st = npy.stat()
+        os.utime(npy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    s = CropStore(copy)
+    with pytest.raises(StoreError, match=f"cellclr verify {re.escape(str(copy))}"):
+        s.read(np.arange(len(s)))
+    code, out, _ = verify(copy, capsys)
+    assert code == 0
+    assert "differ from those recorded (a copy?): recorded now" in out
+    assert "2 of 2 match their recorded hash" in out
+    s = CropStore(copy)
+    np.testing.assert_array_equal(
+        s.read(np.arange(len(s))), CropStore(store).read(np.arange(len(s)))
+    )
+
+
+def test_a_store_written_before_records_opens_and_verify_records_them(store, capsys):
+    meta = json.loads((store / "store.json").read_text())
+    (store / "store.json").write_text(
+        json.dumps({k: v for k, v in meta.items() if k != "plate_files"})
+    )
+    s = CropStore(store)
+    assert len(s.read(np.arange(len(s)))) == len(s)  # opened as before, unchecked
+    code, out, _ = verify(store, capsys)
+    assert code == 0 and "no sizes and times of the plate files were recorded" in out
+    assert json.loads((store / "store.json").read_text()) == meta  # now they are
+    zero_pixels(store)
+    s = CropStore(store)
+    with pytest.raises(StoreError, match="changed after the store was finalised"):
+        s.read(np.arange(len(s)))

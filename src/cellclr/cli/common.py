@@ -53,6 +53,15 @@ def overwrite_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
+def any_crop_size_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--any-crop-size",
+        action="store_true",
+        help="embed crops of another size than the model learnt from (resized to its view "
+        "size: right only when their pixels are smaller or larger in the same ratio)",
+    )
+
+
 def channel_list(text: str | None) -> list[str] | None:
     """``DNA, Tubulin,Actin`` -> ``["DNA", "Tubulin", "Actin"]``."""
     return [c.strip() for c in text.split(",")] if text else None

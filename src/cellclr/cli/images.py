@@ -181,7 +181,12 @@ def _crop(args: argparse.Namespace) -> None:
     print(
         f"cropped {summary['cells']} cells from {summary['sites_cropped']} sites "
         f"({summary['off_edge']} boxes off the image edge "
-        f"{'padded' if c.edge == 'pad' else 'skipped'})"
+        f"{'padded' if c.edge == 'pad' else 'skipped'}"
+        + (
+            f", {summary['outside_field']} nucleus centres outside the field left out)"
+            if summary["outside_field"]
+            else ")"
+        )
         + ("" if missing else f"; plates in the store: {len(summary['plates_in_store'])}")
     )
     if summary["skipped_incomplete"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cellclr.cli.common import Verb, config_args, config_of, overwrite_arg
+from cellclr.cli.common import Verb, any_crop_size_arg, config_args, config_of, overwrite_arg
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
@@ -34,6 +34,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crops", type=Path, required=True, help="crop store folder")
     p.add_argument("--out", type=Path, required=True, help="embeddings folder to create")
     config_args(p, "--model")
+    any_crop_size_arg(p)
     overwrite_arg(p)
 
 
@@ -41,7 +42,14 @@ def _embed(args: argparse.Namespace) -> None:
     from cellclr.learning.embed import embed
 
     cfg = config_of(args, args.model)
-    out = embed(args.model, args.crops, args.out, cfg, overwrite=args.overwrite)
+    out = embed(
+        args.model,
+        args.crops,
+        args.out,
+        cfg,
+        overwrite=args.overwrite,
+        any_crop_size=args.any_crop_size,
+    )
     print(f"embeddings: {out}")
 
 

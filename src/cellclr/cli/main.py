@@ -83,8 +83,28 @@ RESUME = {
 }
 
 
+# options whose value may start with "-" without being a number argparse knows (-1/3)
+DASHED_VALUES = ("--shard",)
+
+
+def attach_dashed_values(argv: list[str]) -> list[str]:
+    """``--shard -1/3`` as ``--shard=-1/3``: argparse takes a value that starts with ``-`` and
+    is not a plain number for an option, and says only "expected one argument"; so joined,
+    the value reaches the option's own check, which says what is wrong with it."""
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        value = next(args, None) if arg in DASHED_VALUES else None
+        if value is not None and value.startswith("-") and value[1:2].isdigit():
+            out.append(f"{arg}={value}")
+        else:
+            out += [arg] if value is None else [arg, value]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(attach_dashed_values(list(argv)))
     # under torchrun only the main process prints results (errors still come from every one)
     quiet = os.environ.get("RANK", "0") != "0"
     try:

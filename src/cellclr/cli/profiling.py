@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cellclr.cli.common import (
     Verb,
+    any_crop_size_arg,
     at_least,
     config_args,
     config_of,
@@ -19,7 +20,11 @@ def _source_args(p: argparse.ArgumentParser, flag: str, what: str) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument(flag, type=Path, help=what)
     source.add_argument("--features", type=Path, help="feature table (CSV or parquet)")
-    p.add_argument("--moa", type=Path, help="CSV of compound,concentration,moa to join")
+    p.add_argument(
+        "--moa",
+        type=Path,
+        help="CSV of compound,concentration,moa: its MoAs replace those of the input",
+    )
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -42,7 +47,7 @@ def _profile(args: argparse.Namespace) -> None:
         cfg = config_of(args, args.embeddings)
         if args.platemap:
             cfg.profile.platemap = str(args.platemap)
-        out = profile(args.embeddings, args.out, cfg, overwrite=args.overwrite)
+        out = profile(args.embeddings, args.out, cfg, moa=args.moa, overwrite=args.overwrite)
     else:
         from cellclr.profiling.feature_tables import profile_table
 
@@ -65,7 +70,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         from cellclr.profiling.evaluate import evaluate
 
         cfg = config_of(args, args.profiles)
-        evaluate(args.profiles, args.out, cfg, overwrite=args.overwrite)
+        evaluate(args.profiles, args.out, cfg, moa=args.moa, overwrite=args.overwrite)
     else:
         from cellclr.profiling.feature_tables import evaluate_table
 
@@ -90,6 +95,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
         "--top", type=at_least(1), default=5, help="nearest reference treatments to list"
     )
     p.add_argument("--out", type=Path, required=True, help="folder to create")
+    any_crop_size_arg(p)
     config_args(p, "--reference")
     overwrite_arg(p)
 
@@ -107,6 +113,7 @@ def _predict(args: argparse.Namespace) -> None:
         model=args.model,
         top=args.top,
         overwrite=args.overwrite,
+        any_crop_size=args.any_crop_size,
     )
     columns = [
         "Metadata_Compound",

@@ -1,4 +1,5 @@
-"""The ``import-crops`` verb: crops made elsewhere -> a crop store."""
+"""The crop store's verbs: ``import-crops`` (crops made elsewhere -> a crop store) and
+``verify`` (are its plate arrays those that were written?)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,32 @@ def _import(args: argparse.Namespace) -> None:
     print(f"crop store: {out}")
 
 
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", type=Path, help="crop store folder")
+
+
+def _verify(args: argparse.Namespace) -> None:
+    from cellclr.store import StoreError
+    from cellclr.store.integrity import verify_store
+
+    result = verify_store(args.store)
+    for name in result.differ:
+        print(f"{args.store / name}: differs from its recorded hash")
+    for name in result.unrecorded:
+        print(f"{args.store / name}: no recorded hash (written before hashes were kept)")
+    for note in result.notes:
+        print(f"{args.store}: {note}")
+    size = f"{result.plates} plates, {result.bytes / 1e9:.2f} GB"
+    if result.differ:
+        raise StoreError(
+            f"{args.store}: {len(result.differ)} of {result.plates} plates differ from their "
+            f"recorded hash, first {result.differ[0]}: the store was changed after it was "
+            "written; make it again"
+        )
+    checked = result.plates - len(result.unrecorded)
+    print(f"{args.store}: {size}; {checked} of {result.plates} match their recorded hash")
+
+
 VERBS = (
     Verb(
         "import-crops",
@@ -35,5 +62,17 @@ VERBS = (
         "row-aligned cell table with Metadata_ columns into a crop store.",
         _import_args,
         _import,
+    ),
+    Verb(
+        "verify",
+        "check every plate of a crop store against its recorded hash",
+        "Recompute the SHA-256 of every plate array of a crop store (reading all of it, with a "
+        "progress bar) and compare it with the hash recorded when the plate was written. "
+        "Opening a store only compares each plate file's size and modification time with "
+        "those recorded when the store was finalised; when every hash matches, verify records "
+        "them again (a store copied without its file times, or one written before they were "
+        "recorded). Exit 2 when a plate differs.",
+        _verify_args,
+        _verify,
     ),
 )

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellclr.images.table import ImageTableError, check_image_table
-from cellclr.metadata import as_numbers, batch_from_plate, moa_of, read_moa, read_table
+from cellclr.metadata import as_concentrations, batch_from_plate, moa_of, read_moa, read_table
 
 CHANNELS = {"DNA": "DAPI", "Tubulin": "Tubulin", "Actin": "Actin"}  # ours: the CSV's names
 IMAGE_CSV, MOA_CSV = "BBBC021_v1_image.csv", "BBBC021_v1_moa.csv"
@@ -48,7 +48,7 @@ def bbbc021_image_table(root: str | Path) -> pd.DataFrame:
             "Metadata_Site": site.astype(int),
             "Metadata_Replicate": raw["Replicate"],
             "Metadata_Compound": raw["Image_Metadata_Compound"].astype(str),
-            "Metadata_Concentration": as_numbers(
+            "Metadata_Concentration": as_concentrations(
                 raw, "Image_Metadata_Concentration", str(image_csv)
             ),
         }

@@ -13,7 +13,7 @@ from X). A box that leaves the field of view is handled by ``crop.edge``:
   0]``. ``off_edge`` then counts the padded boxes.
 
 In both modes a centre that lies outside the field itself (a locations table that does not
-belong to the image) is never cropped: it is counted in ``off_edge``.
+belong to the image) is never cropped: it is counted apart, in ``outside_field``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ from __future__ import annotations
 import numpy as np
 
 PADDED = "Metadata_PaddedPixels"
+
+
+def inside_field(centres: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Which (x, y) centres, rounded to a pixel, lie in a field of ``shape`` (rows, columns)."""
+    centre = np.round(centres[:, ::-1]).astype(int)
+    return (centre >= 0).all(axis=1) & (centre[:, 0] < shape[0]) & (centre[:, 1] < shape[1])
 
 
 def crop_boxes(
@@ -33,11 +39,7 @@ def crop_boxes(
     bottom_right = top_left + box
     inside = (top_left >= 0).all(axis=1) & (bottom_right[:, 0] <= height)
     inside &= bottom_right[:, 1] <= width
-    if pad:
-        centre = np.round(centres[:, ::-1]).astype(int)
-        kept = (centre >= 0).all(axis=1) & (centre[:, 0] < height) & (centre[:, 1] < width)
-    else:
-        kept = inside
+    kept = inside_field(centres, (height, width)) if pad else inside
     stack = np.stack(images)
     crops = np.zeros((int(kept.sum()), len(images), box, box), dtype=np.uint16)
     padded = np.zeros(len(crops), dtype=np.int64)

@@ -212,7 +212,8 @@ def _crop_into(
     complete = rows[(absent == "").to_numpy()]
     todo = _sites_to_crop(folder, complete, is_selected[(absent == "").to_numpy()])
     skipped = [
-        {**{k: r[k] for k in SITE_KEYS}, "cells": 0, "off_edge": 0, "illumination": False}
+        {**{k: r[k] for k in SITE_KEYS}, "cells": 0, "off_edge": 0, "outside_field": 0}
+        | {"illumination": False}
         | {"status": f"skipped: missing {r['missing']}"}
         for _, r in incomplete.iterrows()
     ]
@@ -224,6 +225,7 @@ def _crop_into(
         "sites_cropped": int(sum(r["status"] == "ok" for r in records)),
         "cells": int(sum(r["cells"] for r in records)),
         "off_edge": int(sum(r["off_edge"] for r in records)),
+        "outside_field": int(sum(r["outside_field"] for r in records)),
         "skipped_incomplete": [
             f"{r['Metadata_Plate']} {r['Metadata_Well']} s{r['Metadata_Site']}" for r in skipped
         ],
@@ -395,5 +397,4 @@ def _work_folder(
 
 def _holds_crops(folder: Path) -> bool:
     """Whether ``folder`` holds a finished store or any plate's crops."""
-    plates = folder / "plates"
-    return (folder / "store.json").is_file() or (plates.is_dir() and any(plates.glob("*.npy")))
+    return (folder / "store.json").is_file() or any((folder / "plates").glob("*.npy"))

@@ -25,6 +25,7 @@ not exist here is an error that says to pass ``--images-root``.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -181,7 +182,22 @@ def _paths(
         folders = fields[path_col].map(found)
     else:
         folders = pd.Series(str(base), index=fields.index)
-    return [str(Path(f) / n) for f, n in zip(folders, names, strict=True)]
+    paths = [str(Path(f) / n) for f, n in zip(folders, names, strict=True)]
+    if root:
+        _inside_root(paths, names, file_col, Path(root), source)
+    return paths
+
+
+def _inside_root(paths: list[str], names: pd.Series, column: str, root: Path, source: str) -> None:
+    """With ``--images-root``, every file must lie under it (by its path as written: ``..``
+    and absolute names are refused, links inside the root are followed as they are)."""
+    top = os.path.normpath(os.path.abspath(root))
+    for i, path in enumerate(paths):
+        if os.path.commonpath([top, os.path.normpath(os.path.abspath(path))]) != top:
+            raise LoadDataError(
+                f"{source}: {column} names {names.iloc[i]!r}, which lies outside --images-root "
+                f"{root} (crop.images_root): the images must be under it"
+            )
 
 
 def _under_root(pathname: str, root: Path) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from cellclr.images.cptables import (
     IMAGE_NUMBER,
@@ -39,6 +40,7 @@ OBJECT_NAMES = (
 OBJECT = "Metadata_ObjectNumber"
 
 SiteKey = tuple[str, str, int]
+FIELD = ["_plate", "_well", "_site"]
 
 
 def read_locations_table(path: str | Path, sites: pd.DataFrame) -> dict[SiteKey, pd.DataFrame]:
@@ -58,6 +60,7 @@ def read_locations_table(path: str | Path, sites: pd.DataFrame) -> dict[SiteKey,
     if obj is not None:
         centres[OBJECT] = raw[obj].to_numpy()
     keys = _field_keys(metadata_frame(raw), sites, path)
+    centres, keys = _once_each(centres, keys, path)
     groups = centres.groupby(pd.MultiIndex.from_arrays(keys), sort=False)
     found = {key: rows.reset_index(drop=True) for key, rows in groups}
     empty = centres.iloc[:0]
@@ -71,6 +74,33 @@ def read_locations_table(path: str | Path, sites: pd.DataFrame) -> dict[SiteKey,
             "(by plate, well and site, or ImageNumber)"
         )
     return table
+
+
+def _once_each(
+    centres: pd.DataFrame, keys: list[pd.Series], path: Path
+) -> tuple[pd.DataFrame, list[pd.Series]]:
+    """Each nucleus once: rows repeating a field, centre (and object number) are one nucleus
+    (said, with their count); an object number of a field at two centres is an error."""
+    fields = pd.DataFrame({n: k.reset_index(drop=True) for n, k in zip(FIELD, keys, strict=True)})
+    rows = pd.concat([fields, centres.reset_index(drop=True)], axis=1)
+    repeated = rows.duplicated().to_numpy()
+    if repeated.any():
+        tqdm.write(
+            f"locations table {path}: {int(repeated.sum())} rows repeat a nucleus (the same "
+            "field and centre) of another row; each nucleus is cropped once"
+        )
+        rows = rows[~repeated]
+    if OBJECT in rows:
+        clash = rows.duplicated([*FIELD, OBJECT], keep=False).to_numpy()
+        if clash.any():
+            first = rows[clash].iloc[0]
+            raise DetectionError(
+                f"locations table {path}: object {first[OBJECT]} of field "
+                f"{' '.join(str(first[k]) for k in FIELD)} (plate, well, site) has two centres"
+                f" ({int(clash.sum())} rows share a field and object number)"
+            )
+    kept = rows[centres.columns].reset_index(drop=True)
+    return kept, [rows[k].reset_index(drop=True) for k in FIELD]
 
 
 def locations_digest(nuclei: dict[SiteKey, pd.DataFrame]) -> str:

@@ -12,6 +12,7 @@ plates' records which plates are not finished yet (``pending_plates``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from concurrent.futures import Executor
@@ -34,7 +35,7 @@ from cellclr.store.format import plate_file_stem
 from cellclr.store.writer import NpyAppender, plate_files, write_digest, write_plate_index
 
 RECORDS = "sites"  # sites/<stem>.parquet: the sites of each finished plate
-RECORD_COLUMNS = [*SITE_KEYS, "cells", "off_edge", "illumination", "status"]
+RECORD_COLUMNS = [*SITE_KEYS, "cells", "off_edge", "outside_field", "illumination", "status"]
 
 
 def record_file(folder: Path, plate: str) -> Path:
@@ -232,7 +233,8 @@ def crop_plate(
             records.append(result.record)
             bar.update()
     except BaseException:
-        writer.close()
+        with contextlib.suppress(OSError):  # a full disk: the error raised is the one to tell
+            writer.close()
         tmp.unlink(missing_ok=True)  # no half-written plate is left behind
         raise
     digest = writer.close()

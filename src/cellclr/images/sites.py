@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cellclr.errors import CellclrError
-from cellclr.images.boxes import PADDED, crop_boxes
+from cellclr.images.boxes import PADDED, crop_boxes, inside_field
 from cellclr.images.illumination import (
     check_function_shape,
     correct,
@@ -120,6 +120,7 @@ def process_site(site: Site, box: int, params: NucleusParams) -> SiteResult:
     nuclei = _nuclei(site, images, params)
     centres = nuclei[LOCATION].to_numpy(float).reshape(-1, 2)
     crops, kept, padded = crop_boxes(images, centres, box, pad=site.pad)
+    outside = ~inside_field(centres, (height, width))
     cells = nuclei[kept].reset_index(drop=True)
     cells = cells.drop(columns=[k for k in site.metadata if k in cells])
     for key, value in site.metadata.items():
@@ -130,7 +131,8 @@ def process_site(site: Site, box: int, params: NucleusParams) -> SiteResult:
     record = {
         **{k: site.metadata[k] for k in SITE_KEYS},
         "cells": len(cells),
-        "off_edge": int((~kept).sum() + (padded > 0).sum()),
+        "off_edge": int((~kept & ~outside).sum() + (padded > 0).sum()),
+        "outside_field": int(outside.sum()),
         "illumination": site.illumination is not None or site.cp_illumination is not None,
         "status": "ok",
     }

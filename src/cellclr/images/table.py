@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellclr.errors import CellclrError
-from cellclr.metadata import as_numbers, read_table, require_filled
+from cellclr.metadata import as_concentrations, as_numbers, read_table, require_filled
 
 SITE_KEYS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
 
@@ -42,7 +42,7 @@ def check_image_table(table: pd.DataFrame, channels: list[str], source: str) -> 
         first = table.loc[dup, SITE_KEYS].iloc[0].tolist()
         raise ImageTableError(f"{source}: {int(dup.sum())} rows repeat a site, e.g. {first}")
     if "Metadata_Concentration" in table:
-        table["Metadata_Concentration"] = as_numbers(table, "Metadata_Concentration", source)
+        table["Metadata_Concentration"] = as_concentrations(table, "Metadata_Concentration", source)
     return table.reset_index(drop=True)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 import tifffile
@@ -24,12 +25,21 @@ class ImageReadError(CellclrError, ValueError):
     """An image file that is missing or cannot be read as one 2-D plane of counts."""
 
 
+# little- and big-endian TIFF, and BigTIFF
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
 def read_image(path: str) -> np.ndarray:
     """The 2-D image of counts in the TIFF at ``path``, as uint16; a missing, unreadable,
     truncated or multi-plane file, or pixels that are not unsigned 8/16-bit counts, are errors
     naming the file."""
     if not os.path.isfile(path):
         raise ImageReadError(f"missing image file: {path}")
+    with open(path, "rb") as f:
+        if f.read(4) not in TIFF_MAGIC:  # what it holds instead is not ours to print
+            raise ImageReadError(
+                f"unreadable TIFF {path}: not a TIFF file (it does not start with a TIFF header)"
+            )
     try:
         with tifffile.TiffFile(path) as tif:
             image = _single_plane(tif, path)
@@ -69,8 +79,9 @@ def _single_plane(tif: tifffile.TiffFile, path: str) -> np.ndarray:
 
 
 def _read_failure(path: str, error: Exception) -> str:
-    """The message for a TIFF that tifffile could not decode: a missing codec says so."""
-    text = f"{type(error).__name__}: {error}"
+    """The message for a TIFF that tifffile could not decode: a missing codec says so. Bytes
+    of the file that tifffile quotes are left out: the message never shows file contents."""
+    text = re.sub(r"""\bb(['"]).*?(?<!\\)\1""", "<bytes>", f"{type(error).__name__}: {error}")
     if "imagecodecs" in str(error):
         return (
             f"{path}: its compression needs the imagecodecs package, which is not installed "

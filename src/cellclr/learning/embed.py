@@ -18,7 +18,7 @@ from cellclr.fingerprint import fingerprint
 from cellclr.learning.device import resolve_device
 from cellclr.learning.distributed import World, barrier, init_distributed
 from cellclr.learning.encode import encode
-from cellclr.learning.saved_model import load_encoder
+from cellclr.learning.saved_model import check_crop_size, load_encoder
 from cellclr.metadata import metadata_columns
 from cellclr.outputs import partial_path, read_manifest, staged_dir, write_manifest
 from cellclr.store import CropStore, StoreError
@@ -38,12 +38,14 @@ def embed(
     *,
     overwrite: bool = False,
     distributed: bool = True,
+    any_crop_size: bool = False,
 ) -> Path:
     """Write ``embeddings.parquet``: the store's cell metadata and one feature row per cell.
 
     Under ``torchrun`` (and ``distributed``), the processes take turns at the batches, write
     their features to part files, and the main process joins them in order: the output is the
     one process's, row for row. ``distributed=False``: this process alone, even under torchrun.
+    Crops of another size than the model learnt from are refused unless ``any_crop_size``.
     """
     t_start = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out)
@@ -56,6 +58,8 @@ def embed(
         raise StoreError(
             f"{crops} has channels {store.channels} but the model was trained on {meta['channels']}"
         )
+    if not any_crop_size:
+        check_crop_size(meta, store, crops, model_dir)
     norm = store.normalization(meta["normalize"], meta["normalize_min_cells"])
     n, bs = len(store), cfg.embed.batch_size
     batches = [np.arange(i, min(i + bs, n)) for i in range(0, n, bs)]

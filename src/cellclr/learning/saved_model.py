@@ -11,7 +11,7 @@ from torch import nn
 from cellclr.config import Config
 from cellclr.learning.backbones import build_encoder
 from cellclr.learning.checkpoints import CheckpointError, load_torch, save_torch
-from cellclr.store import CropStore
+from cellclr.store import CropStore, StoreError
 
 MODEL = "model.pt"
 
@@ -23,9 +23,28 @@ def model_meta(cfg: Config, store: CropStore) -> dict:
         "stem": cfg.model.stem,
         "channels": list(store.channels),
         "size": cfg.augment.size,
+        "crop_shape": [int(s) for s in store.crop_shape[1:]],  # the crops it learnt from
         "normalize": cfg.data.normalize,
         "normalize_min_cells": cfg.data.normalize_min_cells,
     }
+
+
+def check_crop_size(meta: dict, store: CropStore, crops: str | Path, model: str | Path) -> None:
+    """Refuse crops of another size than the model learnt from: both are resized to the view
+    size, so cells would be seen smaller or larger than in training. (A model saved before
+    the crop size was kept is not checked.)"""
+    trained = meta.get("crop_shape")
+    have = [int(s) for s in store.crop_shape[1:]]
+    if trained is None or have == list(trained):
+        return
+    ratio = have[0] / trained[0]
+    seen = f"{ratio:.2g}x smaller" if ratio > 1 else f"{1 / ratio:.2g}x larger"
+    raise StoreError(
+        f"{crops}: crops of {have[0]}x{have[1]} px, but the model {model} learnt from "
+        f"{trained[0]}x{trained[1]} px crops: both are resized to {meta['size']} px, so cells "
+        f"would be seen {seen} than in training; crop them with --box {trained[0]}, or pass "
+        "--any-crop-size if their pixels are that much smaller (another magnification)"
+    )
 
 
 def save_model(folder: Path, meta: dict, encoder: nn.Module) -> None:

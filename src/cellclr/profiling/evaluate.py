@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from cellclr.config import Config, EvaluateConfig, save_config
 from cellclr.errors import CellclrError
-from cellclr.fingerprint import fingerprint
-from cellclr.metadata import TREATMENT
+from cellclr.fingerprint import file_digest, fingerprint
+from cellclr.metadata import TREATMENT, read_moa
 from cellclr.outputs import (
     check_new_output,
     read_manifest,
@@ -41,6 +41,7 @@ from cellclr.profiling.postprocess import PostprocessError, clean_features, log_
 from cellclr.profiling.profiles import (
     WELLS,
     has_treatments,
+    join_moa,
     no_treatments,
     profile_treatment,
     read_profiles,
@@ -236,8 +237,9 @@ def combine(results: dict[str, Evaluation | str]) -> Evaluation:
     )
 
 
-def evaluate_fingerprint(profiles_dir: Path, cfg: Config) -> str:
-    return fingerprint("evaluate", [read_manifest(profiles_dir)["fingerprint"]], cfg, ("evaluate",))
+def evaluate_fingerprint(profiles_dir: Path, cfg: Config, moa: str | Path | None = None) -> str:
+    inputs = [read_manifest(profiles_dir)["fingerprint"], *([file_digest(moa)] if moa else [])]
+    return fingerprint("evaluate", inputs, cfg, ("evaluate",))
 
 
 def write_evaluation(
@@ -266,16 +268,25 @@ def write_evaluation(
 
 
 def evaluate(
-    profiles_dir: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
+    profiles_dir: str | Path,
+    out: str | Path,
+    cfg: Config,
+    *,
+    moa: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Evaluation:
     """Evaluate the well profiles of a ``profile`` output (every variant, every measure its
     annotations allow); write ``metrics.json``, ``results.parquet`` and the tables of the
-    measures computed."""
+    measures computed. ``moa``: a table of compound, concentration, moa whose MoAs replace
+    the profiles' own."""
     t_start = time.perf_counter()
-    check_new_output(out, overwrite, [profiles_dir])
+    check_new_output(out, overwrite, [profiles_dir, moa])
     profiles_dir = Path(profiles_dir)
-    fp = evaluate_fingerprint(profiles_dir, cfg)
+    moa_table = read_moa(Path(moa)) if moa is not None else None
+    fp = evaluate_fingerprint(profiles_dir, cfg, moa)
     wells = read_profiles(profiles_dir, "wells")
+    if moa_table is not None:
+        wells = join_moa(wells, moa_table, moa, str(profiles_dir / WELLS))
     treatment = profile_treatment(profiles_dir, cfg.profile.treatment)
     results = evaluate_wells(wells, cfg.evaluate, str(profiles_dir / WELLS), treatment)
     result = combine(results)

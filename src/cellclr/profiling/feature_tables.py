@@ -8,18 +8,10 @@ import re
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from cellclr.config import Config
 from cellclr.fingerprint import file_digest, fingerprint
-from cellclr.metadata import (
-    TREATMENT,
-    batch_from_plate,
-    feature_columns,
-    moa_of,
-    read_moa,
-    read_table,
-)
+from cellclr.metadata import TREATMENT, batch_from_plate, feature_columns, read_moa, read_table
 from cellclr.outputs import check_new_output
 from cellclr.profiling.evaluate import (
     Evaluation,
@@ -32,6 +24,7 @@ from cellclr.profiling.profiles import (
     ProfileError,
     check_features,
     check_metadata,
+    join_moa,
     well_profiles,
     write_profiles,
 )
@@ -63,9 +56,7 @@ def read_feature_table(
     if "Metadata_Batch" not in table:
         table["Metadata_Batch"] = table["Metadata_Plate"].map(batch_from_plate)
     if moa is not None:
-        if "Metadata_MoA" in table:
-            tqdm.write(f"{path}: its Metadata_MoA column is replaced by the MoAs of {moa}")
-        table["Metadata_MoA"] = moa_of(read_moa(Path(moa)), table)
+        table = join_moa(table, read_moa(Path(moa)), moa, str(path))
     if table.duplicated(WELL_KEYS).any():
         return well_profiles(table, str(path), treatment)
     check_features(table, str(path), allow_nan=True)

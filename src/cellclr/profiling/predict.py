@@ -159,11 +159,13 @@ def predict(
     model: str | Path | None = None,
     top: int = 5,
     overwrite: bool = False,
+    any_crop_size: bool = False,
 ) -> pd.DataFrame:
     """Predict the MoA of the query treatments against ``reference`` (a ``profile`` folder)
     into ``out/predictions.parquet``. The query is a ``profile`` folder, a feature table of
-    another tool, or a crop store embedded with ``model`` (then profiled into ``out``). Both
-    start from raw well profiles, post-processed together (``profile.postprocess``)."""
+    another tool, or a crop store embedded with ``model`` (then profiled into ``out``; crops of
+    another size than the model's are refused unless ``any_crop_size``). Both start from raw
+    well profiles, post-processed together (``profile.postprocess``)."""
     t_start = time.perf_counter()
     given = [q for q in (query_profiles, query_table, query_crops) if q is not None]
     if len(given) != 1:
@@ -184,7 +186,9 @@ def predict(
         check_query(reference_wells, wells, e.control, str(query_table))
     with staged_dir(out, overwrite=overwrite) as work:
         if wells is None:
-            embeddings = embed(model, query_crops, work / "embeddings", cfg)
+            embeddings = embed(
+                model, query_crops, work / "embeddings", cfg, any_crop_size=any_crop_size
+            )
             wells = embedded_well_profiles(embeddings)
             check_query(reference_wells, wells, e.control, str(query_crops))
         ref, query, dropped = joint_treatments(

@@ -22,10 +22,10 @@ from cellclr.embeddings import EMBEDDINGS, iter_embeddings
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import file_digest, fingerprint
 from cellclr.metadata import (
-    TREATMENT,
-    as_concentrations,
     feature_columns,
     metadata_columns,
+    moa_of,
+    read_moa,
     read_output_table,
     require_filled,
 )
@@ -36,114 +36,24 @@ from cellclr.outputs import (
     write_manifest,
     write_parquet,
 )
+from cellclr.profiling.checks import (
+    TREATMENT_KEYS,
+    WELL_CONSTANT,
+    WELL_KEYS,
+    ProfileError,
+    check_features,
+    check_metadata,
+    constant_within,
+    has_treatments,
+    no_treatments,
+    refuse_varying,
+    required_columns,
+    typed_keys,
+)
 from cellclr.profiling.postprocess import clean_features, log_dropped, postprocess
 from cellclr.profiling.streaming import GroupSums, RowProblems
 
-WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
-TREATMENT_KEYS = TREATMENT  # the default of profile.treatment
-WELL_CONSTANT = ["Metadata_Compound", "Metadata_Concentration", "Metadata_Batch", "Metadata_MoA"]
 WELLS, TREATMENTS = "wells.parquet", "treatments.parquet"
-
-
-class ProfileError(CellclrError, ValueError):
-    """Features or metadata that cannot be aggregated as asked."""
-
-
-def check_features(df: pd.DataFrame, source: str, *, allow_nan: bool = False) -> list[str]:
-    """The feature columns: there must be some, all numeric, and (unless ``allow_nan``)
-    finite."""
-    features = feature_columns(df)
-    if not features:
-        raise ProfileError(f"{source}: no feature columns (every column starts with Metadata_)")
-    values = df[features]
-    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(values[c])]
-    if non_numeric:
-        raise ProfileError(f"{source}: non-numeric feature columns {non_numeric[:5]}")
-    if not allow_nan:
-        nan_cols = [c for c in features if not np.isfinite(values[c].to_numpy(float)).all()]
-        if nan_cols:
-            raise ProfileError(
-                f"{source}: NaN or infinite values in feature columns {nan_cols[:5]} "
-                "(drop them first: clean_features)"
-            )
-    return features
-
-
-def check_metadata(
-    table: pd.DataFrame,
-    source: str,
-    level: str = "wells",
-    treatment: list[str] = TREATMENT_KEYS,
-) -> pd.DataFrame:
-    """The table (of ``level`` "wells" or "treatments", or cells, which are keyed as wells)
-    with its keys, its ``treatment`` columns (where present) and ``Metadata_Batch`` (when
-    present) filled, names as text and concentrations as numbers (finite, >= 0), its
-    treatment metadata constant within wells and its MoA within treatments."""
-    if table.empty:
-        raise ProfileError(f"{source}: holds no rows")
-    keys = _required(table, level, treatment)
-    require_filled(table, keys, source)
-    table = _named(table, keys, source)
-    if level == "wells":
-        constant = [c for c in dict.fromkeys([*WELL_CONSTANT, *treatment]) if c in table]
-        _constant_within(table, WELL_KEYS, constant, "wells", source)
-    if has_treatments(table, treatment):
-        moa = [c for c in ["Metadata_MoA"] if c in table]
-        _constant_within(table, treatment, moa, "treatments", source)
-    return table
-
-
-def has_treatments(table: pd.DataFrame, treatment: list[str] = TREATMENT_KEYS) -> bool:
-    """Whether every column that names a treatment is in ``table``."""
-    return all(c in table for c in treatment)
-
-
-def no_treatments(table: pd.DataFrame, treatment: list[str], source: str) -> str:
-    """Why ``table`` has no treatment profiles (``has_treatments`` is False)."""
-    missing = [c for c in treatment if c not in table]
-    return (
-        f"no {', '.join(missing)} in {source} (the columns that name a treatment, "
-        "profile.treatment): join a plate map (cellclr profile --platemap) to profile treatments"
-    )
-
-
-def _required(table: pd.DataFrame, level: str, treatment: list[str]) -> list[str]:
-    """The metadata columns that must be filled: the well keys (of wells and cells), the
-    treatment columns present (all of them for treatments) and ``Metadata_Batch`` when
-    present."""
-    own = WELL_KEYS if level == "wells" else list(treatment)
-    present = [c for c in treatment if c in table]
-    return list(dict.fromkeys([*own, *present, *(c for c in ["Metadata_Batch"] if c in table)]))
-
-
-def _named(table: pd.DataFrame, keys: list[str], source: str) -> pd.DataFrame:
-    """The table with its ``keys`` as text and its concentrations as numbers (text, negative
-    or infinite values are errors)."""
-    table = table.copy(deep=False)  # the features are shared, not copied (copy-on-write)
-    for column in keys:
-        if column != "Metadata_Concentration":
-            table[column] = table[column].astype(str)
-    if "Metadata_Concentration" in table:
-        table["Metadata_Concentration"] = as_concentrations(table, "Metadata_Concentration", source)
-    return table
-
-
-def _constant_within(
-    df: pd.DataFrame, keys: list[str], columns: list[str], what: str, source: str
-) -> None:
-    for column in columns:
-        counts = df.groupby(keys, sort=False, dropna=False)[column].nunique(dropna=False)
-        _refuse_varying(counts > 1, column, what, source)
-
-
-def _refuse_varying(varies: pd.Series, column: str, what: str, source: str) -> None:
-    """An error if ``column`` varies within some groups: ``varies`` flags each group, indexed
-    by its keys in order of first appearance."""
-    if varies.any():
-        example = varies.index[varies.to_numpy()][0]
-        raise ProfileError(
-            f"{source}: {column} differs within {int(varies.sum())} {what}, e.g. {example}"
-        )
 
 
 def well_profiles(
@@ -189,7 +99,7 @@ def stream_well_profiles(
     first = next(blocks, None)
     if first is None:
         raise ProfileError(f"{source}: holds no rows")
-    required = _required(first, "wells", treatment)
+    required = required_columns(first, "wells", treatment)
     require_filled(first.iloc[:0], required, source)  # missing columns
     numeric = [c for c in feature_columns(first) if pd.api.types.is_numeric_dtype(first[c])]
     described = [c for c in metadata_columns(first) if c not in WELL_KEYS]
@@ -199,7 +109,7 @@ def stream_well_profiles(
     for block in chain([first], blocks):
         problems.add(block)
         if not problems.found:  # then counted to the end, to name them as require_filled does
-            sums.add(_named(block, required, source))
+            sums.add(typed_keys(block, required, source))
     problems.check(source)
     return _streamed_wells(sums, first.iloc[:0], source, treatment)
 
@@ -212,10 +122,10 @@ def _streamed_wells(
     keys = pd.MultiIndex.from_frame(sums.firsts[WELL_KEYS])
     varies = pd.DataFrame(sums.varies, index=keys, columns=sums.described)
     for column in [c for c in dict.fromkeys([*WELL_CONSTANT, *treatment]) if c in varies]:
-        _refuse_varying(varies[column], column, "wells", source)
+        refuse_varying(varies[column], column, "wells", source)
     if has_treatments(template, treatment):
         moa = [c for c in ["Metadata_MoA"] if c in template]
-        _constant_within(sums.firsts, treatment, moa, "treatments", source)
+        constant_within(sums.firsts, treatment, moa, "treatments", source)
     check_features(template, source, allow_nan=True)
     constant = [c for c in sums.described if not varies[c].any()]
     wells = sums.firsts[WELL_KEYS + constant].copy()
@@ -242,11 +152,11 @@ def treatment_profiles(wells: pd.DataFrame, treatment: list[str] = TREATMENT_KEY
     if not has_treatments(wells, treatment):
         raise ProfileError(no_treatments(wells, treatment, "the well profiles"))
     moa = [c for c in ["Metadata_MoA"] if c in wells]
-    _constant_within(wells, treatment, moa, "treatments", "well profiles")
+    constant_within(wells, treatment, moa, "treatments", "well profiles")
     grouped = wells.groupby(treatment, sort=True, dropna=False)
     out = grouped.size().to_frame("Metadata_Wells")
     if "Metadata_Compound" in wells and "Metadata_Compound" not in treatment:
-        _constant_within(wells, treatment, ["Metadata_Compound"], "treatments", "well profiles")
+        constant_within(wells, treatment, ["Metadata_Compound"], "treatments", "well profiles")
         out.insert(0, "Metadata_Compound", grouped["Metadata_Compound"].first())
     if "Metadata_MoA" in wells:
         out.insert(0, "Metadata_MoA", grouped["Metadata_MoA"].first())
@@ -268,6 +178,15 @@ def profile_treatment(folder: str | Path, default: list[str] = TREATMENT_KEYS) -
         return list(read_manifest(folder).get("treatment") or default)
     except CellclrError:
         return list(default)
+
+
+def join_moa(table: pd.DataFrame, moa: pd.DataFrame, path: str | Path, source: str) -> pd.DataFrame:
+    """``table`` with ``Metadata_MoA`` from ``moa`` (``read_moa`` of ``path``: compound,
+    concentration, moa; None where it has none); replacing a ``Metadata_MoA`` is said."""
+    labels = moa_of(moa, table)
+    if "Metadata_MoA" in table:
+        tqdm.write(f"{source}: its Metadata_MoA column is replaced by the MoAs of {path}")
+    return table.assign(Metadata_MoA=labels)
 
 
 def read_profiles(folder: str | Path, level: str = "treatments") -> pd.DataFrame:
@@ -296,19 +215,22 @@ def profile(
     out: str | Path,
     cfg: Config,
     *,
+    moa: str | Path | None = None,
     overwrite: bool = False,
     platemap: str | Path | None = None,
 ) -> Path:
     """Write ``wells.parquet`` (and ``treatments.parquet`` where treatments are known) from an
     ``embed`` output, read a row group at a time (memory holds one and the wells, not the
-    cells). ``platemap`` (else ``profile.platemap``): a plate map joined to the wells."""
+    cells). ``platemap`` (else ``profile.platemap``): a plate map joined to the wells;
+    ``moa``: a table of compound, concentration, moa whose MoAs replace the embeddings'."""
     t_start = time.perf_counter()
     if platemap is not None:
         cfg = cfg.model_copy(deep=True)
         cfg.profile.platemap = str(platemap)
-    check_new_output(out, overwrite, [embeddings_dir, cfg.profile.platemap])
+    check_new_output(out, overwrite, [embeddings_dir, cfg.profile.platemap, moa])
     embeddings_dir = Path(embeddings_dir)
-    fp = profile_fingerprint(embeddings_dir, cfg)
+    moa_table = read_moa(Path(moa)) if moa is not None else None
+    fp = profile_fingerprint(embeddings_dir, cfg, moa)
     wells = embedded_well_profiles(embeddings_dir, cfg.profile.treatment)
     write_profiles(
         wells,
@@ -317,6 +239,7 @@ def profile(
         fp,
         time.perf_counter() - t_start,
         overwrite,
+        moa=None if moa_table is None else (moa_table, moa),
         embeddings=str(embeddings_dir),
     )
     return Path(out)
@@ -340,16 +263,20 @@ def write_profiles(
     fp: str,
     seconds: float,
     overwrite: bool,
+    moa: tuple[pd.DataFrame, str | Path] | None = None,
     **source: str,
 ) -> None:
     """``wells.parquet`` (the raw well means, without feature columns holding NaN) and, where
     the wells name treatments (after joining ``profile.platemap``), ``treatments.parquet``
-    (the median of the wells after ``profile.postprocess``). ``source``: the input, recorded
-    in the manifest; its path names the wells in errors."""
+    (the median of the wells after ``profile.postprocess``). ``moa``: a MoA table (and its
+    path) whose MoAs replace the wells' own. ``source``: the input, recorded in the manifest;
+    its path names the wells in errors."""
     t_start = time.perf_counter()
     origin = next(iter(source.values()), "well profiles")
     if cfg.profile.platemap:
         wells = join_wells_platemap(wells, cfg.profile.platemap, cfg)
+    if moa is not None:
+        wells = join_moa(wells, moa[0], moa[1], origin)
     wells, dropped = clean_features(wells, constant=False, source=origin)
     log_dropped("profile", dropped)
     treatment = cfg.profile.treatment
@@ -384,11 +311,12 @@ def write_profiles(
         )
 
 
-def profile_fingerprint(embeddings_dir: Path, cfg: Config) -> str:
+def profile_fingerprint(embeddings_dir: Path, cfg: Config, moa: str | Path | None = None) -> str:
     inputs = [
         read_manifest(embeddings_dir)["fingerprint"],
         cfg.evaluate.control,
         str(cfg.evaluate.tvn_lambda),
         file_digest(cfg.profile.platemap),
+        *([file_digest(moa)] if moa is not None else []),
     ]
     return fingerprint("profile", inputs, cfg, ("profile",))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from cellclr.metadata import MetadataError
+from cellclr.metadata import MetadataError, concentration_error
 
 
 class GroupSums:
@@ -119,31 +119,38 @@ class Found:
 
 
 class RowProblems:
-    """The rows, across blocks, where a required column is empty or a number column holds
-    something else: counted, and the first named by position in the whole table, in the words
-    of ``metadata.require_filled`` and ``metadata.as_numbers``."""
+    """The rows, across blocks, where a required column is empty or a concentration column
+    holds something else than a number, or a negative or infinite one: counted, and the first
+    named by position in the whole table, in the words of ``metadata.require_filled`` and
+    ``metadata.as_concentrations``."""
 
-    def __init__(self, required: list[str], numbers: list[str]) -> None:
+    def __init__(self, required: list[str], concentrations: list[str]) -> None:
         self.rows = 0
         self.empty = {column: Found() for column in required}
-        self.text = {column: Found() for column in numbers}
+        self.text = {column: Found() for column in concentrations}
+        self.range = {column: Found() for column in concentrations}
 
     @property
     def found(self) -> bool:
         """Whether any problem was found so far."""
-        return any(found.count for found in [*self.empty.values(), *self.text.values()])
+        groups = [self.empty, self.text, self.range]
+        return any(found.count for group in groups for found in group.values())
 
     def add(self, block: pd.DataFrame) -> None:
         for column, found in self.empty.items():
             found.add(np.flatnonzero(block[column].isna().to_numpy()), self.rows, block[column])
         for column, found in self.text.items():
             values = block[column]
-            bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
+            numbers = pd.to_numeric(values, errors="coerce")
+            bad = numbers.isna() & values.notna()
             found.add(np.flatnonzero(bad.to_numpy()), self.rows, values)
+            wrong = numbers.notna() & ~(np.isfinite(numbers) & (numbers >= 0))
+            self.range[column].add(np.flatnonzero(wrong.to_numpy()), self.rows, values)
         self.rows += len(block)
 
     def check(self, source: str) -> None:
-        """Raise for the first problem, as ``require_filled`` then ``as_numbers`` would."""
+        """Raise for the first problem, as ``require_filled`` then ``as_concentrations``
+        would."""
         for column, found in self.empty.items():
             if found.count:
                 raise MetadataError(
@@ -156,3 +163,6 @@ class RowProblems:
                     f"{source}: {column} must be a number, got {found.value!r} in row "
                     f"{found.rows[0]} ({found.count} such rows)"
                 )
+        for column, found in self.range.items():
+            if found.count:
+                raise concentration_error(source, column, found.value, found.rows[0], found.count)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pyarrow import ArrowException
 
 from cellclr.errors import CellclrError
 from cellclr.outputs import compared_runs, current_baselines
@@ -24,6 +23,46 @@ TREATMENT = ["Metadata_Compound", "Metadata_Concentration"]
 
 class ReportError(CellclrError, FileNotFoundError):
     """A folder that is not a cellclr run, or a file of it that cannot be read."""
+
+
+class DamagedFileError(ReportError):
+    """A file of the run that cannot be read: truncated, or not what its name says."""
+
+
+def _damaged(path: Path, problem: str) -> DamagedFileError:
+    return DamagedFileError(
+        f"{path}: {problem}: the file is damaged (truncated, or overwritten); run the stage that "
+        "wrote it again, with --overwrite"
+    )
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A ``metrics.json`` the report needs; a damaged one is one error naming it."""
+    try:
+        metrics = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise _damaged(path, f"not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise _damaged(path, f"not valid JSON ({e})") from None
+    if not isinstance(metrics, dict):
+        raise _damaged(path, f"not a JSON object but a {type(metrics).__name__}")
+    return metrics
+
+
+def read_run_table(path: Path) -> pd.DataFrame:
+    """A parquet table of the run (profiles, neighbours); a damaged one is one error naming it."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise _damaged(path, f"not a parquet table ({e})") from None
+
+
+def read_log(path: Path) -> pd.DataFrame:
+    """A training log (JSON lines); a damaged one is one error naming it."""
+    try:
+        return pd.read_json(path, lines=True)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _damaged(path, f"not valid JSON lines ({e})") from None
 
 
 @dataclass
@@ -89,30 +128,6 @@ def read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def read_metrics(path: Path) -> dict[str, Any]:
-    """A ``metrics.json``; one that exists but is not a JSON object is an error naming it."""
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReportError(
-            f"{path}: not valid JSON ({e}): truncated? rerun `cellclr evaluate` with --overwrite"
-        ) from None
-    except OSError as e:
-        raise ReportError(f"{path}: cannot be read ({e.strerror or e})") from None
-    if not isinstance(metrics, dict):
-        raise ReportError(f"{path}: holds a JSON {type(metrics).__name__}, not an object")
-    return metrics
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """A parquet file of the run; one that cannot be read is an error naming it."""
-    try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError, ArrowException) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ReportError(f"{path}: not a readable parquet file ({first})") from None
-
-
 def _find_store(run: Path) -> tuple[CropStore | None, str]:
     """The run's crop store (``run/crops``, else the one ``model/stage.json`` names) or why not."""
     if (run / "crops" / "store.json").is_file():
@@ -161,7 +176,7 @@ def _headline(table: pd.DataFrame, metrics: dict[str, Any]) -> pd.DataFrame:
 
 def _eval_table(run: Path, name: str, metrics: dict[str, Any]) -> pd.DataFrame | None:
     path = run / "eval" / f"{name}.parquet"
-    return _headline(read_table(path), metrics) if path.is_file() else None
+    return _headline(read_run_table(path), metrics) if path.is_file() else None
 
 
 def _check_run(run: Path) -> None:
@@ -203,7 +218,7 @@ def load_run(run: Path) -> RunData:
     log_path = run / "model" / "train_log.jsonl"
     train_log = None
     if log_path.is_file() and log_path.stat().st_size:
-        train_log = pd.read_json(log_path, lines=True)
+        train_log = read_log(log_path)
     else:
         notes["training"] = f"no training log ({log_path} is missing or empty)."
     baselines = _load_baselines(run, notes)
@@ -211,9 +226,9 @@ def load_run(run: Path) -> RunData:
     for name, folder in [("cellclr", run), *((n, run / "baselines" / n) for n in baselines)]:
         path = folder / "profiles" / "treatments.parquet"
         if path.is_file():
-            profiles[name] = read_table(path)
+            profiles[name] = read_run_table(path)
         if (folder / "profiles" / "wells.parquet").is_file():
-            wells[name] = read_table(folder / "profiles" / "wells.parquet")
+            wells[name] = read_run_table(folder / "profiles" / "wells.parquet")
     if "cellclr" not in profiles:
         notes["map"] = f"no treatment profiles ({run / 'profiles' / 'treatments.parquet'})."
     if "cellclr" not in wells:
@@ -254,10 +269,10 @@ def _load_comparison(folder: Path, methods: list[tuple[str, Path]]) -> RunData:
         data.baselines[other] = read_metrics(metrics) if metrics.is_file() else {}
         for table, store in (("treatments", data.profiles), ("wells", data.wells)):
             if (path / "profiles" / f"{table}.parquet").is_file():
-                store[other] = read_table(path / "profiles" / f"{table}.parquet")
+                store[other] = read_run_table(path / "profiles" / f"{table}.parquet")
         log = path / "model" / "train_log.jsonl"
         if log.is_file() and log.stat().st_size and other not in dict(baselines):
-            data.train_logs[other] = pd.read_json(log, lines=True)
+            data.train_logs[other] = read_log(log)
     return data
 
 

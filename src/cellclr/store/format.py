@@ -2,11 +2,13 @@
 
 Layout of a store folder::
 
-    store.json              channel names, crop shape, format version, content id
+    store.json              channel names, crop shape, format version, content id, and
+                            each plate file's size and mtime (``integrity``)
     cells.parquet           one row per cell: Metadata_* columns, nucleus location when known,
                             Metadata_CropFile / Metadata_CropRow (where its pixels are)
     normalization.parquet   robust intensity statistics per plate, batch and overall
     plates/<stem>.npy       uint16 array of a plate's crops (``plate_file_stem`` names it)
+    plates/<stem>.npy.sha256  the SHA-256 of those crops, computed while writing them
     plates/<stem>.parquet   that plate's rows of the cell index (what finalize_store joins)
 
 Writers fill ``plates/`` one plate at a time (``write_plate``), then ``finalize_store`` builds

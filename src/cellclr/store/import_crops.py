@@ -22,6 +22,8 @@ NPZ_MAGIC, NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"
 
 def load_images(path: Path, key: str = "images") -> np.ndarray:
     """The crop array from an ``.npz`` (or ``.npy``) file, as (cells, channels, H, W)."""
+    if path.is_dir():
+        raise StoreError(f"{path}: is a folder, not a file (the crops: an .npz or .npy file)")
     if not path.is_file():
         raise StoreError(f"images file not found: {path}")
     with open(path, "rb") as f:

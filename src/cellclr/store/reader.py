@@ -17,6 +17,7 @@ from cellclr.store.format import (
     NORMALIZE_MODES,
     StoreError,
 )
+from cellclr.store.integrity import RECORD, check_plate_file
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class CropStore:
         self.channels: list[str] = meta["channels"]
         self.crop_shape: tuple[int, int, int] = tuple(meta["crop_shape"])
         self.id: str = meta["id"]
+        self._record: dict | None = meta.get(RECORD)  # None: a store from before records
         self.cells = read_part(self.path, "cells.parquet")
         missing = [c for c in ("Metadata_CropFile", "Metadata_CropRow") if c not in self.cells]
         if missing:
@@ -71,7 +73,8 @@ class CropStore:
         return self._arrays
 
     def _open(self, name: str, rows: int) -> np.ndarray:
-        """A plate's crops, memory-mapped, checked against the index (``rows`` at least)."""
+        """A plate's crops, memory-mapped, checked against the index (``rows`` at least) and
+        against the size and modification time recorded when the store was finalised."""
         path = self.path / name
         if not path.is_file():
             raise StoreError(f"the store at {self.path} is incomplete: missing {name}")
@@ -86,6 +89,7 @@ class CropStore:
                 f"{path}: corrupt crop file: holds {array.dtype} {array.shape}, the index needs "
                 f"uint16 ({rows} or more, {', '.join(map(str, self.crop_shape))})"
             )
+        check_plate_file(self.path, name, self._record)
         return array
 
     def read(self, indices: np.ndarray) -> np.ndarray:

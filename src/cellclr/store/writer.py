@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cellclr.errors import naming
 from cellclr.metadata import batch_from_plate
 from cellclr.outputs import atomic_file, write_json, write_parquet
 from cellclr.store.format import (
@@ -21,6 +22,7 @@ from cellclr.store.format import (
     StoreError,
     plate_file_stem,
 )
+from cellclr.store.integrity import RECORD, plate_records
 
 
 def _npy_header_text(shape: tuple[int, ...]) -> bytes:
@@ -51,15 +53,19 @@ class NpyAppender:
         if crops.dtype != np.uint16 or crops.shape[1:] != self.crop_shape:
             raise StoreError(f"{self.path}: crops must be uint16 of shape (n, {self.crop_shape})")
         data = np.ascontiguousarray(crops).tobytes()
-        self._fh.write(data)
+        with naming(self.path):
+            self._fh.write(data)
         self._hash.update(data)
         self.count += len(crops)
 
     def close(self) -> str:
         """Finish the file; return the SHA-256 of its crops (see ``write_digest``)."""
-        self._fh.seek(0)
-        self._fh.write(_npy_header((self.count, *self.crop_shape), self._size))
-        self._fh.close()
+        with naming(self.path):
+            try:
+                self._fh.seek(0)
+                self._fh.write(_npy_header((self.count, *self.crop_shape), self._size))
+            finally:
+                self._fh.close()  # flushes: where a full disk shows
         self._hash.update(repr((self.count, *self.crop_shape)).encode())
         return self._hash.hexdigest()
 
@@ -159,6 +165,7 @@ def finalize_store(folder: Path, channels: list[str], seed: int = 0) -> None:
             "crop_shape": [int(s) for s in shape],
             "n_cells": len(cells),
             "id": digest.hexdigest()[:16],
+            RECORD: plate_records(folder, list(arrays)),
         },
         folder / "store.json",
     )
