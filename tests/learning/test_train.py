@@ -100,3 +100,16 @@ def test_resume_from_an_older_checkpoint_rolls_the_log_back(store, tmp_path, mon
     assert [r["epoch"] for r in log] == [1, 2, 3, 4]
     whole_log = [json.loads(line) for line in (whole / LOG).read_text().splitlines()]
     assert [r["loss"] for r in log] == [r["loss"] for r in whole_log]
+
+
+def test_a_batch_larger_than_the_store_is_clamped_and_said(store, tmp_path, capsys):
+    clamped = train(store, tmp_path / "big", tiny_config("train.batch_size=64"))
+    said = capsys.readouterr().out
+    assert (
+        "train.batch_size=64 is more than the store's 56 cells: training on batches of 56" in said
+    )
+    assert json.loads((clamped / "stage.json").read_text())["batch_size"] == 56
+    exact = train(store, tmp_path / "exact", tiny_config("train.batch_size=56"))
+    assert "more than the store" not in capsys.readouterr().out
+    assert json.loads((exact / "stage.json").read_text())["batch_size"] == 56
+    assert_same_weights(weights(clamped), weights(exact))  # trained on the batch it says
