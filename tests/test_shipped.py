@@ -1,5 +1,6 @@
 """The shipped configs: addressed by name, listed and shown by `cellclr configs`."""
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import cellclr
 from cellclr.cli import main
 from cellclr.config import ConfigError, load_config
 from cellclr.shipped import description, shipped_names, shipped_path
+from cellclr.store.import_crops import import_crops
+from tests.helpers import make_crop_files
 
 FOLDER = Path(cellclr.__file__).parent / "configs"
 EXPECTED = {
@@ -16,6 +19,7 @@ EXPECTED = {
     "bbbc021-dino-cpu",
     "bbbc021-gpu",
     "bbbc021-supcon-cpu",
+    "cellpainting-cpu",
     "cellpainting-gpu",
     "demo",
 }
@@ -77,12 +81,12 @@ def test_configs_lists_every_config_with_its_description(capsys):
 
 
 def test_configs_show_prints_a_config_verbatim(capsys, tmp_path):
-    assert main(["configs", "show", "bbbc021-cpu"]) == 0
+    assert main(["configs", "show", "cellpainting-cpu"]) == 0
     text = capsys.readouterr().out
-    assert text == (FOLDER / "bbbc021-cpu.toml").read_text()
+    assert text == (FOLDER / "cellpainting-cpu.toml").read_text()
     copy = tmp_path / "my.toml"  # `cellclr configs show NAME > my.toml`, then edit
     copy.write_text(text)
-    assert load_config(copy) == load_config("bbbc021-cpu")
+    assert load_config(copy) == load_config("cellpainting-cpu")
 
 
 def test_configs_show_an_unknown_name_lists_the_names(capsys):
@@ -99,3 +103,23 @@ def test_compare_takes_names_and_checks_them_all_first(monkeypatch, tmp_path, ca
     assert main(args) == 2
     assert "config 'nope': neither a file nor a shipped config" in capsys.readouterr().err
     assert not Path("cmp").exists()  # nothing ran
+
+
+def test_cellpainting_cpu_trains_from_a_folder_that_is_not_the_checkout(
+    monkeypatch, tmp_path, capsys
+):
+    images, cells = make_crop_files(tmp_path / "input", n_channels=5, size=24)
+    channels = ["DNA", "ER", "RNA", "AGP", "Mito"]
+    import_crops(images, cells, tmp_path / "crops", channels)
+    monkeypatch.chdir(tmp_path)
+    sets = ["train.epochs=1", "train.device='cpu'", "train.threads=1"]
+    args = ["train", "--crops", "crops", "--out", "model", "--config", "cellpainting-cpu"]
+    assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
+    out = capsys.readouterr().out
+    # 56 cells, fewer than the config's batch of 128: clamped, and said
+    assert (
+        "train.batch_size=128 is more than the store's 56 cells: training on batches of 56" in out
+    )
+    saved = load_config(Path("model") / "config.toml")
+    assert saved == load_config("cellpainting-cpu", sets)
+    assert json.loads(Path("model", "stage.json").read_text())["batch_size"] == 56
