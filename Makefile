@@ -27,7 +27,7 @@ lint: setup
 	$(BIN)/ruff format --check src tests bench
 
 bench: setup
-	$(BIN)/python bench/train_step.py --config configs/bbbc021-cpu.toml
+	$(BIN)/python bench/train_step.py --config bbbc021-cpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -4,7 +4,7 @@ Prints images/s of whole training steps, the share of a step spent reading, norm
 augmenting (goal: at most 5%), and the batched augmentation throughput per core next to a
 per-sample albumentations pipeline like the paper's (when albumentations is installed).
 
-    python bench/train_step.py --config configs/bbbc021-cpu.toml [--crops STORE] [--steps 8]
+    python bench/train_step.py --config bbbc021-cpu [--crops STORE] [--steps 8]
         [--set model.arch=resnet50 ...] [--summary FILE]
 
 Without --crops it uses a synthetic store of random 68x68 3-channel crops. On CUDA it also

@@ -8,7 +8,7 @@ import cellclr
 SRC = Path(cellclr.__file__).parent
 # lowest first; a module may import from its own layer or any layer below it
 LAYERS = [
-    {"errors", "config", "outputs", "fingerprint", "metadata", "workers", "embeddings"},
+    {"errors", "config", "shipped", "outputs", "fingerprint", "metadata", "workers", "embeddings"},
     {"retrieval"},
     {"store"},
     {"images"},

@@ -47,15 +47,6 @@ def test_missing_or_broken_file(tmp_path):
         load_config(bad)
 
 
-def test_shipped_configs_load():
-    from pathlib import Path
-
-    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
-    assert configs
-    for path in configs:
-        load_config(path)
-
-
 @pytest.mark.parametrize(
     "override",
     ["model.arch='vgg16'", "train.optimizer='sgd'", "data.normalize='tile'", "model.stem='huge'"],

@@ -4,7 +4,7 @@ The stages, as functions for notebooks (each writes its output folder, as the CL
 
     import cellclr
 
-    cfg = cellclr.load_config("configs/bbbc021-cpu.toml", ["train.epochs=5"])
+    cfg = cellclr.load_config("bbbc021-cpu", ["train.epochs=5"])  # or a TOML file
     cellclr.import_crops("crops.npz", "cells.csv", "runs/x/crops", ["DNA", "Tubulin", "Actin"])
     cellclr.train("runs/x/crops", "runs/x/model", cfg)
     cellclr.embed("runs/x/model", "runs/x/crops", "runs/x/embeddings", cfg)

@@ -21,18 +21,19 @@ from cellclr.report import write_report
 
 
 def compare(
-    configs: list[Path],
+    configs: list[str | Path],
     crops: str | Path | None,
     out: str | Path,
     overrides: list[str] | tuple[str, ...] = (),
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Run every config (and the baselines) into ``out``; return the report's path."""
-    out, configs = Path(out), [Path(c) for c in configs]
-    names = [c.stem for c in configs]
+    """Run every config (a file or a shipped config's name) and the baselines into ``out``;
+    return the report's path."""
+    out = Path(out)
+    names = [Path(c).stem for c in configs]
     if not configs or len(set(names)) != len(names):
-        raise CellclrError(f"give configs with distinct file names, got {', '.join(names)}")
+        raise CellclrError(f"give configs with distinct names, got {', '.join(names)}")
     loaded = [load_config(c, overrides) for c in configs]  # every config checked first
     crops = crops or loaded[0].data.crops
     if not crops:

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from cellclr.errors import CellclrError, naming
+from cellclr.shipped import is_name, listing, shipped_path
 
 
 class ConfigError(CellclrError, ValueError):
@@ -294,17 +295,32 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return parts[0], parts[1], parsed
 
 
+def config_path(value: str | Path) -> Path:
+    """The file of a config: ``value`` as a path, or the shipped config it names (a value that
+    is not a file, with no path separator and no .toml suffix, e.g. ``bbbc021-cpu``)."""
+    if is_name(value):
+        found = shipped_path(str(value))
+        if found is None:
+            raise ConfigError(
+                f"config {str(value)!r}: neither a file nor a shipped config ({listing()})"
+            )
+        return found
+    path = Path(value)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a file (--config takes a TOML file)")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (shipped configs, by name: {listing()})")
+    return path
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> Config:
-    """Defaults, then the TOML file (if any), then ``--set`` overrides."""
+    """Defaults, then the TOML file (if any: a path or a shipped config's name), then ``--set``
+    overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            raise ConfigError(f"{path}: is a folder, not a file (--config takes a TOML file)")
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+        path = config_path(path)
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as e:

@@ -19,8 +19,8 @@ from cellclr.report.page import write_report
 
 
 def demo_config(overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The shipped demo config (``cellclr/demo.toml``), with ``--set`` overrides."""
-    return load_config(Path(str(files("cellclr") / "demo.toml")), overrides)
+    """The shipped demo config (``cellclr/configs/demo.toml``), with ``--set`` overrides."""
+    return load_config(Path(str(files("cellclr") / "configs" / "demo.toml")), overrides)
 
 
 def demo(

@@ -114,3 +114,16 @@ def test_well_and_cell_normalisation_train_and_embed(store, tmp_path, mode):
     }
     cells = read_embeddings(embed(out, store, tmp_path / "e", cfg))
     assert len(cells) == 56 and np.isfinite(cells.filter(like="emb_").to_numpy()).all()
+
+
+def test_a_batch_larger_than_the_store_is_clamped_and_said(store, tmp_path, capsys):
+    clamped = train(store, tmp_path / "big", tiny_config("train.batch_size=64"))
+    said = capsys.readouterr().out
+    assert (
+        "train.batch_size=64 is more than the store's 56 cells: training on batches of 56" in said
+    )
+    assert json.loads((clamped / "stage.json").read_text())["batch_size"] == 56
+    exact = train(store, tmp_path / "exact", tiny_config("train.batch_size=56"))
+    assert "more than the store" not in capsys.readouterr().out
+    assert json.loads((exact / "stage.json").read_text())["batch_size"] == 56
+    assert_same_weights(weights(clamped), weights(exact))  # trained on the batch it says

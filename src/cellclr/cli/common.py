@@ -41,7 +41,11 @@ def at_least(low: int) -> Callable[[str], int]:
 
 def config_args(p: argparse.ArgumentParser, default_from: str | None = None) -> None:
     where = f" (default: the config saved in {default_from})" if default_from else ""
-    p.add_argument("--config", type=Path, help=f"TOML config file{where}")
+    p.add_argument(
+        "--config",
+        metavar="NAME_OR_FILE",
+        help=f"a shipped config's name (`cellclr configs` lists them) or a TOML file{where}",
+    )
     set_arg(p, "override a config key, e.g. --set train.epochs=5 (repeatable)")
 
 

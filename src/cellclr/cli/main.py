@@ -10,21 +10,29 @@ import os
 import sys
 
 from cellclr import __version__
-from cellclr.cli import images, learning, profiling, runs, store
+from cellclr.cli import configs, images, learning, profiling, runs, store
 from cellclr.errors import CellclrError
 
 EPILOG = """\
 typical use:
   cellclr import-crops --images crops.npz --cells cells.csv --channels DNA,Tubulin,Actin \
       --out runs/x/crops
-  cellclr run --config configs/bbbc021-cpu.toml --crops runs/x/crops --out runs/x
+  cellclr run --config bbbc021-cpu --crops runs/x/crops --out runs/x
 
+--config takes a shipped config by name (`cellclr configs` lists them) or a TOML file's path.
 Every stage writes into its own folder, with the resolved config (config.toml) and a manifest
 (stage.json); an existing output is replaced only with --overwrite.
 """
 
-# in pipeline order: raw images, the crop store, learning, profiling, whole runs
-VERBS = (*images.VERBS, *store.VERBS, *learning.VERBS, *profiling.VERBS, *runs.VERBS)
+# in pipeline order: raw images, the crop store, learning, profiling, whole runs; then configs
+VERBS = (
+    *images.VERBS,
+    *store.VERBS,
+    *learning.VERBS,
+    *profiling.VERBS,
+    *runs.VERBS,
+    *configs.VERBS,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,7 +33,12 @@ def _run(args: argparse.Namespace) -> None:
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--configs", type=Path, nargs="+", required=True, help="one TOML config per method"
+        "--configs",
+        nargs="+",
+        required=True,
+        metavar="NAME_OR_FILE",
+        help="one config per method: a shipped config's name or a TOML file; each runs into "
+        "OUT/<its name>",
     )
     p.add_argument("--crops", type=Path, help="crop store (default: data.crops of the configs)")
     p.add_argument("--out", type=Path, required=True, help="comparison folder")
@@ -133,7 +138,7 @@ VERBS = (
         "the whole pipeline on a simulated screen, ending with an HTML report",
         "Simulate a BBBC021-like screen, then crop, train, embed, profile, evaluate (trained "
         "model and random-weights baseline) and write OUT/report.html, with the shipped CPU "
-        "config (cellclr/demo.toml). A few minutes on 2 cores.",
+        "config (`cellclr configs show demo`). A few minutes on 2 cores.",
         _demo_args,
         _demo,
     ),

@@ -72,7 +72,8 @@ def train_fingerprint(store: CropStore, cfg: Config) -> str:
 
 
 def global_batch_size(requested: int, n: int, world: World, crops: str | Path) -> int:
-    """``train.batch_size`` (at most the store's cells), divisible by the processes."""
+    """``train.batch_size``, divisible by the processes; on a store with fewer cells, its cell
+    count (rounded down to the processes), and the main process says so."""
     if requested % world.size:
         raise ConfigError(
             f"train.batch_size={requested} is the global batch: it must divide evenly over "
@@ -81,6 +82,11 @@ def global_batch_size(requested: int, n: int, world: World, crops: str | Path) -
     size = min(requested, n) // world.size * world.size
     if size < 2:
         raise CellclrError(f"{crops}: training needs at least 2 cells, the store has {n}")
+    if size < requested and world.main:
+        tqdm.write(
+            f"{crops}: train.batch_size={requested} is more than the store's {n} cells: "
+            f"training on batches of {size}"
+        )
     return size
 
 
@@ -233,6 +239,7 @@ def train(
                 final_loss=log[-1]["loss"] if log else None,
                 method=tc.method,
                 supervision=supervision(cfg),
+                batch_size=batch_size,  # the global batch used: train.batch_size or the store's
             )
     barrier(world)  # the others return once the output is in place
     return out
