@@ -183,9 +183,10 @@ def evaluate_wells(
     counts = levels(wells, e.control, treatment)
     if len(wells) < 2:
         why = f"{source} holds one well: there is nothing to compare it with"
-        return {
-            e.variants[0]: Evaluation({"levels": counts, "skipped": dict.fromkeys(MEASURES, why)})
-        }
+        skipped = dict.fromkeys(MEASURES, why)
+        if not has_treatments(wells, treatment):
+            skipped["treatments"] = no_treatments(wells, treatment, "the wells")
+        return {e.variants[0]: Evaluation({"levels": counts, "skipped": skipped})}
     wells, dropped = clean_features(wells, source=source)
     log_dropped("evaluate", dropped)
     results: dict[str, Evaluation | str] = {}
