@@ -82,3 +82,62 @@ def test_run_without_treatments_profiles_wells_and_says_what_it_skipped(tmp_path
     activity = pd.read_parquet(tmp_path / "eval" / "activity.parquet")
     assert len(activity[activity["Variant"] == "none"]) == 6
     assert {"mAP", "p_value", "q_value", "retrieved"} <= set(activity)
+
+
+def test_a_loaddata_table_without_treatments_runs_to_a_report(tmp_path, monkeypatch):
+    """A LoadData table without treatment columns: crop, train (the shipped cellpainting-cpu
+    config, one epoch), embed, profile, evaluate and report, from a folder that is not the
+    checkout."""
+    from tests.images.test_loaddata import loaddata, write_fields
+
+    fields = write_fields(tmp_path / "images", wells=("A01", "B02", "C03"))
+    loaddata(fields, treatments=False).to_csv(tmp_path / "load_data.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    crop = ["crop", "--loaddata", "load_data.csv", "--channels", "DNA,ER,Mito", "--box", "32"]
+    assert main([*crop, "--out", "crops", "--workers", "1"]) == 0
+    run = ["run", "--config", "cellpainting-cpu", "--crops", "crops", "--out", "run"]
+    assert main([*run, "--set", "train.epochs=1", "--set", "augment.size=32"]) == 0
+    assert main(["report", "--run", "run"]) == 0
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "<h2>Plate layout</h2>" in page and "<h2>Example cells</h2>" in page
+    assert page.count('<img src="data:image/png;base64,') >= 4
+    wells = pd.read_parquet(tmp_path / "run" / "profiles" / "wells.parquet")
+    assert len(wells) == 3 and "Metadata_Compound" not in wells
+
+
+def test_the_readme_cell_painting_commands_run_verbatim(tmp_path):
+    """The README's Cell Painting commands, as written, on the shared sample field: to a report
+    with composites, with no plate map and no MoA; then with a plate map, treatments."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import pytest
+
+    sample = Path(__file__).resolve().parents[2] / "shared" / "data" / "cellpainting"
+    if not (sample / "BR00143976").is_dir():
+        pytest.skip(f"the Cell Painting sample is not at {sample} (only present in CI and dev)")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Cell Painting") : readme.index("On a screen of your own")]
+    commands = "\n".join(block.strip("\n") for block in section.split("```")[1::2])
+    assert commands.count("cellclr ") == 4 and "--platemap" in commands
+    checkout = tmp_path / "cellclr"  # beside a ../shared, as a development checkout is
+    checkout.mkdir()
+    (tmp_path / "shared").symlink_to(sample.parents[1])
+    cellclr = str(Path(sys.executable).with_name("cellclr"))
+    script = re.sub(r"^cellclr ", f"{cellclr} ", commands, flags=re.M)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "-e", "-c", script], cwd=checkout, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    page = (checkout / "runs" / "cp" / "report.html").read_text()
+    assert "DNA" in page and "Mito" in page and "<h2>Example cells</h2>" in page
+    treatments = pd.read_parquet(
+        checkout / "runs" / "cp" / "profiles-mapped" / "treatments.parquet"
+    )
+    assert list(treatments["Metadata_Compound"]) == ["DMSO"]
+    assert int(treatments["Metadata_Cells"].iloc[0]) == len(
+        pd.read_parquet(checkout / "runs" / "cp" / "crops" / "cells.parquet")
+    )
