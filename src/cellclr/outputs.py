@@ -238,6 +238,21 @@ def write_manifest(folder: Path, stage: str, fingerprint: str, **extra: Any) -> 
     write_json({"stage": stage, "fingerprint": fingerprint, **extra}, folder / MANIFEST)
 
 
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON file holding an object (``metrics.json``, ``compare.json``); a damaged one is
+    one error naming it."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NotAnOutputError(
+            f"{path}: not valid JSON ({e}): truncated? run the stage that wrote it again"
+        ) from None
+    if not isinstance(value, dict):
+        raise NotAnOutputError(f"{path}: holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
@@ -260,7 +275,7 @@ def compared_runs(folder: str | Path) -> list[tuple[str, Path]]:
     path = Path(folder) / COMPARE
     if not path.is_file():
         return []
-    return [(name, Path(folder) / name) for name in json.loads(path.read_text())["methods"]]
+    return [(name, Path(folder) / name) for name in read_json_object(path).get("methods", [])]
 
 
 def current_baselines(run: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
@@ -280,4 +295,4 @@ def current_baselines(run: str | Path) -> tuple[list[tuple[str, Path]], list[str
 
 def _store_of(embeddings: Path) -> str | None:
     path = embeddings / MANIFEST
-    return json.loads(path.read_text()).get("store") if path.is_file() else None
+    return read_json_object(path).get("store") if path.is_file() else None

@@ -3,7 +3,6 @@ to date; baselines through the same stages; one results table for all of them.""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from cellclr.outputs import (
     OutputExistsError,
     compared_runs,
     current_baselines,
+    read_json_object,
     read_manifest,
     write_parquet,
 )
@@ -198,7 +198,7 @@ def collect_results(run: str | Path) -> pd.DataFrame:
     runs = compared_runs(run) or [("cellclr", run)]
     sources = [(name, folder / "eval") for name, folder in [*runs, *baselines]]
     tables = [
-        results_table(json.loads((ev / "metrics.json").read_text()), name)
+        results_table(read_json_object(ev / "metrics.json"), name)
         for name, ev in sources
         if (ev / "metrics.json").is_file()
     ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,9 +81,10 @@ def config_of(args: argparse.Namespace, upstream: Path | None = None) -> Config:
 
 
 def print_metrics(eval_dir: Path) -> None:
+    from cellclr.outputs import read_json_object
     from cellclr.profiling.results import summary_lines
 
-    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    metrics = read_json_object(eval_dir / "metrics.json")
     print("\n".join(summary_lines(metrics)))
     print(f"results: {eval_dir}")
 
@@ -97,7 +97,9 @@ def print_results(run: Path) -> None:
         print(format_results(results))
     metrics = run / "eval" / "metrics.json"
     if metrics.is_file():
-        skipped = json.loads(metrics.read_text()).get("skipped") or {}
+        from cellclr.outputs import read_json_object
+
+        skipped = read_json_object(metrics).get("skipped") or {}
         for what, why in skipped.items():
             print(f"skipped {what}: {why}")
     print(f"results: {run}")
