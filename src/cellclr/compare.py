@@ -41,7 +41,7 @@ def compare(
         cfg.evaluate.baselines = []  # once for all methods, below
         tqdm.write(f"[compare] {name} -> {out / name}")
         run(cfg, out / name, crops, overwrite=overwrite)
-    world, _ = init_distributed(loaded[0].train.device)
+    world, _ = init_distributed(loaded[0].train.device, loaded[0].train.dist_timeout)
     if not world.main:
         return out / "report.html"
     write_json({"methods": names, "configs": [str(c) for c in configs]}, out / COMPARE)

@@ -23,7 +23,7 @@ RUNTIME_KEYS = {
         "workers",
     ),
     "data": ("crops",),  # the store is fingerprinted by its content id
-    "train": ("device", "threads", "checkpoint_every", "select_every"),
+    "train": ("device", "threads", "checkpoint_every", "select_every", "dist_timeout"),
     "embed": ("device", "batch_size"),
     "evaluate": ("baselines",),
     "cellprofiler": ("workers",),

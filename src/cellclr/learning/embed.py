@@ -47,7 +47,10 @@ def embed(
     """
     t_start = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out)
-    world, device = init_distributed(cfg.embed.device) if distributed else (World(), None)
+    if distributed:
+        world, device = init_distributed(cfg.embed.device, cfg.train.dist_timeout)
+    else:
+        world, device = World(), None
     device = device or resolve_device(cfg.embed.device)
     store = CropStore(crops)
     fp = embed_fingerprint(model_dir, store, cfg)
