@@ -256,3 +256,34 @@ def test_the_process_group_gets_the_gpu_and_the_timeout(monkeypatch):
     monkeypatch.setattr(dist, "init_process_group", older)
     init_distributed("cuda", timeout=5.0)
     assert calls["init"] == ("nccl", timedelta(seconds=5))
+
+
+@pytest.mark.parametrize("method", ["simclr", "dino"])
+def test_one_step_in_two_processes_equals_one_process(store4, tmp_path, method):
+    """One AdamW step over the whole store (112 cells, one global batch), from the same
+    weights: the gradients (Adam's first moment, 0.1 g) and every BatchNorm's running statistics
+    (the encoder's, the projection head's, DINO's teacher's) equal the single-process ones up to
+    float rounding. The weights differ only where a gradient is at rounding level: Adam's first
+    step is lr * g / |g| (test_optim's test_adam_turns_rounding_noise_into_whole_steps...)."""
+    lr = 1e-3
+    over = ["train.epochs=1", "train.batch_size=112", "train.warmup_epochs=0", f"train.lr={lr}"]
+    over += [f"train.method='{method}'", "dino.out_dim=64", "dino.local_size=8"]
+    train(store4, tmp_path / "one", tiny_config(*over))
+    torchrun("train", "--crops", str(store4), "--out", str(tmp_path / "two"), *sets(*over))
+    one, two = (torch.load(tmp_path / f / CHECKPOINT, weights_only=True) for f in ("one", "two"))
+    stats = [k for k in one["model"] if "running_" in k]
+    assert len(stats) >= 20
+    for k in stats:
+        torch.testing.assert_close(one["model"][k], two["model"][k], atol=1e-5, rtol=1e-5, msg=k)
+    weights = [k for k, v in one["model"].items() if v.is_floating_point() and k not in stats]
+    trained = [k for k in weights if not k.startswith("teacher.") and k != "center"]
+    # the optimiser's order: the decayed (matrices, kernels), then the others
+    trained.sort(key=lambda k: one["model"][k].ndim <= 1)
+    for i, k in enumerate(trained):
+        g1, g2 = (ck["optimizer"]["state"][i]["exp_avg"] / 0.1 for ck in (one, two))
+        dg = (g1 - g2).abs()
+        assert dg.max() <= 1e-4 * g1.abs().max() + 1e-12, k
+        dw = (one["model"][k] - two["model"][k]).abs()
+        assert dw.max() <= 2 * lr * 1.001, k
+        moved = dw > 0.01 * lr  # a step changed by a percent or more: its gradient is noise
+        assert (g1.abs()[moved] <= 200 * dg[moved] + 1e-8).all(), k

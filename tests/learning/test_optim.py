@@ -1,5 +1,7 @@
 """LARS: one step for all parameters at once, equal to the per-parameter formula."""
 
+import copy
+
 import torch
 from torch import nn
 
@@ -56,3 +58,33 @@ def lars_calls(layers: int) -> int:
 def test_a_lars_step_is_a_few_operations_whatever_the_number_of_parameters():
     # one step for all parameters at once (torch._foreach_*), not a loop over them
     assert lars_calls(40) == lars_calls(4)
+
+
+def one_step(model: nn.Module, optimizer: str, lr: float, grads: list) -> torch.Tensor:
+    model = copy.deepcopy(model)
+    opt = build_optimizer(model, optimizer, lr, 1e-4)
+    for p, g in zip(model.parameters(), grads, strict=True):
+        p.grad = g.clone()
+    opt.step()
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_adam_turns_rounding_noise_into_whole_steps_and_lars_does_not():
+    """Why AdamW runs in one and in two processes drift apart while LARS runs do not: gradients
+    equal up to float rounding (2e-5 of their largest here, as the two processes' are in
+    test_distributed's test_one_step_in_two_processes_equals_one_process) give AdamW steps that
+    differ by up to a whole step where a gradient is at rounding level (its first step is
+    lr * g / |g|), and LARS steps that differ by 1e-4 of a step."""
+    torch.manual_seed(0)
+    model = build_encoder("resnet_small", 3, "small2")
+    (model(torch.randn(16, 3, 16, 16)) ** 2).mean().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    noisy = [g + torch.randn_like(g) * 2e-5 * g.abs().max() for g in grads]
+    ratios = {}
+    for optimizer, lr in (("adamw", 1e-3), ("lars", 0.5)):
+        start = torch.cat([p.detach().flatten() for p in model.parameters()])
+        exact = one_step(model, optimizer, lr, grads)
+        rounded = one_step(model, optimizer, lr, noisy)
+        ratios[optimizer] = ((exact - rounded).abs().max() / (exact - start).abs().max()).item()
+    assert ratios["adamw"] > 0.5  # up to 2: the step's direction flips
+    assert ratios["lars"] < 1e-3

@@ -35,6 +35,13 @@ def precision(device: torch.device) -> str:
     return "bf16" if native else "fp16"
 
 
+def device_kind(device: torch.device) -> str:
+    """For fingerprints: the device type, and the precision where it is not the usual one
+    (CUDA computes in bf16, or fp16 on GPUs without it: other numbers)."""
+    kind = precision(device)
+    return device.type if kind in ("fp32", "bf16") else f"{device.type}-{kind}"
+
+
 def precision_note(device: torch.device) -> str | None:
     """What to tell the user when the GPU lacks bf16 (None otherwise)."""
     if precision(device) != "fp16":

@@ -26,7 +26,13 @@ from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
 from cellclr.learning.batches import CropBatches
 from cellclr.learning.checkpoints import load_torch, save_torch
-from cellclr.learning.device import grad_scaler, precision, precision_note, resolve_device
+from cellclr.learning.device import (
+    device_kind,
+    grad_scaler,
+    precision,
+    precision_note,
+    resolve_device,
+)
 from cellclr.learning.distributed import (
     World,
     all_max,
@@ -58,13 +64,6 @@ class ResumeError(CellclrError, RuntimeError):
 
 class NonFiniteLossError(CellclrError, FloatingPointError):
     """The loss became NaN or infinite: training stops before it spoils a checkpoint."""
-
-
-def device_kind(device: torch.device) -> str:
-    """The device type, and its precision where it is not the usual one (CUDA trains in bf16,
-    or fp16 on GPUs without it: other numbers)."""
-    kind = precision(device)
-    return device.type if kind in ("fp32", "bf16") else f"{device.type}-{kind}"
 
 
 def train_fingerprint(store: CropStore, cfg: Config) -> str:
