@@ -11,8 +11,16 @@ from cellclr.learning.methods import Batch, build_method
 from cellclr.learning.optim import build_optimizer
 from cellclr.learning.rng import view_keys
 from cellclr.learning.saved_model import MODEL
-from cellclr.learning.train import CHECKPOINT, LOG, ResumeError, train, train_step
+from cellclr.learning.train import (
+    CHECKPOINT,
+    LOG,
+    ResumeError,
+    train,
+    train_fingerprint,
+    train_step,
+)
 from cellclr.outputs import OutputExistsError
+from cellclr.store import CropStore
 from tests.helpers import tiny_config
 
 
@@ -158,3 +166,10 @@ def test_a_training_step_never_waits_for_the_device(method, optimizer):
             model.after_step(0.5)
     assert loss.device == meta
     assert reads.seen == []
+
+
+def test_the_process_group_timeout_is_not_part_of_the_fingerprint(store):
+    s = CropStore(store)
+    base = train_fingerprint(s, tiny_config())
+    assert train_fingerprint(s, tiny_config("train.dist_timeout=5")) == base
+    assert train_fingerprint(s, tiny_config("train.lr=0.5")) != base
