@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -313,7 +314,9 @@ def _train_epoch(
             world=world,
         )
         losses.append(train_step(net, method, optimizer, scaler, batch))
-        scheduler.step()
+        with warnings.catch_warnings():  # fp16: the scaler skips the steps whose gradients
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")  # overflow
+            scheduler.step()
         method.after_step((epoch - 1 + (step + 1) / len(batches)) / epochs)
         if len(losses) % 10 == 1:  # .item() waits for the device: not every step
             _check_finite(losses, len(losses) - 10, epoch, len(batches), world)
