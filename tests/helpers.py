@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from cellclr.config import load_config
 
@@ -73,3 +74,15 @@ def make_crop_files(
     np.savez(folder / "crops.npz", images=images)
     cells.to_csv(folder / "cells.csv", index=False)
     return folder / "crops.npz", folder / "cells.csv"
+
+
+class CountOps(TorchDispatchMode):
+    """Counts the tensor operations torch dispatches (a fused ``_foreach_*`` op counts once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))

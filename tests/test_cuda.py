@@ -1,4 +1,5 @@
-"""The CUDA path (bf16 autocast, channels-last, pinned memory, keyed augmentations on the GPU).
+"""The CUDA path (bf16 autocast, channels-last, pinned memory, keyed augmentations on the GPU, a
+training step without device-to-host synchronisation, DINO logits in float32).
 Marked ``cuda``: skipped on machines without a GPU; ``bench/gpu_check.sh`` runs them on one."""
 
 import numpy as np
@@ -9,9 +10,14 @@ import torch
 from cellclr.config import AugmentConfig
 from cellclr.learning.augment import Augmenter
 from cellclr.learning.batches import CropBatches
+from cellclr.learning.device import autocast, grad_scaler, precision
+from cellclr.learning.distributed import World
 from cellclr.learning.embed import embed
-from cellclr.learning.rng import cell_keys
-from cellclr.learning.train import train
+from cellclr.learning.methods import Batch, build_method
+from cellclr.learning.methods.dino import DINOHead
+from cellclr.learning.optim import build_optimizer
+from cellclr.learning.rng import cell_keys, view_keys
+from cellclr.learning.train import train, train_step
 from cellclr.store import CropStore
 from tests.helpers import tiny_config
 
@@ -49,3 +55,30 @@ def test_train_and_embed_in_bf16_on_the_gpu(store, tmp_path):
     assert np.isfinite(a).all()
     # bf16 keeps about 3 significant digits: close to the float32 features, not equal
     assert np.abs(a - b).max() < 0.05 * np.abs(b).max()
+
+
+def test_a_training_step_does_not_wait_for_the_gpu():
+    """torch's sync debug mode raises at any device-to-host synchronisation in the step."""
+    cfg = tiny_config("train.device='cuda'", "augment.elastic_p=0.5")
+    cuda = torch.device("cuda")
+    model = build_method(cfg, 3).to(cuda, memory_format=torch.channels_last)
+    opt = build_optimizer(model.trained(), "lars", 0.1, 1e-4)
+    keys = view_keys(0, 1, torch.arange(16, device=cuda)[None], range(model.views))
+    x = torch.rand(16, 3, 20, 20, device=cuda).contiguous(memory_format=torch.channels_last)
+    batch = Batch(x, lambda view: keys[view, 0], None, gather=None, world=World())
+    train_step(model.trained(), model, opt, grad_scaler(cuda), batch)  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            train_step(model.trained(), model, opt, grad_scaler(cuda), batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_dino_logits_stay_float32_under_cuda_autocast():
+    head = DINOHead(64, 128, 32, 256).cuda()
+    with autocast(torch.device("cuda")):
+        logits = head(torch.randn(8, 64, device="cuda"))
+    assert logits.dtype == torch.float32
+    assert precision(torch.device("cuda")) in ("bf16", "fp16")

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from cellclr.baselines.stages import KINDS
 from cellclr.config import load_config
 from cellclr.errors import CellclrError
-from cellclr.learning.distributed import init_distributed
+from cellclr.learning.distributed import barrier, init_distributed
 from cellclr.outputs import COMPARE, write_json
 from cellclr.pipeline import run, run_baseline, write_results
 from cellclr.report import write_report
@@ -38,11 +38,12 @@ def compare(
     crops = crops or loaded[0].data.crops
     if not crops:
         raise CellclrError("compare needs a crop store: pass --crops (or set data.crops)")
+    world, _ = init_distributed(loaded[0].train.device, loaded[0].train.dist_timeout)
     for name, cfg in zip(names, loaded, strict=True):
         cfg.evaluate.baselines = []  # once for all methods, below
         tqdm.write(f"[compare] {name} -> {out / name}")
         run(cfg, out / name, crops, overwrite=overwrite)
-    world, _ = init_distributed(loaded[0].train.device)
+        barrier(world)  # the others wait (no timeout) while the main process evaluates
     if not world.main:
         return out / "report.html"
     write_json({"methods": names, "configs": [str(c) for c in configs]}, out / COMPARE)

@@ -134,6 +134,7 @@ class TrainConfig(Section):
     checkpoint_every: Count = 1  # epochs
     threads: Annotated[int, Field(ge=0)] = 0  # CPU threads for torch; 0 = all cores
     sync_bn: bool = True  # under torchrun: BatchNorm statistics over every process's batch
+    dist_timeout: Positive = 1800.0  # under torchrun: seconds a collective may wait for a peer
 
     @field_validator("label")
     @classmethod

@@ -25,7 +25,7 @@ RUNTIME_KEYS = {
         "workers",
     ),
     "data": ("crops",),  # the store is fingerprinted by its content id
-    "train": ("device", "threads", "checkpoint_every", "select_every"),
+    "train": ("device", "threads", "checkpoint_every", "select_every", "dist_timeout"),
     "embed": ("device", "batch_size"),
     "profile": ("platemap",),  # its content is an input (file_digest)
     "evaluate": ("baselines",),

@@ -3,6 +3,7 @@ to date; baselines through the same stages; one results table for all of them.""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from tqdm import tqdm
 from cellclr.baselines.stages import KINDS, baseline_fingerprint, classic_embeddings, random_model
 from cellclr.config import Config
 from cellclr.errors import CellclrError
-from cellclr.images.crop import crop
-from cellclr.learning.distributed import barrier, init_distributed, world_from_env
+from cellclr.images.crop import _usable_cpus, crop
+from cellclr.learning.distributed import World, barrier, init_distributed, world_from_env
 from cellclr.learning.embed import embed, embed_fingerprint
 from cellclr.learning.train import train, train_fingerprint
 from cellclr.outputs import (
@@ -60,18 +61,16 @@ def run(
     else ``data.crops``, else the ``crop`` stage (when the config names a BBBC021 folder or an
     image table).
 
-    Under ``torchrun``, every process trains and embeds; the main process alone crops (the
-    others wait), then profiles, evaluates and runs the baselines, while the others return."""
+    Under ``torchrun``, every process crops its share of the plates, trains and embeds; the
+    main process alone then profiles, evaluates and runs the baselines, while the others wait
+    (``distributed.barrier``: not subject to ``train.dist_timeout``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    world, _ = init_distributed(cfg.train.device)
+    world, _ = init_distributed(cfg.train.device, cfg.train.dist_timeout)
     crops = crops or cfg.data.crops
     if not crops and (cfg.crop.bbbc021 or cfg.crop.images_table or cfg.crop.loaddata):
         crops = out / "crops"
-        if world.main:
-            tqdm.write(f"[run] crop -> {crops}")
-            crop(crops, cfg, overwrite=overwrite)  # skips finished plates
-        barrier(world)
+        _crop_stage(crops, cfg, world, overwrite)
     if not crops:
         raise CellclrError(
             "no crop store: pass --crops, or set data.crops or crop.bbbc021, crop.images_table "
@@ -94,6 +93,24 @@ def run(
         run_baseline(kind, cfg, out, crops, overwrite=overwrite, summary=False)
     write_results(out)
     return result
+
+
+def _crop_stage(crops: Path, cfg: Config, world: World, overwrite: bool) -> None:
+    """``run``'s crop stage (finished plates are skipped). Under torchrun every process first
+    crops one shard of the plates (as ``crop --shard RANK/SIZE``) with its share of the node's
+    cores; then the main process crops whatever is missing and finalises the store. With
+    ``overwrite`` (a store is replaced: no shards) the main process crops alone."""
+    if world.main:
+        tqdm.write(f"[run] crop -> {crops}")
+    if world.size > 1 and not overwrite:
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
+        share = cfg.model_copy(deep=True)
+        share.crop.workers = cfg.crop.workers or max(1, _usable_cpus() // per_node)
+        crop(crops, share, shard=(world.rank, world.size))
+        barrier(world)
+    if world.main:
+        crop(crops, cfg, overwrite=overwrite)
+    barrier(world)
 
 
 def run_baseline(

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from cellclr.config import AugmentConfig
+from cellclr.learning import augment
 from cellclr.learning.augment import Augmenter, resize
 from cellclr.learning.rng import cell_keys
 
@@ -137,3 +138,13 @@ def test_elastic_moves_pixels_by_at_most_about_alpha():
     assert 0.3 < shift.max() <= 2.5
     still = Augmenter(AugmentConfig(size=size, **{**ALL_OFF, "elastic_p": 1.0, "elastic_alpha": 0}))
     torch.testing.assert_close(still(ramp, keys(ramp)), ramp, atol=1e-5, rtol=0)
+
+
+def test_the_gpu_path_makes_the_same_views(monkeypatch):
+    """On a GPU, blur and noise go to every sample and are masked (finding the chosen ones
+    would make the host wait); on the CPU, only the chosen ones are computed. Same views."""
+    x = batch(b=16, s=28)
+    cfg = AugmentConfig(size=20, blur_p=0.5, noise_p=0.5, elastic_p=0.5)
+    host = Augmenter(cfg)(x, keys(x, 4))
+    monkeypatch.setattr(augment, "_rows", lambda chosen: None)  # as on a GPU
+    assert torch.equal(Augmenter(cfg)(x, keys(x, 4)), host)

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -16,15 +18,23 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from cellclr.embeddings import EMBEDDINGS
-from cellclr.learning.distributed import CPUSyncBatchNorm, gather
+from cellclr.learning import distributed
+from cellclr.learning.distributed import (
+    CPUSyncBatchNorm,
+    barrier,
+    gather,
+    init_distributed,
+    world_from_env,
+)
 from cellclr.learning.embed import embed
 from cellclr.learning.losses import nt_xent
 from cellclr.learning.saved_model import MODEL
-from cellclr.learning.train import CHECKPOINT, train
+from cellclr.learning.train import CHECKPOINT, LOG, train
 from cellclr.store.import_crops import import_crops
 from tests.helpers import TINY_OVERRIDES, make_crop_files, tiny_config
 
 HERE = Path(__file__).parent
+SHORT = timedelta(seconds=5)
 
 
 def _ranks(rank: int, size: int, init: str, out: str) -> None:
@@ -113,9 +123,13 @@ LARS = ["train.optimizer='lars'", "train.lr=0.5"]
 
 def test_two_processes_train_like_one(store4, tmp_path):
     over = ["train.epochs=1", "train.batch_size=32", "train.warmup_epochs=0", *LARS]
+    over.append("train.select_every=1")  # under torchrun, each process embeds half the cells
     one = train(store4, tmp_path / "one", tiny_config(*over))
     torchrun("train", "--crops", str(store4), "--out", str(tmp_path / "two"), *sets(*over))
     assert_close_weights(weights(one), weights(tmp_path / "two"), atol=1e-5)
+    logs = [json.loads((f / LOG).read_text()) for f in (one, tmp_path / "two")]
+    assert logs[0]["replicate_map"] is not None
+    assert logs[0]["replicate_map"] == pytest.approx(logs[1]["replicate_map"], abs=2e-4)
 
 
 def test_a_killed_two_process_training_resumes_exactly(store4, tmp_path):
@@ -169,3 +183,107 @@ def test_two_process_embed_equals_one_and_run_works(store4, tmp_path):
     assert metrics["nsc"]["total"] == 6
     manifest = json.loads((tmp_path / "run" / "model" / "stage.json").read_text())
     assert manifest["processes"] == 2 and manifest["backend"] == "gloo"
+
+
+def test_waits_for_the_main_process_outlast_the_timeout(store4, tmp_path):
+    """Collectives time out after train.dist_timeout (5 s here), but the others wait as long as
+    the main process works alone: here 15 s while it writes the embeddings and again while it
+    profiles and evaluates, after which everyone leaves the process group together."""
+    out = tmp_path / "run"
+    slow = "cellclr.learning.embed:_join_parts,cellclr.pipeline:_profile_and_evaluate"
+    done = torchrun(
+        "run", "--crops", str(store4), "--out", str(out), *sets("train.dist_timeout=5"),
+        script=HERE / "dist_slow.py", extra_env={"SLOW": slow, "SLOW_SECONDS": "15"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "eval" / "metrics.json").read_text())["nsc"]["total"] == 6
+    for rank in (0, 1):  # nobody left while the main process was still evaluating
+        assert json.loads((tmp_path / f"left-{rank}.json").read_text()) == {"main_done": True}
+
+
+def _timeouts(rank: int, init: str, out: str) -> None:
+    """The default group's barrier times out while rank 0 works 8 s; ``barrier`` does not."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="-", MASTER_PORT="0")
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2, timeout=SHORT)
+    world = world_from_env()
+    outcome = {}
+    for name, wait in [("barrier", lambda: barrier(world)), ("default", dist.barrier)]:
+        if rank == 0:
+            time.sleep(8)
+        try:
+            wait()
+            outcome[name] = "passed"
+        except RuntimeError:
+            outcome[name] = "timed out"
+    (Path(out) / f"timeouts-{rank}.json").write_text(json.dumps(outcome))
+
+
+def test_barrier_has_no_timeout_but_collectives_have(tmp_path):
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(_timeouts, args=(init, str(tmp_path)), nprocs=2, join=True)
+    waited = json.loads((tmp_path / "timeouts-1.json").read_text())
+    assert waited == {"barrier": "passed", "default": "timed out"}
+
+
+def test_the_process_group_gets_the_gpu_and_the_timeout(monkeypatch):
+    env = dict(RANK="1", WORLD_SIZE="2", LOCAL_RANK="1", MASTER_ADDR="h", MASTER_PORT="1")
+    monkeypatch.setattr(os, "environ", {**os.environ, **env})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed, "_wait_group", None)
+    calls = {}
+
+    def init_process_group(backend, timeout=None, device_id=None):
+        calls["init"] = (backend, timeout, device_id)
+
+    def new_group(backend=None, timeout=None):
+        calls["wait"] = (backend, timeout)
+        return "wait group"
+
+    monkeypatch.setattr(dist, "init_process_group", init_process_group)
+    monkeypatch.setattr(dist, "new_group", new_group)
+    world, device = init_distributed("cuda", timeout=5.0)
+    assert (world.rank, device) == (1, torch.device("cuda", 1))
+    assert calls["init"] == ("nccl", timedelta(seconds=5), torch.device("cuda", 1))
+    assert calls["wait"] == ("gloo", distributed.WAIT)
+    assert distributed.WAIT.days >= 1
+
+    def older(backend, timeout=None):  # torch < 2.3 had no device_id
+        calls["init"] = (backend, timeout)
+
+    monkeypatch.setattr(dist, "init_process_group", older)
+    init_distributed("cuda", timeout=5.0)
+    assert calls["init"] == ("nccl", timedelta(seconds=5))
+
+
+@pytest.mark.parametrize("method", ["simclr", "dino"])
+def test_one_step_in_two_processes_equals_one_process(store4, tmp_path, method):
+    """One AdamW step over the whole store (112 cells, one global batch), from the same
+    weights: the gradients (Adam's first moment, 0.1 g) and every BatchNorm's running statistics
+    (the encoder's, the projection head's, DINO's teacher's) equal the single-process ones up to
+    float rounding. The weights differ only where a gradient is at rounding level: Adam's first
+    step is lr * g / |g| (test_optim's test_adam_turns_rounding_noise_into_whole_steps...)."""
+    lr = 1e-3
+    over = ["train.epochs=1", "train.batch_size=112", "train.warmup_epochs=0", f"train.lr={lr}"]
+    over += [f"train.method='{method}'", "dino.out_dim=64", "dino.local_size=8"]
+    train(store4, tmp_path / "one", tiny_config(*over))
+    torchrun("train", "--crops", str(store4), "--out", str(tmp_path / "two"), *sets(*over))
+    one, two = (torch.load(tmp_path / f / CHECKPOINT, weights_only=True) for f in ("one", "two"))
+    stats = [k for k in one["model"] if "running_" in k]
+    assert len(stats) >= 20
+    for k in stats:
+        torch.testing.assert_close(one["model"][k], two["model"][k], atol=1e-5, rtol=1e-5, msg=k)
+    weights = [k for k, v in one["model"].items() if v.is_floating_point() and k not in stats]
+    trained = [k for k in weights if not k.startswith("teacher.") and k != "center"]
+    # the optimiser's order: the decayed (matrices, kernels), then the others
+    trained.sort(key=lambda k: one["model"][k].ndim <= 1)
+    for i, k in enumerate(trained):
+        g1, g2 = (ck["optimizer"]["state"][i]["exp_avg"] / 0.1 for ck in (one, two))
+        dg = (g1 - g2).abs()
+        assert dg.max() <= 1e-4 * g1.abs().max() + 1e-12, k
+        dw = (one["model"][k] - two["model"][k]).abs()
+        assert dw.max() <= 2 * lr * 1.001, k
+        moved = dw > 0.01 * lr  # a step changed by a percent or more: its gradient is noise
+        assert (g1.abs()[moved] <= 200 * dg[moved] + 1e-8).all(), k

@@ -7,16 +7,18 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cellclr.learning.backbones import build_encoder
 from cellclr.learning.encode import encode
 from cellclr.learning.methods import build_method
+from cellclr.learning.methods.dino import DINOHead
 from cellclr.learning.sampler import epoch_batches, group_codes
 from cellclr.learning.saved_model import MODEL
 from cellclr.learning.train import train
 from cellclr.store import CropStore
 from cellclr.store.import_crops import import_crops
-from tests.helpers import tiny_config
+from tests.helpers import CountOps, tiny_config
 
 DINO_TINY = ["dino.out_dim=32", "dino.hidden=16", "dino.bottleneck=8", "dino.local_size=8"]
 
@@ -93,3 +95,31 @@ def test_test_time_augmentation_is_invariant_to_rotation(tmp_path, crop_files):
 
     np.testing.assert_allclose(features(a, True), features(b, True), rtol=1e-4, atol=1e-5)
     assert not np.allclose(features(a, False), features(b, False), rtol=1e-3, atol=1e-4)
+
+
+def test_dino_logits_are_not_rounded_to_bf16_under_autocast():
+    """The targets divide the logits by 0.04: the prototype layer computes in float32, from the
+    (bf16) MLP's hidden features, even under bf16 autocast."""
+    torch.manual_seed(0)
+    head = DINOHead(64, 128, 32, 256)
+    h = torch.randn(64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(h)
+        hidden = head.mlp[:-1](h)
+    assert hidden.dtype == torch.bfloat16  # the MLP keeps the speed of bf16
+    x = F.normalize(head.mlp[-1](hidden.float()), dim=-1)
+    exact = x @ F.normalize(head.prototypes.weight, dim=1).T
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, exact, atol=1e-6, rtol=0)
+    # what bf16 logits would have been off by, in units of the teacher's temperature
+    assert (exact.bfloat16().float() - exact).abs().max() / 0.04 > 0.02
+
+
+def test_dino_teacher_update_is_a_few_operations_whatever_the_number_of_parameters():
+    calls = []
+    for arch in ("resnet_small", "resnet18"):  # 4x as many parameter tensors
+        dino = build_method(tiny_config("train.method='dino'", f"model.arch='{arch}'"), 3)
+        with CountOps() as count:
+            dino.after_step(0.5)
+        calls.append(count.calls)
+    assert calls[0] == calls[1]

@@ -3,7 +3,7 @@ parameters and elements."""
 
 import torch
 
-from cellclr.learning.rng import KeyedRandom, cell_keys, hash32
+from cellclr.learning.rng import DRAWS, KeyedRandom, cell_keys, hash32, mix, view_keys
 
 
 def test_hash_is_a_32_bit_bijection_on_a_sample():
@@ -37,3 +37,25 @@ def test_keys_depend_on_every_part():
     rows = torch.tensor([3, 7])
     r = KeyedRandom(base)
     assert torch.equal(r.normal(5, 4, 4, rows=rows), r.normal(5, 4, 4)[rows])
+
+
+def test_bulk_draws_equal_one_at_a_time():
+    """The epoch's keys of every view at once, and a batch's parameters drawn together, are the
+    numbers drawn one by one (written out with the hash itself)."""
+    positions = torch.arange(40).view(4, 10) * 7
+    bulk = view_keys(3, 2, positions, range(5))
+    for v in range(5):
+        assert torch.equal(bulk[v], cell_keys(3, 2, positions, v))
+    keys = cell_keys(3, 2, torch.arange(10), 0)
+    r = KeyedRandom(keys)
+    for draw in (1, 14, DRAWS + 3):  # a bulk-drawn parameter, and one drawn alone
+        assert torch.equal(r.bits(draw), mix(keys, draw))
+        h = mix(keys, draw)
+        assert torch.equal(r.bits(draw, 2, 3), mix(h[:, None, None], torch.arange(6).view(2, 3)))
+
+
+def test_normal_sums_the_four_bytes_of_a_hash():
+    r = KeyedRandom(cell_keys(0, 0, torch.arange(50), 0))
+    h = r.bits(7, 4, 5)
+    total = (h & 0xFF) + ((h >> 8) & 0xFF) + ((h >> 16) & 0xFF) + (h >> 24)
+    assert torch.equal(r.normal(7, 4, 5), (total.float() - 510.0) / 147.80)

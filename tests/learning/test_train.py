@@ -3,10 +3,23 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import cellclr.learning.train as train_module
+from cellclr.learning.device import grad_scaler
+from cellclr.learning.distributed import World
+from cellclr.learning.methods import Batch, build_method
+from cellclr.learning.optim import build_optimizer
+from cellclr.learning.rng import view_keys
 from cellclr.learning.saved_model import MODEL
-from cellclr.learning.train import CHECKPOINT, LOG, train
+from cellclr.learning.train import (
+    CHECKPOINT,
+    LOG,
+    train,
+    train_fingerprint,
+    train_step,
+)
+from cellclr.store import CropStore
 from tests.helpers import tiny_config
 
 
@@ -127,3 +140,62 @@ def test_a_batch_larger_than_the_store_is_clamped_and_said(store, tmp_path, caps
     assert "more than the store" not in capsys.readouterr().out
     assert json.loads((exact / "stage.json").read_text())["batch_size"] == 56
     assert_same_weights(weights(clamped), weights(exact))  # trained on the batch it says
+
+
+class DeviceReads(TorchDispatchMode):
+    """Records what would make the host wait for a GPU: reading a value of a device tensor
+    (``.item()``, ``bool()``, ``int()``, ``nonzero``, ``tolist``) and copies between the host and
+    the device. (Host tensors are free to read: torch's AdamW keeps its step counts there.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+        self.reads = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor)]
+        devices = {t.device.type for t in tensors}
+        if func in self.reads and devices != {"cpu"}:
+            self.seen.append(str(func))
+        if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
+            target = kwargs.get("device") or tensors[0].device
+            if len({*devices, torch.device(target).type}) > 1:
+                self.seen.append(f"{func} {sorted(devices)} -> {target}")
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("method", "optimizer"),
+    [("simclr", "lars"), ("supcon", "adamw"), ("dino", "adamw"), ("dino", "lars")],
+)
+def test_a_training_step_never_waits_for_the_device(method, optimizer):
+    """A whole step (views, forward, loss, backward, optimiser, DINO's teacher) on the meta
+    device, which has no values: any read of one fails there, and copies are recorded."""
+    cfg = tiny_config(
+        f"train.method='{method}'",
+        f"train.optimizer='{optimizer}'",
+        "augment.elastic_p=0.5",
+        "dino.local_size=8",
+    )
+    meta = torch.device("meta")
+    model = build_method(cfg, 3).to(meta, memory_format=torch.channels_last)
+    opt = build_optimizer(model.trained(), optimizer, 0.1, 1e-4)
+    positions = torch.arange(3 * 8, device=meta).view(3, 8)  # an epoch of 3 steps
+    keys = view_keys(0, 1, positions, range(model.views))
+    labels = torch.zeros(3, 8, dtype=torch.long, device=meta)
+    x = torch.empty(8, 3, 20, 20, device=meta).contiguous(memory_format=torch.channels_last)
+    batch = Batch(x, lambda view: keys[view, 1], labels[1], gather=None, world=World())
+    with DeviceReads() as reads:
+        for _ in range(2):  # the optimisers' first and later steps differ
+            loss = train_step(model.trained(), model, opt, grad_scaler(meta), batch)
+            model.after_step(0.5)
+    assert loss.device == meta
+    assert reads.seen == []
+
+
+def test_the_process_group_timeout_is_not_part_of_the_fingerprint(store):
+    s = CropStore(store)
+    base = train_fingerprint(s, tiny_config())
+    assert train_fingerprint(s, tiny_config("train.dist_timeout=5")) == base
+    assert train_fingerprint(s, tiny_config("train.lr=0.5")) != base

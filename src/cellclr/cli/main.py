@@ -115,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(attach_dashed_values(list(argv)))
     # under torchrun only the main process prints results (errors still come from every one)
     quiet = os.environ.get("RANK", "0") != "0"
+    finished = False
     try:
         with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
             args.handler(args)
+        finished = True
     except KeyboardInterrupt:
         print(f"cellclr: interrupted{RESUME.get(args.verb, '')}", file=sys.stderr)
         return 130
@@ -131,17 +133,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cellclr: error: {message}", file=sys.stderr)
         return 2
     finally:
-        _leave_process_group()
+        _leave_process_group(finished)
     return 0
 
 
-def _leave_process_group() -> None:
-    """Under torchrun: leave the process group cleanly (torch warns otherwise)."""
-    if "torch.distributed" in sys.modules:
-        import torch.distributed as dist
+def _leave_process_group(finished: bool) -> None:
+    """Under torchrun: after the others have finished too, leave the process group cleanly
+    (torch warns otherwise). After an error, leave without waiting: the others may never get
+    there, and torchrun stops them when this process exits (an NCCL group is left to the exit,
+    since its shutdown would wait for them)."""
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    from cellclr.learning.distributed import leave, world_from_env
+
+    if finished or dist.get_backend() != "nccl":
+        leave(world_from_env(), wait=finished)
 
 
 if __name__ == "__main__":

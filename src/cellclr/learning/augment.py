@@ -127,25 +127,46 @@ class Augmenter:
         dev = x.device
         lo, hi = self.cfg.blur_sigma
         sigma = r.uniform(BLUR_SIGMA, low=lo, high=hi)
-        chosen = torch.nonzero(r.uniform(BLUR) < self.cfg.blur_p).flatten()
-        m = len(chosen)
-        if m == 0:
-            return x
+        chosen = r.uniform(BLUR) < self.cfg.blur_p
+        rows = _rows(chosen)
+        if rows is not None:  # on the host: blur the chosen samples only
+            if len(rows) == 0:
+                return x
+            planes, sigma = x[rows], sigma[rows]
+        else:  # on a device: blur all and keep the chosen (choosing rows would wait for it)
+            planes = x
+        m = len(planes)
         radius = min(math.ceil(3 * hi), (min(hgt, wid) - 1) // 2)
         t = torch.arange(-radius, radius + 1, device=dev, dtype=x.dtype)
-        kernel = torch.exp(-(t[None] ** 2) / (2 * sigma[chosen, None] ** 2))
+        kernel = torch.exp(-(t[None] ** 2) / (2 * sigma[:, None] ** 2))
         kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)
         k = kernel.shape[1]  # one kernel per (sample, channel) plane, as a grouped convolution
-        planes = x[chosen].reshape(1, m * c, hgt, wid)
+        planes = planes.reshape(1, m * c, hgt, wid)
         planes = F.pad(planes, (radius, radius, radius, radius), mode="reflect")
         planes = F.conv2d(planes, kernel.view(m * c, 1, k, 1), groups=m * c)
         planes = F.conv2d(planes, kernel.view(m * c, 1, 1, k), groups=m * c)
-        return x.index_copy_(0, chosen, planes.view(m, c, hgt, wid).to(x.dtype))
+        blurred = planes.view(m, c, hgt, wid).to(x.dtype)
+        if rows is None:
+            return torch.where(chosen.view(-1, 1, 1, 1), blurred, x)
+        return x.index_copy_(0, rows, blurred)
 
     def _noise(self, x: torch.Tensor, r: KeyedRandom) -> torch.Tensor:
         std = r.uniform(NOISE_STD, high=self.cfg.noise_std)
-        chosen = torch.nonzero(r.uniform(NOISE) < self.cfg.noise_p).flatten()
-        if len(chosen) == 0:
+        chosen = r.uniform(NOISE) < self.cfg.noise_p
+        rows = _rows(chosen)
+        if rows is None:  # on a device: every sample's noise, scaled by 0 where not chosen
+            noise = r.normal(NOISE_PIXELS, *x.shape[1:]).to(x.dtype)
+            return x.add_(noise.mul_((std * chosen).view(-1, 1, 1, 1).to(x.dtype)))
+        if len(rows) == 0:
             return x
-        noise = r.normal(NOISE_PIXELS, *x.shape[1:], rows=chosen).to(x.dtype)
-        return x.index_add_(0, chosen, noise * std[chosen].view(-1, 1, 1, 1).to(x.dtype))
+        noise = r.normal(NOISE_PIXELS, *x.shape[1:], rows=rows).to(x.dtype)
+        return x.index_add_(0, rows, noise.mul_(std[rows].view(-1, 1, 1, 1).to(x.dtype)))
+
+
+def _rows(chosen: torch.Tensor) -> torch.Tensor | None:
+    """The indices of the chosen samples where they cost nothing to find (the tensors are on
+    the host), else None: on a GPU, ``nonzero`` would make the host wait for the device, so the
+    augmentations there compute every sample and select with masks (the same views)."""
+    if chosen.device.type != "cpu":
+        return None
+    return torch.nonzero(chosen).flatten()

@@ -3,12 +3,20 @@
 One process per device; ``World`` says which one this is. Only the main process (rank 0)
 writes files; the others wait at barriers. With one process (no ``torchrun``) every function
 here is a no-op, so the same training code runs on a laptop and on a cluster.
+
+Two timeouts: the collectives of training (all processes at work) wait ``train.dist_timeout``
+seconds for a peer, then the job stops; the barriers, where the others wait while the main
+process works alone (cropping, writing the embeddings, evaluating), go through a gloo group of
+their own that waits ``WAIT`` (NCCL's watchdog only watches NCCL work, and none is pending
+there). A process that dies still ends the job at once: torchrun stops the others.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -18,6 +26,9 @@ from torch import nn
 
 from cellclr.errors import CellclrError
 from cellclr.learning.device import resolve_device
+
+WAIT = timedelta(days=7)  # how long a barrier waits for the main process's single-process work
+_wait_group: Any = None
 
 
 @dataclass(frozen=True)
@@ -42,9 +53,10 @@ def world_from_env() -> World:
     return World(rank, size, int(env.get("LOCAL_RANK", "0")), distributed=True)
 
 
-def init_distributed(device_name: str) -> tuple[World, torch.device]:
-    """Join the process group torchrun describes (once), and pick this process's device:
-    ``cuda:LOCAL_RANK`` when CUDA is asked for or available (``auto``), else the CPU."""
+def init_distributed(device_name: str, timeout: float = 1800.0) -> tuple[World, torch.device]:
+    """Join the process group torchrun describes (once; its collectives wait ``timeout``
+    seconds), and pick this process's device: ``cuda:LOCAL_RANK`` when CUDA is asked for or
+    available (``auto``), else the CPU."""
     world = world_from_env()
     if not world.distributed:
         return world, resolve_device(device_name)
@@ -64,13 +76,44 @@ def init_distributed(device_name: str) -> tuple[World, torch.device]:
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        options: dict[str, Any] = {"timeout": timedelta(seconds=timeout)}
+        if (
+            device.type == "cuda"
+            and "device_id" in inspect.signature(dist.init_process_group).parameters
+        ):
+            # bound to this process's GPU (torch >= 2.3): no collective can pick another one
+            options["device_id"] = device
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", **options)
+        _waiting_group()  # made now, while every process is here
     return world, device
 
 
+def _waiting_group() -> Any:
+    """The gloo group the barriers use, with the long timeout (made once per process group, by
+    every process)."""
+    global _wait_group
+    if _wait_group is None or _wait_group[0] is not dist.group.WORLD:
+        _wait_group = (dist.group.WORLD, dist.new_group(backend="gloo", timeout=WAIT))
+    return _wait_group[1]
+
+
 def barrier(world: World) -> None:
+    """Every process waits here for the others, however long the main process works alone
+    (``WAIT``): on a gloo group of its own, not subject to ``train.dist_timeout``."""
     if world.distributed:
-        dist.barrier()
+        dist.barrier(group=_waiting_group())
+
+
+def leave(world: World, wait: bool = True) -> None:
+    """Meet the other processes (``wait``), then leave the process group: a process that
+    leaves while another still works breaks NCCL's shutdown (it waits for its peers from torch
+    2.6 on and can hang before)."""
+    global _wait_group
+    if dist.is_available() and dist.is_initialized():
+        if wait and world.distributed:
+            barrier(world)
+        _wait_group = None
+        dist.destroy_process_group()
 
 
 def broadcast(obj: Any, world: World) -> Any:
@@ -88,6 +131,14 @@ def all_mean(x: torch.Tensor, world: World) -> torch.Tensor:
         x = x.clone()
         dist.all_reduce(x)
         x /= world.size
+    return x
+
+
+def all_sum(x: torch.Tensor, world: World) -> torch.Tensor:
+    """The sum of ``x`` over the processes (no gradient)."""
+    if world.distributed:
+        x = x.clone()
+        dist.all_reduce(x)
     return x
 
 

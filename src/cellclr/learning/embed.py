@@ -15,7 +15,7 @@ from tqdm import tqdm
 from cellclr.config import Config, save_config
 from cellclr.embeddings import EMBEDDINGS, FEATURE_PREFIX, EmbeddingWriter
 from cellclr.fingerprint import fingerprint
-from cellclr.learning.device import resolve_device
+from cellclr.learning.device import device_kind, resolve_device
 from cellclr.learning.distributed import World, barrier, init_distributed
 from cellclr.learning.encode import encode
 from cellclr.learning.saved_model import check_crop_size, load_encoder
@@ -25,7 +25,7 @@ from cellclr.store import CropStore, StoreError
 
 
 def embed_fingerprint(model_dir: Path, store: CropStore, cfg: Config) -> str:
-    device = resolve_device(cfg.embed.device).type  # CUDA embeds in bf16
+    device = device_kind(resolve_device(cfg.embed.device))  # CUDA embeds in bf16 (or fp16)
     inputs = [read_manifest(model_dir)["fingerprint"], store.id, device]
     return fingerprint("embed", inputs, cfg, ("embed",))
 
@@ -49,7 +49,10 @@ def embed(
     """
     t_start = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out)
-    world, device = init_distributed(cfg.embed.device) if distributed else (World(), None)
+    if distributed:
+        world, device = init_distributed(cfg.embed.device, cfg.train.dist_timeout)
+    else:
+        world, device = World(), None
     device = device or resolve_device(cfg.embed.device)
     store = CropStore(crops)
     fp = embed_fingerprint(model_dir, store, cfg)

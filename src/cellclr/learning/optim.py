@@ -34,30 +34,38 @@ class LARS(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One step for every parameter of a group at once (``torch._foreach_*``: a few fused
+        kernels per group, not several per parameter), with nothing read back to the host."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d_p = p.grad
-                if group["lars"]:
-                    d_p = d_p.add(p, alpha=group["weight_decay"])
-                    p_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(d_p)
-                    trust = torch.where(
-                        (p_norm > 0) & (g_norm > 0),
-                        group["trust_coefficient"] * p_norm / g_norm,
-                        torch.ones_like(p_norm),
-                    )
-                    d_p = d_p * trust
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = d_p.clone()
-                else:
-                    state["momentum_buffer"].mul_(group["momentum"]).add_(d_p)
-                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if group["lars"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+                p_norm = torch.stack(torch._foreach_norm(params))
+                g_norm = torch.stack(torch._foreach_norm(grads))
+                trust = torch.where(
+                    (p_norm > 0) & (g_norm > 0),
+                    group["trust_coefficient"] * p_norm / g_norm,
+                    torch.ones_like(p_norm),
+                )
+                torch._foreach_mul_(grads, list(trust.unbind()))
+            states = [self.state[p] for p in params]
+            running = [i for i, st in enumerate(states) if "momentum_buffer" in st]
+            if running:
+                bufs = [states[i]["momentum_buffer"] for i in running]
+                torch._foreach_mul_(bufs, group["momentum"])
+                torch._foreach_add_(bufs, [grads[i] for i in running])
+            for st, d_p in zip(states, grads, strict=True):
+                if "momentum_buffer" not in st:  # the first step
+                    st["momentum_buffer"] = d_p.clone()
+            bufs = [st["momentum_buffer"] for st in states]
+            torch._foreach_add_(params, bufs, alpha=-group["lr"])
         return loss
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -27,7 +28,13 @@ from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
 from cellclr.learning.batches import CropBatches
 from cellclr.learning.checkpoints import load_torch, save_torch
-from cellclr.learning.device import resolve_device
+from cellclr.learning.device import (
+    device_kind,
+    grad_scaler,
+    precision,
+    precision_note,
+    resolve_device,
+)
 from cellclr.learning.distributed import (
     World,
     all_max,
@@ -40,7 +47,7 @@ from cellclr.learning.distributed import (
 )
 from cellclr.learning.methods import METHODS, Batch, Method, build_method
 from cellclr.learning.optim import build_optimizer, warmup_cosine
-from cellclr.learning.rng import cell_keys
+from cellclr.learning.rng import view_keys
 from cellclr.learning.sampler import epoch_batches, group_codes
 from cellclr.learning.saved_model import model_meta, save_model
 from cellclr.learning.selection import replicate_map_of
@@ -59,7 +66,7 @@ class NonFiniteLossError(CellclrError, FloatingPointError):
 
 def train_fingerprint(store: CropStore, cfg: Config) -> str:
     """The crops, the config and the kind of device (CUDA trains in bf16: other numbers)."""
-    device = resolve_device(cfg.train.device).type
+    device = device_kind(resolve_device(cfg.train.device))
     inputs = [store.id, device, VIEWS]
     sections = (
         "data",
@@ -146,7 +153,7 @@ def train(
     what always happens."""
     t_start = time.perf_counter()
     tc = cfg.train
-    world, device = init_distributed(tc.device)
+    world, device = init_distributed(tc.device, tc.dist_timeout)
     store = CropStore(crops)
     fp = train_fingerprint(store, cfg)
     if tc.threads > 0:
@@ -172,6 +179,9 @@ def train(
         ids = [device] if device.type == "cuda" else None
         net = DistributedDataParallel(trained, device_ids=ids)
     optimizer = build_optimizer(trained, tc.optimizer, tc.lr, tc.weight_decay)
+    scaler = grad_scaler(device)
+    if world.main and (note := precision_note(device)):
+        tqdm.write(note)
     scheduler = warmup_cosine(optimizer, tc.warmup_epochs * steps, tc.epochs * steps)
     labels = torch.from_numpy(group_codes(store, tc.label)) if method.uses_labels else None
     groups = group_codes(store, cfg.data.balance_by) if cfg.data.sampler == "balanced" else None
@@ -184,6 +194,8 @@ def train(
             method.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
             scheduler.load_state_dict(ck["scheduler"])
+            if ck.get("scaler"):
+                scaler.load_state_dict(ck["scaler"])
             start_epoch, log = ck["epoch"], ck["log"]
             if world.main:
                 tqdm.write(f"resuming {out} from epoch {start_epoch}")
@@ -197,6 +209,7 @@ def train(
                     method,
                     optimizer,
                     scheduler,
+                    scaler,
                     store,
                     norm,
                     epoch_batches(n, batch_size, tc.seed, epoch, groups),
@@ -213,15 +226,13 @@ def train(
                     f"{work}: lower train.lr (or check the crops) and run again (other settings "
                     "start again), or run it again as it is to continue from that checkpoint"
                 ) from None
-            if (
-                tc.select_every
-                and world.main
-                and ((epoch + 1) % tc.select_every == 0 or epoch + 1 == tc.epochs)
-            ):
-                record["replicate_map"] = replicate_map_of(method.encoder_to_keep(), store, cfg)
+            if tc.select_every and ((epoch + 1) % tc.select_every == 0 or epoch + 1 == tc.epochs):
+                # every process embeds its share; the main process scores
+                score = replicate_map_of(method.encoder_to_keep(), store, cfg, world)
+                record["replicate_map"] = score
             log.append({"epoch": epoch + 1, **record})
             if world.main:
-                _save_epoch(work, fp, log, method, optimizer, scheduler, tc)
+                _save_epoch(work, fp, log, method, optimizer, scheduler, scaler, tc)
             barrier(world)  # a checkpoint is either on disk for every process or for none
 
         if world.main:
@@ -233,6 +244,7 @@ def train(
                 seconds=round(time.perf_counter() - t_start, 1),
                 crops=str(crops),
                 device=str(device),
+                precision=precision(device),
                 processes=world.size,
                 backend=dist.get_backend() if world.distributed else None,
                 normalization=levels,
@@ -245,7 +257,9 @@ def train(
     return out
 
 
-def _save_epoch(work: Path, fp: str, log: list[dict], model, optimizer, scheduler, tc) -> None:
+def _save_epoch(
+    work: Path, fp: str, log: list[dict], model, optimizer, scheduler, scaler, tc
+) -> None:
     """The epoch's log line, and a checkpoint every ``checkpoint_every`` epochs and at the end."""
     tqdm.write(json.dumps(log[-1], allow_nan=False))
     with atomic_file(work / LOG) as tmp:
@@ -259,6 +273,7 @@ def _save_epoch(work: Path, fp: str, log: list[dict], model, optimizer, schedule
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),  # empty unless training in fp16
         }
         save_torch(state, work / CHECKPOINT)
 
@@ -274,6 +289,7 @@ def _train_epoch(
     method: Method,
     optimizer,
     scheduler,
+    scaler,
     store: CropStore,
     norm: Normalization,
     batches: list[np.ndarray],
@@ -290,6 +306,12 @@ def _train_epoch(
     start = world.rank * local
     mine = [b[start : start + local] for b in batches]
     seed, epochs = cfg.train.seed, cfg.train.epochs
+    # the epoch's keys and labels, on the device at once: a step copies nothing to it
+    steps = torch.arange(len(batches), device=device)[:, None] * size
+    positions = steps + start + torch.arange(local, device=device)  # in the global order
+    keys = view_keys(seed, epoch, positions, range(method.views))  # (views, steps, local)
+    if labels is not None:
+        labels = labels[torch.from_numpy(np.stack(mine))].to(device)  # (steps, local)
     losses: list[torch.Tensor] = []
     bar = tqdm(
         CropBatches(store, norm, mine, device),
@@ -299,21 +321,18 @@ def _train_epoch(
         disable=None if world.main else True,
     )
     for step, x in enumerate(bar):
-        positions = torch.arange(local, device=device) + step * size + start
         batch = Batch(
             crops=x,
-            keys=lambda view, p=positions: cell_keys(seed, epoch, p, view),
-            labels=None if labels is None else labels[mine[step]].to(device),
+            keys=lambda view, s=step: keys[view, s],
+            labels=None if labels is None else labels[step],
             gather=gather if world.distributed else None,
             world=world,
         )
-        loss = method.loss(net, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        losses.append(train_step(net, method, optimizer, scaler, batch))
+        with warnings.catch_warnings():  # fp16: the scaler skips the steps whose gradients
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")  # overflow
+            scheduler.step()
         method.after_step((epoch - 1 + (step + 1) / len(batches)) / epochs)
-        losses.append(loss.detach())
         if len(losses) % 10 == 1:  # .item() waits for the device: not every step
             _check_finite(losses, len(losses) - 10, epoch, len(batches), world)
             bar.set_postfix(loss=f"{losses[-1].item():.3f}")
@@ -325,6 +344,18 @@ def _train_epoch(
         "images_per_s": round(len(batches) * size / seconds, 1),
         "seconds": round(seconds, 1),
     }
+
+
+def train_step(net, method: Method, optimizer, scaler, batch: Batch) -> torch.Tensor:
+    """One optimiser step on this process's slice of a global batch; returns the loss, on the
+    device. Nothing in it waits for the device (tests run it on the meta device, where any
+    read of a value fails), unless fp16 training's scaler checks the gradients for overflow."""
+    loss = method.loss(net, batch)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
 
 
 def _check_finite(

@@ -27,6 +27,7 @@ class Method(nn.Module):
     """A method: the modules a step trains, its loss, and the encoder it leaves behind."""
 
     uses_labels = False  # trained with labels (treatment or compound): weakly supervised
+    views = 2  # random views of each cell a step draws (their keys are drawn per epoch)
 
     def trained(self) -> nn.Module:
         """The module the optimiser updates (and DistributedDataParallel wraps)."""

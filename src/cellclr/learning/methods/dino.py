@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,11 @@ from cellclr.learning.methods.base import Batch, Method
 
 
 class DINOHead(nn.Module):
-    """MLP -> L2-normalised bottleneck -> prototypes (a linear layer with unit-norm rows)."""
+    """MLP -> L2-normalised bottleneck -> prototypes (a linear layer with unit-norm rows).
+
+    The bottleneck layer and the prototypes compute in float32 even under autocast: the logits
+    are cosines in [-1, 1] that the loss divides by the teacher temperature (0.04), so bf16's
+    rounding of them (about 2**-9) would put ~0.05-0.1 of noise into every target logit."""
 
     def __init__(self, in_dim: int, hidden: int, bottleneck: int, out_dim: int) -> None:
         super().__init__()
@@ -36,8 +41,16 @@ class DINOHead(nn.Module):
         self.prototypes = nn.Linear(bottleneck, out_dim, bias=False)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(self.mlp(h), dim=-1)
-        return x @ F.normalize(self.prototypes.weight, dim=1).T
+        h = self.mlp[:-1](h)
+        with _no_autocast(h.device):
+            x = F.normalize(self.mlp[-1](h.float()), dim=-1)
+            return x @ F.normalize(self.prototypes.weight.float(), dim=1).T
+
+
+def _no_autocast(device: torch.device) -> AbstractContextManager:
+    if device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, enabled=False)
+    return nullcontext()
 
 
 class MultiCrop(nn.Module):
@@ -66,6 +79,7 @@ class DINO(Method):
         local = {"size": d.local_size, "crop": True, "crop_scale": d.local_scale}
         self.local_views = Augmenter(cfg.augment.model_copy(update=local))
         self.cfg = d
+        self.views = 2 + d.local_views
 
     @property
     def encoder(self) -> ResNet:
@@ -103,5 +117,6 @@ class DINO(Method):
         """The teacher moves towards the student by the momentum, which rises to 1 (cosine)."""
         m0 = self.cfg.teacher_momentum
         m = 1 - (1 - m0) * (math.cos(math.pi * min(progress, 1.0)) + 1) / 2
-        for t, s in zip(self.teacher.parameters(), self.student.parameters(), strict=True):
-            t.mul_(m).add_(s.detach(), alpha=1 - m)
+        teacher, student = list(self.teacher.parameters()), list(self.student.parameters())
+        torch._foreach_mul_(teacher, m)  # a few fused kernels for all parameters, not a loop
+        torch._foreach_add_(teacher, student, alpha=1 - m)
