@@ -101,6 +101,8 @@ class AugmentConfig(Section):
     rotate90: bool = True  # rotations by multiples of 90 degrees
     brightness: Fraction = 0.2  # per-channel gain in [1-b, 1+b]; 0 = off
     contrast: Fraction = 0.2  # per-channel contrast around the mean in [1-c, 1+c]; 0 = off
+    gamma: Fraction = 0.0  # per-channel gamma in [1-g, 1+g] on positive intensities; 0 = off
+    offset: NonNegative = 0.0  # per-channel additive offset in [-o, o]; 0 = off
     blur_p: Fraction = 0.5  # probability of a Gaussian blur; 0 = off
     blur_sigma: interval(0.0) = [0.1, 1.5]  # in pixels of the view
     noise_p: Fraction = 0.5  # probability of additive Gaussian noise; 0 = off
@@ -134,6 +136,9 @@ class TrainConfig(Section):
     checkpoint_every: Count = 1  # epochs
     threads: Annotated[int, Field(ge=0)] = 0  # CPU threads for torch; 0 = all cores
     sync_bn: bool = True  # under torchrun: BatchNorm statistics over every process's batch
+    # a batch classifier on the encoder's features whose gradient is reversed into the encoder
+    # (Ganin & Lempitsky 2015), this much of it: features that tell batches apart less; 0 = off
+    batch_adversary: NonNegative = 0.0
     dist_timeout: Positive = 1800.0  # under torchrun: seconds a collective may wait for a peer
 
     @field_validator("label")

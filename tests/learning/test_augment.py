@@ -86,6 +86,8 @@ def test_flips_and_rotations_only_permute_pixels():
     [
         ("brightness", 0.5),
         ("contrast", 0.5),
+        ("gamma", 0.5),
+        ("offset", 0.2),
         ("blur_p", 1.0),
         ("noise_p", 1.0),
         ("crop", True),
@@ -109,6 +111,18 @@ def test_brightness_scales_each_channel_by_one_factor():
     factors = ratio.flatten(2)[..., 0]
     assert ((factors >= 0.7) & (factors <= 1.3)).all()
     assert factors.std() > 0.01  # channels and samples get their own factors
+
+
+def test_gamma_and_offset_act_per_channel_as_their_formulas():
+    x = batch() + 0.05  # positive intensities
+    out = Augmenter(AugmentConfig(size=24, **{**ALL_OFF, "gamma": 0.4}))(x, keys(x))
+    g = torch.log(out) / torch.log(x)  # x ** g: one exponent per sample and channel
+    assert g.flatten(2).std(dim=2).max() < 1e-3
+    exponents = g.flatten(2)[..., 0]
+    assert ((exponents >= 0.6) & (exponents <= 1.4)).all() and exponents.std() > 0.01
+    out = Augmenter(AugmentConfig(size=24, **{**ALL_OFF, "offset": 0.1}))(x, keys(x))
+    shift = (out - x).flatten(2)
+    assert shift.std(dim=2).max() < 1e-6 and shift.abs().max() <= 0.1 + 1e-6
 
 
 def test_blur_keeps_the_mean_and_smooths():

@@ -123,3 +123,43 @@ def test_dino_teacher_update_is_a_few_operations_whatever_the_number_of_paramete
             dino.after_step(0.5)
         calls.append(count.calls)
     assert calls[0] == calls[1]
+
+
+def test_the_batch_adversary_reverses_its_gradient_into_the_encoder():
+    """The adversary's cross-entropy trains its own weights as usual and reaches the encoder
+    multiplied by -w: the encoder's gradient is -w times what the plain classifier gives it."""
+    import torch.nn.functional as F
+
+    from cellclr.learning.methods import build_method
+    from cellclr.learning.methods.simclr import ReverseGradient
+
+    x = torch.randn(4, 3, requires_grad=True)
+    (ReverseGradient.apply(x, 0.3) * torch.arange(3.0)).sum().backward()
+    torch.testing.assert_close(x.grad, -0.3 * torch.arange(3.0).expand(4, 3))
+
+    cfg = tiny_config("train.batch_adversary=0.5")
+    model = build_method(cfg, 3, n_batches=3).eval()
+    crops = torch.rand(6, 3, 16, 16)
+    codes = torch.tensor([0, 1, 2, 0, 1, 2])
+    _, logits = model(crops)
+    F.cross_entropy(logits, codes).backward()
+    reversed_grads = {n: p.grad.clone() for n, p in model.encoder.named_parameters()}
+    head_grad = model.adversary.weight.grad.clone()
+    model.zero_grad()
+    F.cross_entropy(model.adversary(model.encoder(crops)), codes).backward()
+    for name, p in model.encoder.named_parameters():
+        torch.testing.assert_close(reversed_grads[name], -0.5 * p.grad, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(head_grad, model.adversary.weight.grad)
+
+
+def test_a_batch_adversary_trains(store, tmp_path):
+    from cellclr.config import ConfigError
+    from cellclr.learning.saved_model import load_encoder
+    from cellclr.learning.train import train
+
+    out = train(store, tmp_path / "adv", tiny_config("train.epochs=1", "train.batch_adversary=0.5"))
+    encoder, _ = load_encoder(out, torch.device("cpu"))
+    assert all(torch.isfinite(p).all() for p in encoder.parameters())
+    dino = tiny_config("train.method='dino'", "train.batch_adversary=1")
+    with pytest.raises(ConfigError, match="batch_adversary works with simclr and supcon"):
+        train(store, tmp_path / "dino", dino)

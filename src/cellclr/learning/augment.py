@@ -20,7 +20,7 @@ from cellclr.learning.rng import KeyedRandom
 # one stream per random parameter
 AREA, RATIO, SHIFT_X, SHIFT_Y, FLIP_X, FLIP_Y, ROTATE = range(1, 8)
 CONTRAST, BRIGHTNESS, BLUR, BLUR_SIGMA, NOISE, NOISE_STD, NOISE_PIXELS = range(8, 15)
-ELASTIC, ELASTIC_FIELD = range(15, 17)
+ELASTIC, ELASTIC_FIELD, GAMMA, OFFSET = range(15, 19)
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -51,7 +51,7 @@ class Augmenter:
         else:
             resized = resize(x, cfg.size)
             x = resized.clone() if resized is x else resized  # later steps work in place
-        if cfg.brightness > 0 or cfg.contrast > 0:
+        if cfg.brightness > 0 or cfg.contrast > 0 or cfg.gamma > 0 or cfg.offset > 0:
             x = self._intensity(x, r)
         if cfg.blur_p > 0:
             x = self._blur(x, r)
@@ -120,6 +120,13 @@ class Augmenter:
         if self.cfg.brightness > 0:
             k = self.cfg.brightness
             x = x * r.uniform(BRIGHTNESS, c, 1, 1, low=1 - k, high=1 + k).to(x.dtype)
+        if self.cfg.gamma > 0:  # a channel's response curve: x ** g where x > 0
+            k = self.cfg.gamma
+            g = r.uniform(GAMMA, c, 1, 1, low=1 - k, high=1 + k).to(x.dtype)
+            x = torch.where(x > 0, x.clamp_min(1e-6).pow(g), x)
+        if self.cfg.offset > 0:  # a channel's background
+            k = self.cfg.offset
+            x = x + r.uniform(OFFSET, c, 1, 1, low=-k, high=k).to(x.dtype)
         return x
 
     def _blur(self, x: torch.Tensor, r: KeyedRandom) -> torch.Tensor:

@@ -169,7 +169,12 @@ def train(
     batch_size = global_batch_size(tc.batch_size, n, world, crops)
     steps = n // batch_size
 
-    method = build_method(cfg, len(store.channels))
+    batch_codes = None
+    if tc.batch_adversary > 0:
+        batch_codes = torch.from_numpy(group_codes(store, "Metadata_Batch"))
+    method = build_method(
+        cfg, len(store.channels), 0 if batch_codes is None else int(batch_codes.max()) + 1
+    )
     if world.distributed and tc.sync_bn:
         method = sync_batchnorm(method, device)
     method = method.to(device, memory_format=torch.channels_last)
@@ -218,6 +223,7 @@ def train(
                     cfg,
                     world,
                     epoch=epoch + 1,
+                    batch_codes=batch_codes,
                 )
             except NonFiniteLossError as e:
                 kept = f"epoch {log[-1]['epoch']}" if log else "none yet"
@@ -298,6 +304,7 @@ def _train_epoch(
     cfg: Config,
     world: World,
     epoch: int,
+    batch_codes: torch.Tensor | None = None,
 ) -> dict[str, float]:
     method.train()
     t0 = time.perf_counter()
@@ -312,6 +319,8 @@ def _train_epoch(
     keys = view_keys(seed, epoch, positions, range(method.views))  # (views, steps, local)
     if labels is not None:
         labels = labels[torch.from_numpy(np.stack(mine))].to(device)  # (steps, local)
+    if batch_codes is not None:
+        batch_codes = batch_codes[torch.from_numpy(np.stack(mine))].to(device)
     losses: list[torch.Tensor] = []
     bar = tqdm(
         CropBatches(store, norm, mine, device),
@@ -327,6 +336,7 @@ def _train_epoch(
             labels=None if labels is None else labels[step],
             gather=gather if world.distributed else None,
             world=world,
+            batches=None if batch_codes is None else batch_codes[step],
         )
         losses.append(train_step(net, method, optimizer, scaler, batch))
         with warnings.catch_warnings():  # fp16: the scaler skips the steps whose gradients

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from cellclr.config import Config
+from cellclr.config import Config, ConfigError
 from cellclr.learning.backbones import build_encoder
 from cellclr.learning.methods.base import Batch, Method
 from cellclr.learning.methods.dino import DINO
@@ -22,8 +22,13 @@ METHODS: dict[str, type[Method]] = {"simclr": SimCLR, "supcon": SupCon, "dino": 
 __all__ = ["METHODS", "Batch", "Method", "build_method"]
 
 
-def build_method(cfg: Config, in_channels: int) -> Method:
-    """The configured method on the configured encoder, initialised from ``train.seed``."""
+def build_method(cfg: Config, in_channels: int, n_batches: int = 0) -> Method:
+    """The configured method on the configured encoder, initialised from ``train.seed``;
+    ``n_batches``: how many batches a batch adversary (``train.batch_adversary``) tells apart."""
+    if cfg.train.batch_adversary > 0 and cfg.train.method == "dino":
+        raise ConfigError("train.batch_adversary works with simclr and supcon, not dino")
     torch.manual_seed(cfg.train.seed)
     encoder = build_encoder(cfg.model.arch, in_channels, cfg.model.stem)
-    return METHODS[cfg.train.method](encoder, cfg)
+    if METHODS[cfg.train.method] is DINO:
+        return DINO(encoder, cfg)
+    return METHODS[cfg.train.method](encoder, cfg, n_batches)

@@ -21,6 +21,7 @@ class Batch:
     labels: torch.Tensor | None  # (n,) label codes, for methods that use labels
     gather: Gather | None  # all-gather with gradients (None in one process)
     world: World
+    batches: torch.Tensor | None = None  # (n,) batch codes, for train.batch_adversary
 
 
 class Method(nn.Module):

@@ -1,9 +1,15 @@
 """SimCLR (Chen et al. 2020): a backbone and an MLP projection head; the NT-Xent loss compares
-the projections of two views of each cell."""
+the projections of two views of each cell.
+
+With ``train.batch_adversary = w > 0``, a linear classifier on the backbone's features learns to
+tell the cells' batches apart, and its gradient reaches the backbone reversed and scaled by w
+(gradient reversal, Ganin & Lempitsky 2015): the backbone is pushed towards features from which
+the batch cannot be read, without any treatment or MoA label."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cellclr.config import Config
@@ -30,27 +36,62 @@ class ProjectionHead(nn.Module):
         return self.net(h)
 
 
-class SimCLR(Method):
-    """Encoder + projection head. ``forward`` returns the projection; ``encoder`` the features."""
+class ReverseGradient(torch.autograd.Function):
+    """The identity forward; the gradient backward multiplied by ``-weight``."""
 
-    def __init__(self, encoder: ResNet, cfg: Config) -> None:
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: float) -> torch.Tensor:
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.weight * grad, None
+
+
+class SimCLR(Method):
+    """Encoder + projection head. ``forward`` returns the projection (and, with a batch
+    adversary, its batch logits); ``encoder`` the features."""
+
+    def __init__(self, encoder: ResNet, cfg: Config, n_batches: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = ProjectionHead(encoder.out_dim, cfg.model.proj_hidden, cfg.model.proj_dim)
         self.augment = Augmenter(cfg.augment)
         self.temperature = cfg.train.temperature
+        self.adversary_weight = cfg.train.batch_adversary
+        self.adversary = None
+        if self.adversary_weight > 0:
+            self.adversary = nn.Linear(encoder.out_dim, max(n_batches, 2))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        if self.adversary is None:
+            return self.head(h)
+        logits = self.adversary(ReverseGradient.apply(h, self.adversary_weight).float())
+        return self.head(h), logits
 
     def projections(self, net: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The projections of two views of each cell."""
+        """The projections of two views of each cell (the adversary's loss, if any, is kept
+        for ``loss``)."""
         x, n = batch.crops, len(batch.crops)
         views = self.augment(torch.cat([x, x]), torch.cat([batch.keys(0), batch.keys(1)]))
         with autocast(x.device):
             z = net(views.contiguous(memory_format=torch.channels_last))
+        self._adversary_loss = None
+        if isinstance(z, tuple):
+            z, logits = z
+            if batch.batches is None:
+                raise ValueError("train.batch_adversary needs the cells' batch codes")
+            target = torch.cat([batch.batches, batch.batches])
+            self._adversary_loss = F.cross_entropy(logits.float(), target)
         return z[:n], z[n:]
+
+    def with_adversary(self, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` plus the batch adversary's (whose gradient the backbone gets reversed)."""
+        return loss if self._adversary_loss is None else loss + self._adversary_loss
 
     def loss(self, net: nn.Module, batch: Batch) -> torch.Tensor:
         z1, z2 = self.projections(net, batch)
-        return nt_xent(z1, z2, self.temperature, gather=batch.gather, rank=batch.world.rank)
+        loss = nt_xent(z1, z2, self.temperature, gather=batch.gather, rank=batch.world.rank)
+        return self.with_adversary(loss)

@@ -18,4 +18,5 @@ class SupCon(SimCLR):
             raise ValueError("SupCon needs the cells' labels")
         z1, z2 = self.projections(net, batch)
         rank = batch.world.rank
-        return supcon(z1, z2, batch.labels, self.temperature, gather=batch.gather, rank=rank)
+        loss = supcon(z1, z2, batch.labels, self.temperature, gather=batch.gather, rank=rank)
+        return self.with_adversary(loss)
