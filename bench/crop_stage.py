@@ -21,8 +21,8 @@ import pandas as pd
 import tifffile
 
 from cellclr.config import load_config
-from cellclr.images.crop import crop_sites
-from cellclr.images.table import read_image_table
+from cellclr.cropping.stage import crop_sites
+from cellclr.tables.image_table import read_image_table
 
 CHANNELS = ["DNA", "Tubulin", "Actin"]
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cellclr.demo import demo, demo_config
-from tests.images.test_simulate import TINY
+from tests.datasets.test_simulate import TINY
 
 
 def test_demo_runs_every_stage_and_reports(tmp_path, capsys):

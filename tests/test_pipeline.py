@@ -18,11 +18,11 @@ import torch.multiprocessing as mp
 
 from cellclr import pipeline
 from cellclr.cli import main
-from cellclr.images.crop import crop
+from cellclr.cropping.stage import crop
 from cellclr.learning.distributed import world_from_env
 from cellclr.store import CropStore
+from tests.cropping.test_stage import write_plates
 from tests.helpers import TINY_OVERRIDES, make_crop_files, tiny_config
-from tests.images.test_crop import write_plates
 
 
 def sets(*extra: str) -> list[str]:
@@ -100,7 +100,7 @@ def test_a_loaddata_table_without_treatments_runs_to_a_report(tmp_path, monkeypa
     """A LoadData table without treatment columns: crop, train (the shipped cellpainting-cpu
     config, one epoch), embed, profile, evaluate and report, from a folder that is not the
     checkout."""
-    from tests.images.test_loaddata import loaddata, write_fields
+    from tests.tables.test_loaddata import loaddata, write_fields
 
     fields = write_fields(tmp_path / "images", wells=("A01", "B02", "C03"))
     loaddata(fields, treatments=False).to_csv(tmp_path / "load_data.csv", index=False)

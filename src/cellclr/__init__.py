@@ -25,8 +25,8 @@ __version__ = "0.1.0"
 # public name -> (module, attribute)
 _API = {
     "load_config": ("cellclr.config", "load_config"),
-    "simulate_screen": ("cellclr.images.simulate", "simulate_screen"),
-    "crop": ("cellclr.images.crop", "crop"),
+    "simulate_screen": ("cellclr.datasets.simulate", "simulate_screen"),
+    "crop": ("cellclr.cropping.stage", "crop"),
     "import_crops": ("cellclr.store.import_crops", "import_crops"),
     "CropStore": ("cellclr.store", "CropStore"),
     "train": ("cellclr.learning.train", "train"),

@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cellclr.config import Config, load_config
-from cellclr.images.simulate import ScreenSpec, simulate_screen
+from cellclr.datasets.simulate import ScreenSpec, simulate_screen
 from cellclr.outputs import MANIFEST, OutputExistsError, read_manifest, write_manifest
 from cellclr.pipeline import run
 from cellclr.report.page import write_report

@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from cellclr.baselines.stages import KINDS, baseline_fingerprint, classic_embeddings, random_model
 from cellclr.config import Config
+from cellclr.cropping.stage import _usable_cpus, crop
 from cellclr.errors import CellclrError
-from cellclr.images.crop import _usable_cpus, crop
 from cellclr.learning.distributed import World, barrier, init_distributed, world_from_env
 from cellclr.learning.embed import embed, embed_fingerprint
 from cellclr.learning.train import train, train_fingerprint

@@ -10,7 +10,7 @@ import os
 import sys
 
 from cellclr import __version__
-from cellclr.cli import configs, images, learning, profiling, runs, store
+from cellclr.cli import configs, cropping, datasets, learning, profiling, runs, store
 from cellclr.errors import CellclrError
 
 EPILOG = """\
@@ -26,7 +26,8 @@ Every stage writes into its own folder, with the resolved config (config.toml) a
 
 # in pipeline order: raw images, the crop store, learning, profiling, whole runs; then configs
 VERBS = (
-    *images.VERBS,
+    *datasets.VERBS,
+    *cropping.VERBS,
     *store.VERBS,
     *learning.VERBS,
     *profiling.VERBS,

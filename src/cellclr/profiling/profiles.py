@@ -248,7 +248,7 @@ def profile(
 def join_wells_platemap(wells: pd.DataFrame, path: str | Path, cfg: Config) -> pd.DataFrame:
     """The wells with the treatments of the plate map at ``path`` (its columns replace the
     wells' of the same name), checked as well profiles are."""
-    from cellclr.images.platemap import join_platemap
+    from cellclr.tables.platemap import join_platemap
 
     joined = join_platemap(wells, path, what="wells of the profiles")
     meta = metadata_columns(joined)
