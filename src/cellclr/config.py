@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from cellclr.columns import COMPOUND, CONCENTRATION
 from cellclr.errors import CellclrError, naming
 from cellclr.shipped import is_name, listing, shipped_path
 
@@ -182,8 +183,8 @@ class ProfileConfig(Section):
     # the Metadata_ columns that name a treatment (JUMP: ["Metadata_JCP2022"]); without them
     # the profiles are wells only
     treatment: Annotated[list[str], Field(min_length=1)] = [
-        "Metadata_Compound",
-        "Metadata_Concentration",
+        COMPOUND,
+        CONCENTRATION,
     ]
     platemap: str = ""  # a plate map joined to the wells by plate and well (--platemap)
 

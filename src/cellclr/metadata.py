@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cellclr.columns import COMPOUND, CONCENTRATION
 from cellclr.errors import CellclrError
 
 
@@ -18,7 +19,6 @@ class MetadataError(CellclrError, ValueError):
 
 
 # The columns that name a treatment unless ``profile.treatment`` says otherwise.
-TREATMENT = ["Metadata_Compound", "Metadata_Concentration"]
 
 
 def feature_columns(df: pd.DataFrame) -> list[str]:
@@ -198,8 +198,8 @@ def moa_of(moa: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:
     lookup = pd.Series(moa["moa"].to_numpy(), index=key)
     wanted = pd.MultiIndex.from_arrays(
         [
-            table["Metadata_Compound"].astype(str),
-            table["Metadata_Concentration"].astype(float).round(6),
+            table[COMPOUND].astype(str),
+            table[CONCENTRATION].astype(float).round(6),
         ]
     )
     return lookup.reindex(wanted).to_numpy()

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cellclr.columns import BATCH, COMPOUND, PLATE, TREATMENT, WELL_COUNT
 from cellclr.errors import CellclrError
-from cellclr.metadata import TREATMENT, feature_columns, unit_rows
+from cellclr.metadata import feature_columns, unit_rows
 
-KEY, PLATE, CONTROL = "Metadata_TreatmentKey", "Metadata_Plate", "Metadata_IsControl"
-COMPOUND = "Metadata_Compound"
+KEY, CONTROL = "Metadata_TreatmentKey", "Metadata_IsControl"  # copairs' working columns
 REPLICATES = {"other_plates": [PLATE], "any_well": []}
 
 
@@ -148,7 +148,7 @@ def activity(
         raise NotScored("no treatment has two wells")
     scores = _map_scores(ap, [KEY], null_size, fdr, seed)
     names = wells.loc[~is_control, treatment].assign(**{KEY: treated.to_numpy()})
-    counts = treated.value_counts().rename("Metadata_Wells")
+    counts = treated.value_counts().rename(WELL_COUNT)
     table = (
         names.drop_duplicates(KEY)
         .merge(counts, left_on=KEY, right_index=True)
@@ -241,9 +241,6 @@ def replicate_map(
         return activity(wells, control, treatment=treatment, null_size=null_size, seed=seed).summary
     except NotScored:
         return {"map": float("nan"), "retrieved": float("nan"), "treatments": 0}
-
-
-BATCH = "Metadata_Batch"
 
 
 def batch_retrieval(wells: pd.DataFrame, control: str = "DMSO") -> dict:

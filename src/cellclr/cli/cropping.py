@@ -14,6 +14,7 @@ from cellclr.cli.common import (
     config_of,
     overwrite_arg,
 )
+from cellclr.columns import TREATMENT
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -176,8 +177,6 @@ def _crop(args: argparse.Namespace) -> None:
 
 def _has_treatments(store: Path) -> bool:
     import pyarrow.parquet as pq
-
-    from cellclr.metadata import TREATMENT
 
     names = pq.read_schema(store / "cells.parquet").names
     return any(column in names for column in TREATMENT)

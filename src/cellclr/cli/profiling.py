@@ -14,6 +14,7 @@ from cellclr.cli.common import (
     overwrite_arg,
     print_metrics,
 )
+from cellclr.columns import COMPOUND, CONCENTRATION, PLATE, WELL
 
 
 def _source_args(p: argparse.ArgumentParser, flag: str, what: str) -> None:
@@ -116,10 +117,10 @@ def _predict(args: argparse.Namespace) -> None:
         any_crop_size=args.any_crop_size,
     )
     columns = [
-        "Metadata_Compound",
-        "Metadata_Concentration",
-        "Metadata_Plate",
-        "Metadata_Well",
+        COMPOUND,
+        CONCENTRATION,
+        PLATE,
+        WELL,
         "Predicted_MoA",
         "Confidence",
         "Neighbor1_Compound",

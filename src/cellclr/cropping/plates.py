@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cellclr.columns import PLATE, SITE, SITE_KEYS, WELL
 from cellclr.config import CropConfig
 from cellclr.cropping.sites import CropError, Site, process_site_task, read_site
 from cellclr.cropping.sources import nucleus_channel
@@ -31,7 +32,6 @@ from cellclr.pixels.illumination import IlluminationAccumulator, save_illuminati
 from cellclr.pixels.nuclei import NucleusParams
 from cellclr.store.format import plate_file_stem
 from cellclr.store.writer import NpyAppender, plate_files, write_digest, write_plate_index
-from cellclr.tables.image_table import SITE_KEYS
 from cellclr.tables.loaddata import illumination_columns
 
 RECORDS = "sites"  # sites/<stem>.parquet: the sites of each finished plate
@@ -81,7 +81,7 @@ def pending_plates(folder: Path, selected: pd.DataFrame, channels: list[str]) ->
     skipped = ~pending & (status != "ok")
     if skipped.any():
         pending[skipped] = (missing_files(selected[skipped], channels) == "").to_numpy()
-    return sorted(set(selected.loc[pending, "Metadata_Plate"]))
+    return sorted(set(selected.loc[pending, PLATE]))
 
 
 def record_skipped(folder: Path, skipped: list[dict]) -> None:
@@ -89,7 +89,7 @@ def record_skipped(folder: Path, skipped: list[dict]) -> None:
     could be read (missing files), so there is nothing to crop, and they count as finished
     (``pending_plates``); a later run crops them once their files are there."""
     table = pd.DataFrame(skipped, columns=RECORD_COLUMNS)
-    for plate, rows in table.groupby("Metadata_Plate", sort=True):
+    for plate, rows in table.groupby(PLATE, sort=True):
         record = record_file(folder, str(plate))
         if not record.exists():
             record.parent.mkdir(exist_ok=True)
@@ -172,7 +172,7 @@ def site_tasks(
     nucleus = nucleus_channel(channels, c)
     tasks = []
     for _, row in sites.iterrows():
-        key = (str(plate), str(row["Metadata_Well"]), int(row["Metadata_Site"]))
+        key = (str(plate), str(row[WELL]), int(row[SITE]))
         locations = None
         if c.locations and nuclei is None:
             locations = locations_file(c.locations, plate, key[1], key[2])

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cellclr.columns import SITE_KEYS
 from cellclr.errors import CellclrError
 from cellclr.pixels.boxes import PADDED, crop_boxes, inside_field
 from cellclr.pixels.illumination import (
@@ -23,7 +24,6 @@ from cellclr.pixels.illumination import (
 )
 from cellclr.pixels.nuclei import NucleusParams, detect_nuclei, read_locations
 from cellclr.pixels.tiff import read_image
-from cellclr.tables.image_table import SITE_KEYS
 
 __all__ = ["CropError", "Site", "SiteResult", "crop_boxes", "process_site", "read_image"]
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from cellclr.columns import COMPOUND, CONCENTRATION, TREATMENT
 from cellclr.config import CropConfig
 from cellclr.cropping.sites import CropError
-from cellclr.metadata import TREATMENT, MetadataError, as_concentrations, require_filled
+from cellclr.metadata import MetadataError, as_concentrations, require_filled
 from cellclr.tables.image_table import read_image_table
 from cellclr.tables.locations import SiteKey, read_locations_table
 
@@ -61,17 +62,15 @@ def check_treatments(table: pd.DataFrame) -> pd.DataFrame:
     try:
         require_filled(table, present, source)
         table = table.copy()
-        if "Metadata_Concentration" in table:
-            table["Metadata_Concentration"] = as_concentrations(
-                table, "Metadata_Concentration", source
-            )
+        if CONCENTRATION in table:
+            table[CONCENTRATION] = as_concentrations(table, CONCENTRATION, source)
     except MetadataError as e:
         raise CropError(
             f"{e}: where the fields name treatments, each needs one (a plate map, --platemap, "
             "gives them by plate and well)"
         ) from None
-    if "Metadata_Compound" in table:
-        table["Metadata_Compound"] = table["Metadata_Compound"].astype(str)
+    if COMPOUND in table:
+        table[COMPOUND] = table[COMPOUND].astype(str)
     return table
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cellclr.columns import PLATE, SITE_KEYS
 from cellclr.config import Config, CropConfig, save_config
 from cellclr.cropping.plates import (
     RECORD_COLUMNS,
@@ -67,7 +68,7 @@ from cellclr.outputs import (
 )
 from cellclr.pixels.nuclei import NucleusParams
 from cellclr.store import finalize_store
-from cellclr.tables.image_table import SITE_KEYS, select_sites
+from cellclr.tables.image_table import select_sites
 from cellclr.tables.loaddata import illumination_columns
 from cellclr.tables.locations import locations_digest
 from cellclr.workers import process_pool
@@ -161,9 +162,7 @@ def crop_sites(
     work = _work_folder(out, fp, overwrite, inputs, sharded=shard is not None)
     mine = selected
     if shard is not None:
-        mine = selected[
-            selected["Metadata_Plate"].isin(shard_plates(selected["Metadata_Plate"], *shard))
-        ]
+        mine = selected[selected[PLATE].isin(shard_plates(selected[PLATE], *shard))]
     summary, skipped = _crop_into(work, table, mine, channels, cfg, nuclei)
     pending = pending_plates(work, selected, channels) if shard is not None else []
     if not pending:
@@ -172,8 +171,8 @@ def crop_sites(
     summary["plates_missing"] = pending
     if shard is not None:
         summary["shard"] = f"{shard[0]}/{shard[1]}"
-        summary["shard_plates"] = sorted(set(mine["Metadata_Plate"]))
-        summary["plates_selected"] = selected["Metadata_Plate"].nunique()
+        summary["shard_plates"] = sorted(set(mine[PLATE]))
+        summary["plates_selected"] = selected[PLATE].nunique()
     if pending:  # not finished: no config.toml nor stage.json, which mark a finished output
         return summary
     with atomic_file(work / "config.toml") as tmp:
@@ -196,7 +195,7 @@ def _crop_into(
     of the sites skipped (missing files)."""
     c = cfg.crop
     # every site of the selected plates, checked once for missing files
-    rows = table[table["Metadata_Plate"].isin(set(selected["Metadata_Plate"]))]
+    rows = table[table[PLATE].isin(set(selected[PLATE]))]
     absent = missing_files(rows, channels) if len(rows) else pd.Series(dtype=str)
     keys = pd.MultiIndex.from_frame(rows[SITE_KEYS])
     is_selected = keys.isin(pd.MultiIndex.from_frame(selected[SITE_KEYS]))
@@ -230,7 +229,7 @@ def _crop_into(
             f"{r['Metadata_Plate']} {r['Metadata_Well']} s{r['Metadata_Site']}" for r in skipped
         ],
         "plates_without_illumination": sorted(
-            {r["Metadata_Plate"] for r in records if r["status"] == "ok" and not r["illumination"]}
+            {r[PLATE] for r in records if r["status"] == "ok" and not r["illumination"]}
         ),
     }
     return summary, skipped
@@ -251,7 +250,7 @@ def _plates_in_store(folder: Path) -> list[str]:
     """The plates of the finalised store in ``folder`` (none when it is not finalised)."""
     if not (folder / "store.json").is_file():
         return []
-    plates = pd.read_parquet(folder / "cells.parquet", columns=["Metadata_Plate"]).iloc[:, 0]
+    plates = pd.read_parquet(folder / "cells.parquet", columns=[PLATE]).iloc[:, 0]
     return sorted(plates.astype(str).unique())
 
 
@@ -273,13 +272,13 @@ def _crop_plates(
         bar = stack.enter_context(tqdm(total=len(todo), desc="crop", unit="site", disable=None))
         use_pool = workers > 1 and len(todo) > 1
         pool = stack.enter_context(process_pool(workers)) if use_pool else None
-        for plate, sites in todo.groupby("Metadata_Plate", sort=True):
+        for plate, sites in todo.groupby(PLATE, sort=True):
             plate = str(plate)
-            plate_sites = complete[complete["Metadata_Plate"] == plate]
+            plate_sites = complete[complete[PLATE] == plate]
             theirs = c.illumination and check_cellprofiler_illumination(sites, channels)
             illum = None if theirs else plate_illumination(folder, plate, plate_sites, channels, c)
             tasks = site_tasks(plate, sites, channels, c, params, illum, nuclei)
-            own = [r for r in skipped if r["Metadata_Plate"] == plate]
+            own = [r for r in skipped if r[PLATE] == plate]
             records += crop_plate(folder, plate, tasks, own, pool, bar)
             plates_done.append(plate)
     return records, plates_done
@@ -301,7 +300,7 @@ def _sites_to_crop(folder: Path, complete: pd.DataFrame, selected: np.ndarray) -
     keys = pd.MultiIndex.from_frame(complete[SITE_KEYS])
     was_cropped = keys.isin(done) if len(done) else np.zeros(len(complete), dtype=bool)
     parts = []
-    for plate, idx in complete.groupby("Metadata_Plate", sort=True).indices.items():
+    for plate, idx in complete.groupby(PLATE, sort=True).indices.items():
         wanted = selected[idx] | was_cropped[idx]
         if plate_done(folder, str(plate)) and was_cropped[idx][selected[idx]].all():
             continue

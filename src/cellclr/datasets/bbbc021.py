@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cellclr.columns import BATCH, COMPOUND, CONCENTRATION, MOA, PLATE, SITE, WELL
 from cellclr.metadata import as_concentrations, batch_from_plate, moa_of, read_moa, read_table
 from cellclr.tables.image_table import ImageTableError, check_image_table
 
@@ -25,8 +26,9 @@ CHANNELS = {"DNA": "DAPI", "Tubulin": "Tubulin", "Actin": "Actin"}  # ours: the 
 WAVELENGTHS = {"DAPI": 1, "Tubulin": 2, "Actin": 4}  # the file names' w1, w2, w4
 IMAGE_CSV, MOA_CSV = "BBBC021_v1_image.csv", "BBBC021_v1_moa.csv"
 METADATA_FILES = (IMAGE_CSV, "BBBC021_v1_compound.csv", MOA_CSV)
-PLATE, WELL = "Image_Metadata_Plate_DAPI", "Image_Metadata_Well_DAPI"  # the image CSV's columns
-COMPOUND, CONCENTRATION = "Image_Metadata_Compound", "Image_Metadata_Concentration"
+# the image CSV's columns
+IMAGE_PLATE, IMAGE_WELL = "Image_Metadata_Plate_DAPI", "Image_Metadata_Well_DAPI"
+IMAGE_COMPOUND, IMAGE_CONCENTRATION = "Image_Metadata_Compound", "Image_Metadata_Concentration"
 
 
 def file_column(channel: str) -> str:
@@ -68,16 +70,16 @@ def bbbc021_image_table(root: str | Path) -> pd.DataFrame:
         raise ImageTableError(f"{image_csv}: no site (_sN_) in file name {bad!r}")
     table = pd.DataFrame(
         {
-            "Metadata_Plate": raw[PLATE].astype(str),
-            "Metadata_Well": raw[WELL].astype(str),
-            "Metadata_Site": site.astype(int),
+            PLATE: raw[IMAGE_PLATE].astype(str),
+            WELL: raw[IMAGE_WELL].astype(str),
+            SITE: site.astype(int),
             "Metadata_Replicate": raw["Replicate"],
-            "Metadata_Compound": raw[COMPOUND].astype(str),
-            "Metadata_Concentration": as_concentrations(raw, CONCENTRATION, str(image_csv)),
+            COMPOUND: raw[IMAGE_COMPOUND].astype(str),
+            CONCENTRATION: as_concentrations(raw, IMAGE_CONCENTRATION, str(image_csv)),
         }
     )
-    table["Metadata_Batch"] = table["Metadata_Plate"].map(batch_from_plate)
-    table["Metadata_MoA"] = moa_of(read_moa(_find(root, MOA_CSV)), table)
+    table[BATCH] = table[PLATE].map(batch_from_plate)
+    table[MOA] = moa_of(read_moa(_find(root, MOA_CSV)), table)
     for ours, theirs in CHANNELS.items():
         table[ours] = [
             str(images / p / f)

@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from cellclr.datasets.bbbc021 import IMAGE_CSV, METADATA_FILES, plate_zip
-from cellclr.datasets.bbbc021 import PLATE as PLATE_COLUMN
+from cellclr.datasets.bbbc021 import IMAGE_PLATE as PLATE_COLUMN
 from cellclr.errors import CellclrError
 
 BBBC021_URL = "https://data.broadinstitute.org/bbbc/BBBC021/"

@@ -27,14 +27,15 @@ import pandas as pd
 import tifffile
 from scipy import ndimage as ndi
 
+from cellclr.columns import BATCH, COMPOUND, CONCENTRATION, MOA, PLATE, SITE, WELL
 from cellclr.datasets.bbbc021 import (
-    COMPOUND,
-    CONCENTRATION,
+    IMAGE_COMPOUND,
+    IMAGE_CONCENTRATION,
     IMAGE_CSV,
+    IMAGE_PLATE,
+    IMAGE_WELL,
     MOA_CSV,
-    PLATE,
     WAVELENGTHS,
-    WELL,
     file_column,
     path_column,
 )
@@ -293,13 +294,13 @@ def _render_site(
     t = site.treatment
     cells = pd.DataFrame(
         {
-            "Metadata_Plate": site.plate,
-            "Metadata_Well": site.well,
-            "Metadata_Site": site.site,
-            "Metadata_Batch": f"Week{site.week}",
-            "Metadata_Compound": t.compound,
-            "Metadata_Concentration": t.concentration,
-            "Metadata_MoA": t.moa,
+            PLATE: site.plate,
+            WELL: site.well,
+            SITE: site.site,
+            BATCH: f"Week{site.week}",
+            COMPOUND: t.compound,
+            CONCENTRATION: t.concentration,
+            MOA: t.moa,
             "Nuclei_Location_Center_X": centres[kept, 0],
             "Nuclei_Location_Center_Y": centres[kept, 1],
             "Phenotype_Strength": response[kept],
@@ -338,11 +339,11 @@ def _write_site(work: Path, site: Site, images: np.ndarray, rng: np.random.Gener
         row[path_column(name)] = folder
     row.update(
         {
-            PLATE: site.plate,
-            WELL: site.well,
+            IMAGE_PLATE: site.plate,
+            IMAGE_WELL: site.well,
             "Replicate": site.replicate,
-            COMPOUND: t.compound,
-            CONCENTRATION: f"{t.concentration:.6f}",
+            IMAGE_COMPOUND: t.compound,
+            IMAGE_CONCENTRATION: f"{t.concentration:.6f}",
         }
     )
     return row
@@ -352,11 +353,11 @@ IMAGE_COLUMNS = (  # (name, quoted) as in BBBC021_v1_image.csv
     ("TableNumber", False),
     ("ImageNumber", False),
     *((column(c), True) for c, _ in CHANNEL_FILES for column in (file_column, path_column)),
-    (PLATE, True),
-    (WELL, True),
+    (IMAGE_PLATE, True),
+    (IMAGE_WELL, True),
     ("Replicate", False),
-    (COMPOUND, True),
-    (CONCENTRATION, False),
+    (IMAGE_COMPOUND, True),
+    (IMAGE_CONCENTRATION, False),
 )
 
 

@@ -15,10 +15,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cellclr.columns import COMPOUND, TREATMENT
 from cellclr.errors import CellclrError
 from cellclr.store import CropStore
-
-TREATMENT = ["Metadata_Compound", "Metadata_Concentration"]
 
 
 def _generator(seed: int, epoch: int) -> torch.Generator:
@@ -52,7 +51,7 @@ def group_codes(store: CropStore, by: str) -> np.ndarray:
     """A code per cell for ``by``: ``treatment`` (compound + concentration), ``compound``, or a
     ``Metadata_`` column of the store's cell index."""
     cells = store.cells
-    columns = {"treatment": TREATMENT, "compound": ["Metadata_Compound"]}.get(by, [by])
+    columns = {"treatment": TREATMENT, "compound": [COMPOUND]}.get(by, [by])
     missing = [c for c in columns if c not in cells]
     if missing:
         known = ", ".join(c for c in cells.columns if c.startswith("Metadata_"))

@@ -11,13 +11,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from cellclr.columns import COMPOUND, WELL_KEYS
 from cellclr.config import Config
 from cellclr.learning.distributed import World, all_sum
 from cellclr.learning.encode import encode
 from cellclr.retrieval import replicate_map
 from cellclr.store import CropStore
-
-WELL = ["Metadata_Plate", "Metadata_Well"]
 
 
 def replicate_map_of(
@@ -40,7 +39,7 @@ def replicate_map_of(
     norm = store.normalization(cfg.data.normalize, cfg.data.normalize_min_cells)
     n, bs = len(store), cfg.embed.batch_size
     mine = [np.arange(i, min(i + bs, n)) for i in range(0, n, bs)][world.rank :: world.size]
-    keys = list(dict.fromkeys([*WELL, *treatment, "Metadata_Compound"]))
+    keys = list(dict.fromkeys([*WELL_KEYS, *treatment, COMPOUND]))
     cells = store.cells[[k for k in keys if k in store.cells]].reset_index(drop=True)
     grouped = cells.groupby(list(cells.columns), sort=True)
     well = grouped.ngroup().to_numpy()

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from cellclr.columns import BATCH
 from cellclr.config import Config, ConfigError, save_config
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
@@ -171,7 +172,7 @@ def train(
 
     batch_codes = None
     if tc.batch_adversary > 0:
-        batch_codes = torch.from_numpy(group_codes(store, "Metadata_Batch"))
+        batch_codes = torch.from_numpy(group_codes(store, BATCH))
     method = build_method(
         cfg, len(store.channels), 0 if batch_codes is None else int(batch_codes.max()) + 1
     )

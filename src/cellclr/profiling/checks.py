@@ -7,17 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cellclr.columns import BATCH, COMPOUND, CONCENTRATION, MOA, TREATMENT, WELL_KEYS
 from cellclr.errors import CellclrError
-from cellclr.metadata import (
-    TREATMENT,
-    as_concentrations,
-    feature_columns,
-    require_filled,
-)
+from cellclr.metadata import as_concentrations, feature_columns, require_filled
 
-WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
-TREATMENT_KEYS = TREATMENT  # the default of profile.treatment
-WELL_CONSTANT = ["Metadata_Compound", "Metadata_Concentration", "Metadata_Batch", "Metadata_MoA"]
+WELL_CONSTANT = [COMPOUND, CONCENTRATION, BATCH, MOA]
 
 
 class ProfileError(CellclrError, ValueError):
@@ -48,7 +42,7 @@ def check_metadata(
     table: pd.DataFrame,
     source: str,
     level: str = "wells",
-    treatment: list[str] = TREATMENT_KEYS,
+    treatment: list[str] = TREATMENT,
 ) -> pd.DataFrame:
     """The table (of ``level`` "wells" or "treatments", or cells, which are keyed as wells)
     with its keys, its ``treatment`` columns (where present) and ``Metadata_Batch`` (when
@@ -63,12 +57,12 @@ def check_metadata(
         constant = [c for c in dict.fromkeys([*WELL_CONSTANT, *treatment]) if c in table]
         constant_within(table, WELL_KEYS, constant, "wells", source)
     if has_treatments(table, treatment):
-        moa = [c for c in ["Metadata_MoA"] if c in table]
+        moa = [c for c in [MOA] if c in table]
         constant_within(table, treatment, moa, "treatments", source)
     return table
 
 
-def has_treatments(table: pd.DataFrame, treatment: list[str] = TREATMENT_KEYS) -> bool:
+def has_treatments(table: pd.DataFrame, treatment: list[str] = TREATMENT) -> bool:
     """Whether every column that names a treatment is in ``table``."""
     return all(c in table for c in treatment)
 
@@ -88,7 +82,7 @@ def required_columns(table: pd.DataFrame, level: str, treatment: list[str]) -> l
     present."""
     own = WELL_KEYS if level == "wells" else list(treatment)
     present = [c for c in treatment if c in table]
-    return list(dict.fromkeys([*own, *present, *(c for c in ["Metadata_Batch"] if c in table)]))
+    return list(dict.fromkeys([*own, *present, *(c for c in [BATCH] if c in table)]))
 
 
 def typed_keys(table: pd.DataFrame, keys: list[str], source: str) -> pd.DataFrame:
@@ -96,10 +90,10 @@ def typed_keys(table: pd.DataFrame, keys: list[str], source: str) -> pd.DataFram
     or infinite values are errors)."""
     table = table.copy(deep=False)  # the features are shared, not copied (copy-on-write)
     for column in keys:
-        if column != "Metadata_Concentration":
+        if column != CONCENTRATION:
             table[column] = table[column].astype(str)
-    if "Metadata_Concentration" in table:
-        table["Metadata_Concentration"] = as_concentrations(table, "Metadata_Concentration", source)
+    if CONCENTRATION in table:
+        table[CONCENTRATION] = as_concentrations(table, CONCENTRATION, source)
     return table
 
 

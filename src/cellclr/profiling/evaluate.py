@@ -24,10 +24,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from cellclr.columns import CELL_COUNT, PLATE, TREATMENT
 from cellclr.config import Config, EvaluateConfig, save_config
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import file_digest, fingerprint
-from cellclr.metadata import TREATMENT, read_moa
+from cellclr.metadata import read_moa
 from cellclr.outputs import (
     check_new_output,
     read_manifest,
@@ -88,9 +89,9 @@ def levels(wells: pd.DataFrame, control: str, treatment: list[str]) -> dict:
     known = has_treatments(wells, treatment)
     is_control = wells[COMPOUND].astype(str) == control if COMPOUND in wells else None
     return {
-        "cells": int(wells["Metadata_Cells"].sum()) if "Metadata_Cells" in wells else None,
+        "cells": int(wells[CELL_COUNT].sum()) if CELL_COUNT in wells else None,
         "wells": len(wells),
-        "plates": int(wells["Metadata_Plate"].nunique()),
+        "plates": int(wells[PLATE].nunique()),
         "treatments": int(wells.groupby(treatment).ngroups) if known else None,
         "controls": None if is_control is None else int(is_control.sum()),
     }

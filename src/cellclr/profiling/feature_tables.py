@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from cellclr.columns import BATCH, PLATE, TREATMENT, WELL_KEYS
 from cellclr.config import Config
 from cellclr.fingerprint import file_digest, fingerprint
-from cellclr.metadata import TREATMENT, batch_from_plate, feature_columns, read_moa, read_table
+from cellclr.metadata import batch_from_plate, feature_columns, read_moa, read_table
 from cellclr.outputs import check_new_output
 from cellclr.profiling.evaluate import (
     Evaluation,
@@ -20,7 +21,6 @@ from cellclr.profiling.evaluate import (
     write_evaluation,
 )
 from cellclr.profiling.profiles import (
-    WELL_KEYS,
     ProfileError,
     check_features,
     check_metadata,
@@ -53,8 +53,8 @@ def read_feature_table(
             f"{path}: non-numeric columns {text[:5]} are neither features nor Metadata_ columns"
             " (rename them Metadata_... or drop them)"
         )
-    if "Metadata_Batch" not in table:
-        table["Metadata_Batch"] = table["Metadata_Plate"].map(batch_from_plate)
+    if BATCH not in table:
+        table[BATCH] = table[PLATE].map(batch_from_plate)
     if moa is not None:
         table = join_moa(table, read_moa(Path(moa)), moa, str(path))
     if table.duplicated(WELL_KEYS).any():

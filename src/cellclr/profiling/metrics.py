@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cellclr.columns import BATCH, COMPOUND, MOA
 from cellclr.metadata import unit_rows
 from cellclr.retrieval import quiet_zero_rows
 
@@ -47,7 +48,7 @@ def knn_predictions(
 
 def per_moa(table: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Correct and total queries per MoA of a neighbour table."""
-    grouped = table.groupby("Metadata_MoA")["Correct"]
+    grouped = table.groupby(MOA)["Correct"]
     return {str(m): {"correct": int(g.sum()), "total": int(g.size)} for m, g in grouped}
 
 
@@ -67,19 +68,19 @@ def mean_average_precision(treatments: pd.DataFrame, x: np.ndarray, batch: bool)
     from copairs.map import average_precision
     from copairs.matching import UnpairedException
 
-    meta = treatments[["Metadata_Compound", "Metadata_MoA", "Metadata_Batch"]].astype(str)
+    meta = treatments[[COMPOUND, MOA, BATCH]].astype(str)
     meta = meta.reset_index(drop=True)
     x = unit_rows(x)  # the same cosines; copairs' own norms would overflow above ~1e154
-    extra = ["Metadata_Batch"] if batch else []
+    extra = [BATCH] if batch else []
     try:  # copairs divides by row norms itself: a zero row gives NaN, left out below
         with quiet_zero_rows():
             ap = average_precision(
                 meta,
                 x,
-                pos_sameby=["Metadata_MoA"],
-                pos_diffby=["Metadata_Compound", *extra],
+                pos_sameby=[MOA],
+                pos_diffby=[COMPOUND, *extra],
                 neg_sameby=[],
-                neg_diffby=["Metadata_Compound", "Metadata_MoA", *extra],
+                neg_diffby=[COMPOUND, MOA, *extra],
                 progress_bar=False,
             )
     except UnpairedException:  # no query has a positive (or a negative): nothing to rank

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cellclr.columns import BATCH, COMPOUND, CONCENTRATION, MOA
 from cellclr.config import EvaluateConfig
 from cellclr.errors import CellclrError
 from cellclr.metadata import feature_columns, unit_rows
@@ -27,7 +28,7 @@ from cellclr.profiling.metrics import (
 )
 from cellclr.profiling.results import Evaluation
 
-REQUIRED = ["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA", "Metadata_Batch"]
+REQUIRED = [COMPOUND, CONCENTRATION, MOA, BATCH]
 
 
 class EvaluationError(CellclrError, ValueError):
@@ -50,8 +51,8 @@ class Task:
 
 def single_batch_moas(treatments: pd.DataFrame) -> list[str]:
     """MoAs whose treatments all come from one batch: no NSCB neighbour can share their MoA."""
-    batches = treatments["Metadata_Batch"].astype(str).str.split(",")
-    per = batches.groupby(treatments["Metadata_MoA"]).agg(lambda s: set().union(*s))
+    batches = treatments[BATCH].astype(str).str.split(",")
+    per = batches.groupby(treatments[MOA]).agg(lambda s: set().union(*s))
     return sorted(m for m, weeks in per.items() if len(weeks) == 1)
 
 
@@ -76,7 +77,7 @@ def _neighbour_table(task: Task, distance: np.ndarray) -> pd.DataFrame:
         values = t[column].to_numpy()[np.maximum(idx, 0)]
         table[column.replace("Metadata_", "Neighbor_")] = np.where(found, values, None)
     table["Distance"] = dist
-    moa = table["Metadata_MoA"].to_numpy()
+    moa = table[MOA].to_numpy()
     table["Correct"] = found & (table["Neighbor_MoA"].to_numpy() == moa)
     return table
 
@@ -88,7 +89,7 @@ def _score(correct: np.ndarray) -> dict:
 
 
 def _tasks(treatments: pd.DataFrame, control: str, source: str) -> tuple[Task, Task, dict]:
-    no_moa = "Metadata_MoA" not in treatments or treatments["Metadata_MoA"].isna().all()
+    no_moa = MOA not in treatments or treatments[MOA].isna().all()
     if no_moa:
         raise EvaluationError(
             f"{source}: no MoA annotation (Metadata_MoA; --moa joins a table of compound, "
@@ -103,11 +104,11 @@ def _tasks(treatments: pd.DataFrame, control: str, source: str) -> tuple[Task, T
     x_all = treatments[features].to_numpy(np.float64)
     if not np.isfinite(x_all).all():
         raise EvaluationError(f"{source}: NaN or infinite feature values")
-    is_control = treatments["Metadata_Compound"].astype(str) == control
-    unannotated = treatments["Metadata_MoA"].isna() & ~is_control
+    is_control = treatments[COMPOUND].astype(str) == control
+    unannotated = treatments[MOA].isna() & ~is_control
     keep = (~is_control & ~unannotated).to_numpy()
     t = treatments[keep].reset_index(drop=True)
-    if t["Metadata_Compound"].nunique() < 2:
+    if t[COMPOUND].nunique() < 2:
         raise EvaluationError(
             f"{source}: NSC needs annotated treatments of at least two compounds, found "
             f"{t['Metadata_Compound'].nunique()} in {len(t)} treatments (left out: "
@@ -115,11 +116,11 @@ def _tasks(treatments: pd.DataFrame, control: str, source: str) -> tuple[Task, T
             "unannotated treatments)"
         )
     x = x_all[keep]
-    compound = t["Metadata_Compound"].astype(str).to_numpy()
+    compound = t[COMPOUND].astype(str).to_numpy()
     other_compound = compound[:, None] != compound[None, :]
     dropped = single_batch_moas(t)
-    kept = ~t["Metadata_MoA"].isin(dropped).to_numpy()
-    label = t["Metadata_Batch"].astype(str).to_numpy()[kept]
+    kept = ~t[MOA].isin(dropped).to_numpy()
+    label = t[BATCH].astype(str).to_numpy()[kept]
     nscb_allowed = other_compound[np.ix_(kept, kept)] & (label[:, None] != label[None, :])
     info = {
         "nscb_dropped_moas": dropped,
@@ -129,8 +130,8 @@ def _tasks(treatments: pd.DataFrame, control: str, source: str) -> tuple[Task, T
             else {}
         ),
         "n_treatments": len(t),
-        "n_compounds": int(t["Metadata_Compound"].nunique()),
-        "n_moas": int(t["Metadata_MoA"].nunique()),
+        "n_compounds": int(t[COMPOUND].nunique()),
+        "n_moas": int(t[MOA].nunique()),
         "excluded": {"control": int(is_control.sum()), "unannotated": int(unannotated.sum())},
     }
     nsc = Task(t, x, other_compound)
@@ -144,7 +145,7 @@ def _task_metrics(
     correct = table["Correct"].to_numpy()
     out = _score(correct)
     out["ci95"] = list(bootstrap_interval(correct, e.bootstrap, e.seed))
-    moa = task.table["Metadata_MoA"].to_numpy()
+    moa = task.table[MOA].to_numpy()
     out["knn"] = {
         str(k): _score(knn_predictions(distance, task.allowed, moa, k) == moa) for k in e.knn
     }

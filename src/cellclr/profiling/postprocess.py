@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cellclr.columns import BATCH, COMPOUND, PLATE, WELL
 from cellclr.errors import CellclrError
 from cellclr.metadata import feature_columns
 
 POSTPROCESSING = ("none", "dmso", "tvn")
-COMPOUND, PLATE, BATCH = "Metadata_Compound", "Metadata_Plate", "Metadata_Batch"
 # A standard deviation this small relative to the feature's mean is rounding, i.e. zero.
 ZERO_STD = 1e-12
 
@@ -77,7 +77,7 @@ def _nothing_left(df: pd.DataFrame, values: np.ndarray, dropped: dict[str, list[
 
 def _row_name(df: pd.DataFrame, i: int) -> str:
     """Row ``i`` (by position) by its plate and well when the table has them."""
-    keys = [c for c in (PLATE, "Metadata_Well") if c in df]
+    keys = [c for c in (PLATE, WELL) if c in df]
     return " ".join(str(df[c].iloc[i]) for c in keys) if keys else f"row {i}"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cellclr.columns import COMPOUND, CONCENTRATION, MOA, WELL_KEYS
 from cellclr.config import Config, save_config
 from cellclr.errors import CellclrError
 from cellclr.learning.embed import embed
@@ -24,8 +25,7 @@ from cellclr.profiling.profiles import (
     treatment_profiles,
 )
 
-KEYS = ["Metadata_Compound", "Metadata_Concentration"]
-WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]  # the query's units when it names no treatment
+KEYS = [COMPOUND, CONCENTRATION]
 
 
 class PredictError(CellclrError, ValueError):
@@ -51,14 +51,14 @@ def predict_moa(
         unit_rows(q[features].to_numpy(np.float64))
         @ unit_rows(ref[features].to_numpy(np.float64)).T
     )
-    if "Metadata_Compound" in q:
+    if COMPOUND in q:
         same = (
-            q["Metadata_Compound"].astype(str).to_numpy()[:, None]
-            == ref["Metadata_Compound"].astype(str).to_numpy()[None, :]
+            q[COMPOUND].astype(str).to_numpy()[:, None]
+            == ref[COMPOUND].astype(str).to_numpy()[None, :]
         )
         similarity = np.where(same, -np.inf, similarity)
     keys = [k for k in KEYS if k in q] or [k for k in WELL_KEYS if k in q]
-    moas = ref["Metadata_MoA"].astype(str).to_numpy()
+    moas = ref[MOA].astype(str).to_numpy()
     rows = []
     for i in range(len(q)):
         order = np.argsort(-similarity[i], kind="stable")
@@ -74,12 +74,12 @@ def predict_moa(
         row["Confidence"] = float(best_per_moa.iloc[0] - second)
         row["Second_MoA"] = best_per_moa.index[1] if len(best_per_moa) > 1 else None
         for rank, j in enumerate(order[:top], start=1):
-            row[f"Neighbor{rank}_Compound"] = ref.loc[j, "Metadata_Compound"]
-            row[f"Neighbor{rank}_Concentration"] = ref.loc[j, "Metadata_Concentration"]
+            row[f"Neighbor{rank}_Compound"] = ref.loc[j, COMPOUND]
+            row[f"Neighbor{rank}_Concentration"] = ref.loc[j, CONCENTRATION]
             row[f"Neighbor{rank}_MoA"] = moas[j]
             row[f"Neighbor{rank}_Distance"] = float(1.0 - similarity[i, j])
-        if "Metadata_MoA" in q and pd.notna(q.loc[i, "Metadata_MoA"]):
-            row["Metadata_MoA"] = q.loc[i, "Metadata_MoA"]  # known answer, for checking
+        if MOA in q and pd.notna(q.loc[i, MOA]):
+            row[MOA] = q.loc[i, MOA]  # known answer, for checking
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -102,8 +102,8 @@ def check_same_features(reference: pd.DataFrame, query: pd.DataFrame, source: st
 
 def annotated(table: pd.DataFrame, control: str, source: str) -> pd.DataFrame:
     """The rows with a MoA that are not ``control``; none is an error (nothing to predict from)."""
-    known = table["Metadata_MoA"].notna() if "Metadata_MoA" in table else False
-    rows = table[known & (table["Metadata_Compound"].astype(str) != control)]
+    known = table[MOA].notna() if MOA in table else False
+    rows = table[known & (table[COMPOUND].astype(str) != control)]
     if rows.empty:
         raise PredictError(f"{source}: no treatment other than {control} has a Metadata_MoA")
     return rows.reset_index(drop=True)
@@ -112,9 +112,9 @@ def annotated(table: pd.DataFrame, control: str, source: str) -> pd.DataFrame:
 def not_controls(table: pd.DataFrame, control: str, source: str) -> pd.DataFrame:
     """The rows that are not ``control`` (all, without compounds); none is an error (there is
     nothing to predict)."""
-    if "Metadata_Compound" not in table:
+    if COMPOUND not in table:
         return table.reset_index(drop=True)
-    treated = table[table["Metadata_Compound"].astype(str) != control].reset_index(drop=True)
+    treated = table[table[COMPOUND].astype(str) != control].reset_index(drop=True)
     if treated.empty:
         raise PredictError(
             f"{source}: holds only {control} control wells ({len(table)} rows): nothing to predict"

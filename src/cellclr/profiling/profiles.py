@@ -17,6 +17,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cellclr.columns import (
+    BATCH,
+    CELL_COUNT,
+    COMPOUND,
+    CONCENTRATION,
+    MOA,
+    TREATMENT,
+    WELL_COUNT,
+    WELL_KEYS,
+)
 from cellclr.config import Config, save_config
 from cellclr.embeddings import EMBEDDINGS, iter_embeddings
 from cellclr.errors import CellclrError
@@ -37,9 +47,7 @@ from cellclr.outputs import (
     write_parquet,
 )
 from cellclr.profiling.checks import (
-    TREATMENT_KEYS,
     WELL_CONSTANT,
-    WELL_KEYS,
     ProfileError,
     check_features,
     check_metadata,
@@ -57,7 +65,7 @@ WELLS, TREATMENTS = "wells.parquet", "treatments.parquet"
 
 
 def well_profiles(
-    cells: pd.DataFrame, source: str = "cell features", treatment: list[str] = TREATMENT_KEYS
+    cells: pd.DataFrame, source: str = "cell features", treatment: list[str] = TREATMENT
 ) -> pd.DataFrame:
     """Mean of each well's cells. Keeps the ``Metadata_`` columns that are constant per well,
     adds ``Metadata_Cells``; treatment metadata must be constant within a well. A feature
@@ -72,7 +80,7 @@ def well_profiles(
         c for c in meta if c not in WELL_KEYS and (grouped[c].nunique(dropna=False) <= 1).all()
     ]
     wells = grouped[constant].first() if constant else grouped.size().to_frame()[[]]
-    wells["Metadata_Cells"] = grouped.size()
+    wells[CELL_COUNT] = grouped.size()
     means = grouped[finite].mean().reindex(columns=features)  # NaN where a cell had none
     means = _typed(means, cells[features])
     wells = wells.join(means)
@@ -89,7 +97,7 @@ def _typed(means: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
 def stream_well_profiles(
     blocks: Iterable[pd.DataFrame],
     source: str = "cell features",
-    treatment: list[str] = TREATMENT_KEYS,
+    treatment: list[str] = TREATMENT,
 ) -> pd.DataFrame:
     """``well_profiles`` of cells that arrive in blocks of rows (an embeddings file, a row
     group at a time): the same wells, columns, checks and errors, and the same means (summed
@@ -104,7 +112,7 @@ def stream_well_profiles(
     numeric = [c for c in feature_columns(first) if pd.api.types.is_numeric_dtype(first[c])]
     described = [c for c in metadata_columns(first) if c not in WELL_KEYS]
     sums = GroupSums(WELL_KEYS, described, numeric)
-    numbers = [c for c in ["Metadata_Concentration"] if c in first]
+    numbers = [c for c in [CONCENTRATION] if c in first]
     problems = RowProblems(required, numbers)
     for block in chain([first], blocks):
         problems.add(block)
@@ -124,26 +132,24 @@ def _streamed_wells(
     for column in [c for c in dict.fromkeys([*WELL_CONSTANT, *treatment]) if c in varies]:
         refuse_varying(varies[column], column, "wells", source)
     if has_treatments(template, treatment):
-        moa = [c for c in ["Metadata_MoA"] if c in template]
+        moa = [c for c in [MOA] if c in template]
         constant_within(sums.firsts, treatment, moa, "treatments", source)
     check_features(template, source, allow_nan=True)
     constant = [c for c in sums.described if not varies[c].any()]
     wells = sums.firsts[WELL_KEYS + constant].copy()
-    wells["Metadata_Cells"] = sums.counts
+    wells[CELL_COUNT] = sums.counts
     means = _typed(sums.means(), template[sums.features])
     wells = pd.concat([wells, means], axis=1)
     return wells.sort_values(WELL_KEYS).reset_index(drop=True)
 
 
-def embedded_well_profiles(
-    folder: str | Path, treatment: list[str] = TREATMENT_KEYS
-) -> pd.DataFrame:
+def embedded_well_profiles(folder: str | Path, treatment: list[str] = TREATMENT) -> pd.DataFrame:
     """The well profiles of an ``embed`` output folder, read a row group at a time."""
     source = str(Path(folder) / EMBEDDINGS)
     return stream_well_profiles(iter_embeddings(folder), source, treatment)
 
 
-def treatment_profiles(wells: pd.DataFrame, treatment: list[str] = TREATMENT_KEYS) -> pd.DataFrame:
+def treatment_profiles(wells: pd.DataFrame, treatment: list[str] = TREATMENT) -> pd.DataFrame:
     """Median of each treatment's wells (``treatment``: the columns that name a treatment,
     compound and concentration by default). ``Metadata_Batch`` becomes the comma-joined
     sorted set of the wells' batches (the NSCB batch label). The features must be finite
@@ -151,28 +157,28 @@ def treatment_profiles(wells: pd.DataFrame, treatment: list[str] = TREATMENT_KEY
     features = check_features(wells, "well profiles")
     if not has_treatments(wells, treatment):
         raise ProfileError(no_treatments(wells, treatment, "the well profiles"))
-    moa = [c for c in ["Metadata_MoA"] if c in wells]
+    moa = [c for c in [MOA] if c in wells]
     constant_within(wells, treatment, moa, "treatments", "well profiles")
     grouped = wells.groupby(treatment, sort=True, dropna=False)
-    out = grouped.size().to_frame("Metadata_Wells")
-    if "Metadata_Compound" in wells and "Metadata_Compound" not in treatment:
-        constant_within(wells, treatment, ["Metadata_Compound"], "treatments", "well profiles")
-        out.insert(0, "Metadata_Compound", grouped["Metadata_Compound"].first())
-    if "Metadata_MoA" in wells:
-        out.insert(0, "Metadata_MoA", grouped["Metadata_MoA"].first())
-    if "Metadata_Batch" in wells:
+    out = grouped.size().to_frame(WELL_COUNT)
+    if COMPOUND in wells and COMPOUND not in treatment:
+        constant_within(wells, treatment, [COMPOUND], "treatments", "well profiles")
+        out.insert(0, COMPOUND, grouped[COMPOUND].first())
+    if MOA in wells:
+        out.insert(0, MOA, grouped[MOA].first())
+    if BATCH in wells:
         out.insert(
             1,
-            "Metadata_Batch",
-            grouped["Metadata_Batch"].agg(lambda b: ",".join(sorted(set(map(str, b))))),
+            BATCH,
+            grouped[BATCH].agg(lambda b: ",".join(sorted(set(map(str, b))))),
         )
-    if "Metadata_Cells" in wells:
-        out["Metadata_Cells"] = grouped["Metadata_Cells"].sum()
+    if CELL_COUNT in wells:
+        out[CELL_COUNT] = grouped[CELL_COUNT].sum()
     out = out.join(grouped[features].median())
     return out.reset_index()
 
 
-def profile_treatment(folder: str | Path, default: list[str] = TREATMENT_KEYS) -> list[str]:
+def profile_treatment(folder: str | Path, default: list[str] = TREATMENT) -> list[str]:
     """The treatment columns a ``profile`` output was made with (its ``stage.json``)."""
     try:
         return list(read_manifest(folder).get("treatment") or default)
@@ -184,7 +190,7 @@ def join_moa(table: pd.DataFrame, moa: pd.DataFrame, path: str | Path, source: s
     """``table`` with ``Metadata_MoA`` from ``moa`` (``read_moa`` of ``path``: compound,
     concentration, moa; None where it has none); replacing a ``Metadata_MoA`` is said."""
     labels = moa_of(moa, table)
-    if "Metadata_MoA" in table:
+    if MOA in table:
         tqdm.write(f"{source}: its Metadata_MoA column is replaced by the MoAs of {path}")
     return table.assign(Metadata_MoA=labels)
 

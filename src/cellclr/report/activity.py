@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cellclr.columns import WELL_COUNT
 from cellclr.report.data import RunData
 from cellclr.report.figures import PAGE_IN, Png, subplots, to_png
 from cellclr.report.formatting import mean_ap, plural, retrieved
@@ -109,12 +110,12 @@ def activity(run: RunData) -> dict[str, Any]:
     threshold = float(summary.get("threshold", THRESHOLD))
     t = t.sort_values("mAP", ascending=False, kind="stable").reset_index(drop=True)
     columns = [c for c in run.treatment if c in t] or [
-        c for c in t if c.startswith("Metadata_") and c != "Metadata_Wells"
+        c for c in t if c.startswith("Metadata_") and c != WELL_COUNT
     ]
     names = [treatment_of(r, columns) for _, r in t.iterrows()]
     labels = [f"{n['text']} {n['detail']}" if isinstance(n, dict) else n for n in names]
     shown = t.head(MAX_ROWS)
-    wells = shown["Metadata_Wells"].astype(str) if "Metadata_Wells" in shown else ["–"] * len(shown)
+    wells = shown[WELL_COUNT].astype(str) if WELL_COUNT in shown else ["–"] * len(shown)
     rows = _ranked(shown, [[n, w] for n, w in zip(names, wells, strict=False)])
     header = ["Treatment", "Wells", "mAP", "p", "q", "Retrieved"]
     replicates = {"other_plates": "on other plates", "any_well": "in any other well"}

@@ -12,13 +12,13 @@ from typing import Any
 
 import pandas as pd
 
+from cellclr.columns import TREATMENT
 from cellclr.errors import CellclrError
 from cellclr.outputs import compared_runs, current_baselines
 from cellclr.store import CropStore, StoreError
 
 STAGE_FOLDERS = ("crops", "model", "embeddings", "profiles", "eval")
 # the columns naming a treatment when the config does not say (profile.treatment)
-TREATMENT = ["Metadata_Compound", "Metadata_Concentration"]
 
 
 class ReportError(CellclrError, FileNotFoundError):

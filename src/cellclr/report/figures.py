@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from cellclr.columns import BATCH, COMPOUND, MOA, PLATE
 from cellclr.metadata import feature_columns, unit_rows
 from cellclr.report.channels import PALETTE, colours
 from cellclr.report.formatting import batch_label, natural_key
@@ -82,7 +83,7 @@ def _confusion_axes(ax: Axes, table: pd.DataFrame, moas: list[str], title: str) 
     index = {m: i for i, m in enumerate(moas)}
     counts = np.zeros((len(moas), len(moas)), dtype=int)
     found = table.dropna(subset=["Neighbor_MoA"])
-    for q, n in zip(found["Metadata_MoA"], found["Neighbor_MoA"], strict=True):
+    for q, n in zip(found[MOA], found["Neighbor_MoA"], strict=True):
         counts[index[q], index[n]] += 1
     ax.imshow(counts, cmap="Blues", vmin=0, vmax=max(counts.max(), 1))
     for i in range(len(moas)):
@@ -99,7 +100,7 @@ def _confusion_axes(ax: Axes, table: pd.DataFrame, moas: list[str], title: str) 
 
 def confusion_figure(nsc: pd.DataFrame, nscb: pd.DataFrame, titles: tuple[str, str]) -> Png:
     """Query MoA x nearest neighbour's MoA counts for the NSC and NSCB neighbour tables."""
-    names = pd.concat([nsc["Metadata_MoA"], nsc["Neighbor_MoA"]]).dropna().astype(str)
+    names = pd.concat([nsc[MOA], nsc["Neighbor_MoA"]]).dropna().astype(str)
     moas = sorted(names.unique(), key=natural_key)
     fig, (ax_nsc, ax_nscb) = subplots(PAGE_IN, 2.4 + 0.36 * len(moas), 2)
     _confusion_axes(ax_nsc, nsc, moas, titles[0])
@@ -154,18 +155,16 @@ def map_figure(t: pd.DataFrame, wells: pd.DataFrame | None, name: str, control: 
     """Treatments coloured by MoA; wells (each from one batch) coloured by batch, or the
     treatments by batch label when there are no well profiles."""
     xy, variance = _pca_of(t)
-    background = (
-        (t["Metadata_Compound"].astype(str) == control) | t["Metadata_MoA"].isna()
-    ).to_numpy()
+    background = ((t[COMPOUND].astype(str) == control) | t[MOA].isna()).to_numpy()
     fig, (ax_moa, ax_batch) = subplots(PAGE_IN, 7.0, 2)
-    _scatter(ax_moa, xy, t["Metadata_MoA"], background, f"{name}: treatments by MoA")
+    _scatter(ax_moa, xy, t[MOA], background, f"{name}: treatments by MoA")
     _pc_labels(ax_moa, variance)
-    if wells is not None and "Metadata_Batch" in wells:
+    if wells is not None and BATCH in wells:
         xy, variance = _pca_of(wells)
         none = np.zeros(len(wells), dtype=bool)
-        _scatter(ax_batch, xy, wells["Metadata_Batch"], none, f"{name}: wells by batch")
+        _scatter(ax_batch, xy, wells[BATCH], none, f"{name}: wells by batch")
     else:
-        batches = t["Metadata_Batch"].map(batch_label)
+        batches = t[BATCH].map(batch_label)
         _scatter(ax_batch, xy, batches, background, f"{name}: treatments by batch")
     _pc_labels(ax_batch, variance)
     return to_png(fig)
@@ -189,9 +188,9 @@ def well_map_figure(wells: pd.DataFrame, name: str, control: str, treatment: str
     known = treatment in wells and bool(wells[treatment].notna().any())
     fig, axes = subplots(PAGE_IN if known else PAGE_IN / 2 + 0.5, 7.0, 2 if known else 1)
     none = np.zeros(len(wells), dtype=bool)
-    by = "Metadata_Plate" if wells["Metadata_Plate"].nunique() <= 20 else "Metadata_Batch"
-    what = "plate" if by == "Metadata_Plate" else "batch"
-    groups = top_labels(wells.get(by, wells["Metadata_Plate"]), 20, none)
+    by = PLATE if wells[PLATE].nunique() <= 20 else BATCH
+    what = "plate" if by == PLATE else "batch"
+    groups = top_labels(wells.get(by, wells[PLATE]), 20, none)
     _scatter(axes[0], xy, groups, none, f"{name}: wells by {what}")
     _pc_labels(axes[0], variance)
     if known:
@@ -232,8 +231,8 @@ def composite(crops: np.ndarray, rgb: np.ndarray | None = None) -> np.ndarray:
 
 def sample_cells(cells: pd.DataFrame, control: str) -> dict[str, np.ndarray]:
     """Up to ``CELLS_PER_MOA`` random cells (seeded) per MoA, control first."""
-    moa = cells["Metadata_MoA"].astype("object")
-    moa = moa.where(cells["Metadata_Compound"].astype(str) != control, control)
+    moa = cells[MOA].astype("object")
+    moa = moa.where(cells[COMPOUND].astype(str) != control, control)
     groups = sorted(moa.dropna().astype(str).unique(), key=lambda m: (m != control, m.lower()))
     return sample_groups(moa, groups)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from cellclr.columns import CELL_COUNT, PLATE, WELL
 from cellclr.report.activity import activity_of
 from cellclr.report.data import RunData
 from cellclr.report.formatting import drop, mean_ap, plural, retrieved, score
@@ -21,16 +22,16 @@ def levels(run: RunData) -> dict[str, Any]:
     cells = run.store.cells if run.store is not None else None
     if wells is not None:
         found["wells"] = found["wells"] if found["wells"] is not None else len(wells)
-        found["plates"] = found["plates"] or wells["Metadata_Plate"].nunique()
-        if found["cells"] is None and "Metadata_Cells" in wells:
-            found["cells"] = int(wells["Metadata_Cells"].sum())
+        found["plates"] = found["plates"] or wells[PLATE].nunique()
+        if found["cells"] is None and CELL_COUNT in wells:
+            found["cells"] = int(wells[CELL_COUNT].sum())
         if found["controls"] is None and run.treatment[0] in wells:
             found["controls"] = int((wells[run.treatment[0]].astype(str) == run.control).sum())
-    if cells is not None and "Metadata_Plate" in cells:
+    if cells is not None and PLATE in cells:
         found["cells"] = found["cells"] if found["cells"] is not None else len(cells)
-        found["plates"] = found["plates"] or cells["Metadata_Plate"].nunique()
-        if found["wells"] is None and "Metadata_Well" in cells:
-            found["wells"] = len(cells[["Metadata_Plate", "Metadata_Well"]].drop_duplicates())
+        found["plates"] = found["plates"] or cells[PLATE].nunique()
+        if found["wells"] is None and WELL in cells:
+            found["wells"] = len(cells[[PLATE, WELL]].drop_duplicates())
     if found["treatments"] is None and run.profiles.get(run.name) is not None:
         found["treatments"] = len(run.profiles[run.name])
     return found

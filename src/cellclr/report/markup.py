@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from cellclr.columns import COMPOUND, CONCENTRATION
 from cellclr.report.figures import Png
 from cellclr.report.formatting import batch_label
 
@@ -54,7 +55,7 @@ def batch(label: Any) -> Cell:
 def treatment_of(row: pd.Series, columns: Sequence[str]) -> Cell:
     """A treatment named by its columns: compound and concentration (in grey) when those are
     the columns, else their values joined."""
-    if list(columns) == ["Metadata_Compound", "Metadata_Concentration"]:
+    if list(columns) == [COMPOUND, CONCENTRATION]:
         return treatment(row[columns[0]], row[columns[1]])
     values = [str(row[c]) for c in columns if not pd.isna(row[c])]
     return " ".join(values) or "–"

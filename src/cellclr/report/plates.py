@@ -17,13 +17,14 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
+from cellclr.columns import CELL_COUNT, PLATE, WELL
 from cellclr.metadata import feature_columns, unit_rows
 from cellclr.report.data import RunData
 from cellclr.report.figures import PAGE_IN, Png, subplots, to_png
 from cellclr.report.formatting import natural_key, plural
 from cellclr.report.markup import image
 
-WELL = re.compile(r"([A-Za-z]+)0*(\d+)")
+WELL_NAME = re.compile(r"([A-Za-z]+)0*(\d+)")
 FORMATS = ((8, 12), (16, 24), (32, 48))  # rows x columns of 96-, 384- and 1536-well plates
 MAX_PLATES = 12  # plates drawn; the others are named in a note
 EMPTY = "#eef1f4"  # wells without data
@@ -32,7 +33,7 @@ EMPTY = "#eef1f4"  # wells without data
 def well_position(name: str) -> tuple[int, int]:
     """Zero-based (row, column) of a well name: ``"B03"`` -> (1, 2), ``"AA1"`` -> (26, 0)
     (rows A..Z, then AA, AB, ...); ``ValueError`` for a name that is not one."""
-    m = WELL.fullmatch(str(name).strip())
+    m = WELL_NAME.fullmatch(str(name).strip())
     if m is None or int(m[2]) < 1:
         raise ValueError(f"{name!r} is not a well name like B03")
     row = 0
@@ -140,9 +141,9 @@ def _well_counts(run: RunData) -> tuple[pd.DataFrame | None, str]:
     wells = run.wells.get(run.name)
     if wells is not None:
         return wells, "profiles"
-    if run.store is not None and {"Metadata_Plate", "Metadata_Well"} <= set(run.store.cells):
-        counts = run.store.cells.groupby(["Metadata_Plate", "Metadata_Well"], observed=True)
-        return counts.size().rename("Metadata_Cells").reset_index(), "store"
+    if run.store is not None and {PLATE, WELL} <= set(run.store.cells):
+        counts = run.store.cells.groupby([PLATE, WELL], observed=True)
+        return counts.size().rename(CELL_COUNT).reset_index(), "store"
     return None, ""
 
 
@@ -166,18 +167,18 @@ def plate_wells(run: RunData) -> tuple[pd.DataFrame, str, list[str]] | None:
     if wells is None:
         return None
     positions, bad = [], []
-    for name in wells["Metadata_Well"]:
+    for name in wells[WELL]:
         try:
             positions.append(well_position(name))
         except ValueError:
             positions.append((-1, -1))
             bad.append(str(name))
     where = np.array(positions, dtype=np.int64).reshape(-1, 2)
-    cells = wells.get("Metadata_Cells", pd.Series(np.nan, index=wells.index))
+    cells = wells.get(CELL_COUNT, pd.Series(np.nan, index=wells.index))
     out = pd.DataFrame(
         {
-            "Metadata_Plate": wells["Metadata_Plate"].astype(str).to_numpy(),
-            "Metadata_Well": wells["Metadata_Well"].astype(str).to_numpy(),
+            PLATE: wells[PLATE].astype(str).to_numpy(),
+            WELL: wells[WELL].astype(str).to_numpy(),
             "Row": where[:, 0],
             "Column": where[:, 1],
             "Cells": cells.to_numpy(float),
@@ -189,7 +190,7 @@ def plate_wells(run: RunData) -> tuple[pd.DataFrame, str, list[str]] | None:
     features = feature_columns(wells) if source == "profiles" else []
     x = wells[features].select_dtypes("number").to_numpy(np.float64) if features else None
     known = run.treatment[0] in wells and bool(wells[run.treatment[0]].notna().any())
-    for _, idx in out.groupby("Metadata_Plate", sort=False).indices.items():
+    for _, idx in out.groupby(PLATE, sort=False).indices.items():
         controls, reference = _reference(run, wells.iloc[idx], known)
         out.loc[idx, "Control"], out.loc[idx, "Reference"] = controls, reference
         if x is not None:
@@ -215,10 +216,10 @@ def plate_layout(run: RunData) -> dict[str, Any]:
     if wells.empty:
         return {"note": " ".join(notes)}
     shape = plate_format(int(wells["Row"].max()) + 1, int(wells["Column"].max()) + 1)
-    plates = sorted(wells["Metadata_Plate"].unique(), key=natural_key)
+    plates = sorted(wells[PLATE].unique(), key=natural_key)
     figures = []
     for plate in plates[:MAX_PLATES]:
-        t = wells[wells["Metadata_Plate"] == plate]
+        t = wells[wells[PLATE] == plate]
         distance = t["Distance"].to_numpy() if source == "profiles" else None
         reference = str(t["Reference"].iloc[0])
         rows, cols, controls = t["Row"].to_numpy(), t["Column"].to_numpy(), t["Control"].to_numpy()

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import tomli_w
 
+from cellclr.columns import COMPOUND, CONCENTRATION, MOA, PLATE, WELL
 from cellclr.profiling.evaluate import variants
 from cellclr.report import channels, figures
 from cellclr.report.activity import activity_of
@@ -148,8 +149,8 @@ def _curves(name: str, log: pd.DataFrame) -> dict[str, Any]:
 def _per_moa(run: RunData) -> dict[str, Any]:
     assert run.nsc is not None and run.nscb is not None
     dropped = set(run.metrics.get("nscb_dropped_moas") or [])
-    nsc = run.nsc.groupby("Metadata_MoA")["Correct"].agg(["sum", "count"])
-    nscb = run.nscb.groupby("Metadata_MoA")["Correct"].agg(["sum", "count"])
+    nsc = run.nsc.groupby(MOA)["Correct"].agg(["sum", "count"])
+    nscb = run.nscb.groupby(MOA)["Correct"].agg(["sum", "count"])
     rows: list[list[Cell]] = []
     for moa, (ok, n) in sorted(nsc.iterrows(), key=lambda kv: natural_key(kv[0])):
         nscb_cell: Cell = "–"
@@ -164,9 +165,9 @@ def _per_moa(run: RunData) -> dict[str, Any]:
 
 def _neighbour_table(table: pd.DataFrame) -> dict[str, Any]:
     t = table.assign(
-        _moa=table["Metadata_MoA"].astype(str).str.lower(),
-        _compound=table["Metadata_Compound"].astype(str).str.lower(),
-    ).sort_values(["_moa", "_compound", "Metadata_Concentration"])
+        _moa=table[MOA].astype(str).str.lower(),
+        _compound=table[COMPOUND].astype(str).str.lower(),
+    ).sort_values(["_moa", "_compound", CONCENTRATION])
     rows: list[list[Cell]] = []
     for r in t.itertuples(index=False):
         rows.append(
@@ -222,7 +223,7 @@ def _about(run: RunData, name: str) -> str:
 
 
 def _has_moa(t: pd.DataFrame | None) -> bool:
-    return t is not None and "Metadata_MoA" in t and bool(t["Metadata_MoA"].notna().any())
+    return t is not None and MOA in t and bool(t[MOA].notna().any())
 
 
 def profile_map(run: RunData) -> dict[str, Any]:
@@ -269,7 +270,7 @@ def _cell_groups(run: RunData) -> tuple[str, dict[str, np.ndarray]]:
     commonest; else random wells) and the cells picked per group."""
     assert run.store is not None
     cells = run.store.cells
-    if _has_moa(cells) and "Metadata_Compound" in cells:
+    if _has_moa(cells) and COMPOUND in cells:
         return "MoA", figures.sample_cells(cells, run.control)
     column = run.treatment[0]
     if column in cells and cells[column].notna().any():
@@ -277,7 +278,7 @@ def _cell_groups(run: RunData) -> tuple[str, dict[str, np.ndarray]]:
         counts = labels.value_counts()
         order = sorted(counts.index, key=lambda c: (c != run.control, -counts[c], natural_key(c)))
         return column[9:].lower(), figures.sample_groups(labels, order[:MAX_CELL_GROUPS])
-    labels = cells["Metadata_Plate"].astype(str) + " " + cells["Metadata_Well"].astype(str)
+    labels = cells[PLATE].astype(str) + " " + cells[WELL].astype(str)
     wells = labels.unique()
     rng = np.random.default_rng(figures.CELL_SEED)
     chosen = rng.choice(wells, min(MAX_CELL_GROUPS, len(wells)), replace=False)

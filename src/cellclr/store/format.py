@@ -20,12 +20,13 @@ from __future__ import annotations
 import hashlib
 import re
 
+from cellclr.columns import PLATE, SITE, WELL
 from cellclr.errors import CellclrError
 
 FORMAT_VERSION = 1
 # every cell has these; treatments (Metadata_Compound, Metadata_Concentration), MoA and any other
 # Metadata_ column only where they are known
-REQUIRED_COLUMNS = ("Metadata_Plate", "Metadata_Well", "Metadata_Site")
+REQUIRED_COLUMNS = (PLATE, WELL, SITE)
 LOW_PCT, HIGH_PCT = 1.0, 99.9  # percentiles mapped to 0 and 1 by intensity normalisation
 STATS_MAX_CELLS = 1000  # cells sampled per group to estimate the percentiles
 STATS_MAX_PIXELS = 2_000_000  # and at most about this many pixels per channel

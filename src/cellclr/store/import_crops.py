@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from cellclr.metadata import TREATMENT, as_concentrations, as_numbers, read_table, require_filled
+from cellclr.columns import BATCH, COMPOUND, CONCENTRATION, PLATE, SITE, TREATMENT, WELL
+from cellclr.metadata import as_concentrations, as_numbers, read_table, require_filled
 from cellclr.outputs import staged_dir
 from cellclr.store import StoreError, finalize_store, write_plate
 from cellclr.store.format import REQUIRED_COLUMNS
@@ -87,18 +88,16 @@ def read_cells(path: Path, n_images: int) -> pd.DataFrame:
         raise StoreError(f"{path}: missing required columns {', '.join(missing)}")
     if len(cells) != n_images:
         raise StoreError(f"{path}: {len(cells)} rows but the images hold {n_images} crops")
-    optional = [c for c in (*TREATMENT, "Metadata_Batch") if c in cells]
+    optional = [c for c in (*TREATMENT, BATCH) if c in cells]
     require_filled(cells, [*REQUIRED_COLUMNS, *optional], path)
     keep = [c for c in cells.columns if c.startswith("Metadata_") or c in LOCATION_COLUMNS]
     cells = cells[keep].copy()
-    for column in ("Metadata_Plate", "Metadata_Well", "Metadata_Compound"):
+    for column in (PLATE, WELL, COMPOUND):
         if column in cells:
             cells[column] = cells[column].astype(str)
-    cells["Metadata_Site"] = as_numbers(cells, "Metadata_Site", str(path), integer=True)
-    if "Metadata_Concentration" in cells:
-        cells["Metadata_Concentration"] = as_concentrations(
-            cells, "Metadata_Concentration", str(path)
-        )
+    cells[SITE] = as_numbers(cells, SITE, str(path), integer=True)
+    if CONCENTRATION in cells:
+        cells[CONCENTRATION] = as_concentrations(cells, CONCENTRATION, str(path))
     for column in (c for c in LOCATION_COLUMNS if c in cells):
         cells[column] = as_numbers(cells, column, str(path))
     return cells
@@ -126,7 +125,7 @@ def import_crops(
         raise StoreError(f"channel names must be distinct: {', '.join(channels)}")
     cells = read_cells(cells_path, len(images))
     with staged_dir(out, overwrite=overwrite, inputs=[images_path, cells_path]) as work:
-        plates = cells.groupby("Metadata_Plate", sort=True).indices
+        plates = cells.groupby(PLATE, sort=True).indices
         for plate, rows in tqdm(plates.items(), desc="import", unit="plate", disable=None):
             crops = check_counts(np.asarray(images[rows]), images_path, rows)
             write_plate(work, plate, crops, cells.iloc[rows])

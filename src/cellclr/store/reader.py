@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cellclr.columns import BATCH, CROP_FILE, CROP_ROW, PLATE, WELL
 from cellclr.store.format import (
     FORMAT_VERSION,
     HIGH_PCT,
@@ -51,15 +52,13 @@ class CropStore:
         self.id: str = meta["id"]
         self._record: dict | None = meta.get(RECORD)  # None: a store from before records
         self.cells = read_part(self.path, "cells.parquet")
-        missing = [c for c in ("Metadata_CropFile", "Metadata_CropRow") if c not in self.cells]
+        missing = [c for c in (CROP_FILE, CROP_ROW) if c not in self.cells]
         if missing:
             raise StoreError(f"{self.path / 'cells.parquet'}: lacks the columns {missing}")
-        self.files = sorted(self.cells["Metadata_CropFile"].unique())
+        self.files = sorted(self.cells[CROP_FILE].unique())
         self._arrays: list[np.ndarray] | None = None
-        self.file_of = pd.Categorical(self.cells["Metadata_CropFile"], self.files).codes.astype(
-            np.int64
-        )
-        self.row_of = self.cells["Metadata_CropRow"].to_numpy(np.int64)
+        self.file_of = pd.Categorical(self.cells[CROP_FILE], self.files).codes.astype(np.int64)
+        self.row_of = self.cells[CROP_ROW].to_numpy(np.int64)
 
     def __len__(self) -> int:
         return len(self.cells)
@@ -117,13 +116,13 @@ class CropStore:
         """
         if mode not in NORMALIZE_MODES:
             raise StoreError(f"unknown normalisation {mode!r}: choose {', '.join(NORMALIZE_MODES)}")
-        plates = self.cells["Metadata_Plate"].astype(str)
+        plates = self.cells[PLATE].astype(str)
         plate_codes, plate_names = pd.factorize(plates, sort=True)
         n_ch = len(self.channels)
         if mode in ("none", "cell"):
             low = np.zeros((len(plate_names), n_ch), np.float32)
             high = np.full((len(plate_names), n_ch), 65535.0, np.float32)
-            source = pd.DataFrame({"Metadata_Plate": plate_names, "level": mode})
+            source = pd.DataFrame({PLATE: plate_names, "level": mode})
             codes = plate_codes.astype(np.int64)
             return Normalization(codes, low, high, source, per_cell=mode == "cell")
         if mode == "well":
@@ -133,9 +132,7 @@ class CropStore:
             (lv, k): g.set_index("channel").loc[self.channels]
             for (lv, k), g in stats.groupby(["level", "key"])
         }
-        batch_of_plate = (
-            self.cells.assign(_p=plates).groupby("_p")["Metadata_Batch"].first().astype(str)
-        )
+        batch_of_plate = self.cells.assign(_p=plates).groupby("_p")[BATCH].first().astype(str)
         low = np.empty((len(plate_names), n_ch), np.float32)
         high = np.empty_like(low)
         levels = []
@@ -149,7 +146,7 @@ class CropStore:
             low[i], high[i] = t["low"].to_numpy(), t["high"].to_numpy()
             levels.append(level)
         high = np.maximum(high, low + 1.0)  # a constant channel must not divide by zero
-        source = pd.DataFrame({"Metadata_Plate": plate_names, "level": levels})
+        source = pd.DataFrame({PLATE: plate_names, "level": levels})
         return Normalization(plate_codes.astype(np.int64), low, high, source)
 
     def _well_normalization(self, min_cells: int) -> Normalization:
@@ -158,7 +155,7 @@ class CropStore:
         plates), else its plate's (batch's, overall) statistics below ``min_cells``."""
         from cellclr.store.writer import group_percentiles
 
-        keys = ["Metadata_Plate", "Metadata_Well"]
+        keys = [PLATE, WELL]
         wells = self.cells[keys].astype(str)
         codes = wells.groupby(keys, sort=True).ngroup().to_numpy(np.int64)
         names = wells.drop_duplicates().sort_values(keys).reset_index(drop=True)
@@ -171,9 +168,7 @@ class CropStore:
         own = counts >= min_cells
         if own.any():
             cells = self.cells.assign(_well=codes)[own[codes]]
-            arrays = {
-                f: self.arrays[self.files.index(f)] for f in cells["Metadata_CropFile"].unique()
-            }
+            arrays = {f: self.arrays[self.files.index(f)] for f in cells[CROP_FILE].unique()}
             for well, (lo, hi) in group_percentiles(cells, arrays, "_well").items():
                 low[well], high[well], levels[well] = lo, hi, "well"
         high = np.maximum(high, low + 1.0)

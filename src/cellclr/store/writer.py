@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cellclr.columns import BATCH, CROP_FILE, CROP_ROW, PLATE
 from cellclr.errors import naming
 from cellclr.metadata import batch_from_plate
 from cellclr.outputs import atomic_file, write_json, write_parquet
@@ -99,7 +100,7 @@ def plate_files(folder: Path, plate: str) -> tuple[Path, Path]:
     stem = plate_file_stem(plate)
     npy, index = folder / "plates" / f"{stem}.npy", folder / "plates" / f"{stem}.parquet"
     if index.is_file():
-        held = pd.read_parquet(index, columns=["Metadata_Plate"])["Metadata_Plate"]
+        held = pd.read_parquet(index, columns=[PLATE])[PLATE]
         if len(held) and str(held.iloc[0]) != str(plate):
             raise StoreError(
                 f"plates {held.iloc[0]!r} and {plate!r} map to the same file {npy}: "
@@ -112,8 +113,8 @@ def write_plate_index(folder: Path, plate: str, cells: pd.DataFrame) -> None:
     """Write a plate's rows of the cell index, pointing at its ``.npy`` (``plate_files``)."""
     npy, index = plate_files(folder, plate)
     rows = cells.reset_index(drop=True).copy()
-    rows["Metadata_CropFile"] = f"plates/{npy.name}"
-    rows["Metadata_CropRow"] = np.arange(len(rows), dtype=np.int64)
+    rows[CROP_FILE] = f"plates/{npy.name}"
+    rows[CROP_ROW] = np.arange(len(rows), dtype=np.int64)
     write_parquet(rows, index)
 
 
@@ -142,10 +143,10 @@ def finalize_store(folder: Path, channels: list[str], seed: int = 0) -> None:
         raise StoreError(f"{folder}: no plates were written")
     cells = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
     _check_one_plate_per_file(folder, cells)
-    if "Metadata_Batch" not in cells:
-        cells["Metadata_Batch"] = cells["Metadata_Plate"].map(batch_from_plate)
+    if BATCH not in cells:
+        cells[BATCH] = cells[PLATE].map(batch_from_plate)
     write_parquet(cells, folder / "cells.parquet")
-    arrays = {f: np.load(folder / f, mmap_mode="r") for f in cells["Metadata_CropFile"].unique()}
+    arrays = {f: np.load(folder / f, mmap_mode="r") for f in cells[CROP_FILE].unique()}
     shapes = {a.shape[1:] for a in arrays.values()}
     if len(shapes) != 1:
         raise StoreError(f"{folder}: plates have crops of different shapes {sorted(shapes)}")
@@ -173,10 +174,10 @@ def finalize_store(folder: Path, channels: list[str], seed: int = 0) -> None:
 
 def _check_one_plate_per_file(folder: Path, cells: pd.DataFrame) -> None:
     """Every crop file holds one plate, and every crop of it belongs to one cell."""
-    plates = cells.groupby("Metadata_CropFile")["Metadata_Plate"].nunique()
+    plates = cells.groupby(CROP_FILE)[PLATE].nunique()
     if (plates > 1).any():
         raise StoreError(f"{folder}: {plates.idxmax()} holds crops of {plates.max()} plates")
-    if cells.duplicated(["Metadata_CropFile", "Metadata_CropRow"]).any():
+    if cells.duplicated([CROP_FILE, CROP_ROW]).any():
         raise StoreError(f"{folder}: two cells of the index point at the same crop")
 
 
@@ -186,7 +187,7 @@ def _intensity_stats(
     """Percentiles of pixel values per channel, for each plate, each batch and overall."""
     rng = np.random.default_rng(seed)
     rows = []
-    groups = [("plate", "Metadata_Plate"), ("batch", "Metadata_Batch"), ("global", None)]
+    groups = [("plate", PLATE), ("batch", BATCH), ("global", None)]
     for level, column in groups:
         every = cells.assign(_all="all") if column is None else cells
         sizes = every.groupby(column or "_all").size()
@@ -213,10 +214,7 @@ def group_percentiles(
         if len(group) > STATS_MAX_CELLS:
             take = group.iloc[np.sort(rng.choice(len(group), STATS_MAX_CELLS, replace=False))]
         pixels = np.concatenate(
-            [
-                arrays[f][np.sort(g["Metadata_CropRow"].to_numpy())]
-                for f, g in take.groupby("Metadata_CropFile")
-            ]
+            [arrays[f][np.sort(g[CROP_ROW].to_numpy())] for f, g in take.groupby(CROP_FILE)]
         )
         flat = pixels.transpose(1, 0, 2, 3).reshape(pixels.shape[1], -1)
         step = max(1, flat.shape[1] // STATS_MAX_PIXELS)  # an even subsample bounds the cost

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from cellclr.columns import CONCENTRATION, PLATE, SITE, SITE_KEYS, WELL
 from cellclr.errors import CellclrError
 from cellclr.metadata import as_concentrations, as_numbers, read_table, require_filled
-
-SITE_KEYS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
 
 
 class ImageTableError(CellclrError, ValueError):
@@ -34,15 +33,15 @@ def check_image_table(table: pd.DataFrame, channels: list[str], source: str) -> 
         raise ImageTableError(f"{source}: holds no sites")
     require_filled(table, [*SITE_KEYS, *channels], source)
     table = table.copy()
-    table["Metadata_Plate"] = table["Metadata_Plate"].astype(str)
-    table["Metadata_Well"] = table["Metadata_Well"].astype(str)
-    table["Metadata_Site"] = as_numbers(table, "Metadata_Site", source, integer=True)
+    table[PLATE] = table[PLATE].astype(str)
+    table[WELL] = table[WELL].astype(str)
+    table[SITE] = as_numbers(table, SITE, source, integer=True)
     dup = table.duplicated(SITE_KEYS, keep=False)
     if dup.any():
         first = table.loc[dup, SITE_KEYS].iloc[0].tolist()
         raise ImageTableError(f"{source}: {int(dup.sum())} rows repeat a site, e.g. {first}")
-    if "Metadata_Concentration" in table:
-        table["Metadata_Concentration"] = as_concentrations(table, "Metadata_Concentration", source)
+    if CONCENTRATION in table:
+        table[CONCENTRATION] = as_concentrations(table, CONCENTRATION, source)
     return table.reset_index(drop=True)
 
 
@@ -63,7 +62,7 @@ def select_sites(
     table: pd.DataFrame, plates: list[str] | None = None, wells: list[str] | None = None
 ) -> pd.DataFrame:
     """The rows of the given plates and wells (all when None); unknown names are errors."""
-    for column, wanted in (("Metadata_Plate", plates), ("Metadata_Well", wells)):
+    for column, wanted in ((PLATE, plates), (WELL, wells)):
         if wanted:
             unknown = sorted(set(wanted) - set(table[column]))
             if unknown:

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from cellclr.columns import SITE_KEYS
 from cellclr.metadata import require_filled
 from cellclr.tables.cptables import metadata_frame, metadata_name, read_columns
-from cellclr.tables.image_table import SITE_KEYS, ImageTableError, check_image_table
+from cellclr.tables.image_table import ImageTableError, check_image_table
 
 FILE = re.compile(r"^(?:Image_)?FileName_(?P<name>.+)$")
 PATH = re.compile(r"^(?:Image_)?PathName_(?P<name>.+)$")

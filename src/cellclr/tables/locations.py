@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cellclr.columns import PLATE, SITE, SITE_KEYS, WELL
 from cellclr.pixels.nuclei import LOCATION_COLUMNS, DetectionError
 from cellclr.tables.cptables import (
     IMAGE_NUMBER,
@@ -28,7 +29,6 @@ from cellclr.tables.cptables import (
     metadata_name,
     read_columns,
 )
-from cellclr.tables.image_table import SITE_KEYS
 
 X_NAMES = ("Nuclei_Location_Center_X", "Location_Center_X")
 Y_NAMES = ("Nuclei_Location_Center_Y", "Location_Center_Y")
@@ -137,9 +137,9 @@ def _field_keys(meta: pd.DataFrame, sites: pd.DataFrame, path: Path) -> list[pd.
     """The (plate, well, site) of each row: its own, or its ImageNumber's field in ``sites``."""
     if all(k in meta for k in SITE_KEYS):
         return [
-            meta["Metadata_Plate"].astype(str),
-            meta["Metadata_Well"].astype(str),
-            pd.to_numeric(meta["Metadata_Site"], errors="coerce").astype("Int64"),
+            meta[PLATE].astype(str),
+            meta[WELL].astype(str),
+            pd.to_numeric(meta[SITE], errors="coerce").astype("Int64"),
         ]
     if IMAGE_NUMBER not in meta:
         raise DetectionError(
@@ -161,7 +161,7 @@ def _field_keys(meta: pd.DataFrame, sites: pd.DataFrame, path: Path) -> list[pd.
     lookup = sites.set_index(IMAGE_NUMBER)[SITE_KEYS]
     fields = lookup.reindex(meta[IMAGE_NUMBER].to_numpy())
     return [
-        fields["Metadata_Plate"].astype(str).reset_index(drop=True),
-        fields["Metadata_Well"].astype(str).reset_index(drop=True),
-        fields["Metadata_Site"].astype("Int64").reset_index(drop=True),
+        fields[PLATE].astype(str).reset_index(drop=True),
+        fields[WELL].astype(str).reset_index(drop=True),
+        fields[SITE].astype("Int64").reset_index(drop=True),
     ]

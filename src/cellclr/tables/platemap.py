@@ -31,13 +31,14 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from cellclr.metadata import MISSING, TREATMENT, MetadataError, as_concentrations, read_table
+from cellclr.columns import COMPOUND, CONCENTRATION, MOA, PLATE, TREATMENT, WELL
+from cellclr.metadata import MISSING, MetadataError, as_concentrations, read_table
 from cellclr.tables.image_table import ImageTableError
 
-PLATE = ("Metadata_Plate", "plate", "Plate", "Assay_Plate_Barcode", "Metadata_Assay_Plate_Barcode")
-WELL = ("Metadata_Well", "well_position", "Metadata_well_position", "Well", "well")
-COMPOUND = (
-    "Metadata_Compound",
+PLATE_NAMES = (PLATE, "plate", "Plate", "Assay_Plate_Barcode", "Metadata_Assay_Plate_Barcode")
+WELL_NAMES = (WELL, "well_position", "Metadata_well_position", "Well", "well")
+COMPOUND_NAMES = (
+    COMPOUND,
     "compound",
     "Compound",
     "Metadata_JCP2022",
@@ -48,15 +49,15 @@ COMPOUND = (
     "broad_sample",
     "Metadata_broad_sample",
 )
-CONCENTRATION = (
-    "Metadata_Concentration",
+CONCENTRATION_NAMES = (
+    CONCENTRATION,
     "concentration",
     "Concentration",
     "mmoles_per_liter",
     "Metadata_mmoles_per_liter",
     "pert_dose",
 )
-MOA = ("Metadata_MoA", "moa", "MoA", "Metadata_moa")
+MOA_NAMES = (MOA, "moa", "MoA", "Metadata_moa")
 BARCODES = ("Assay_Plate_Barcode", "Plate_Map_Name")
 _WELL_KEY = "_well_key"
 
@@ -71,20 +72,20 @@ def read_platemap(path: str | Path) -> pd.DataFrame:
     recognised and every other column as ``Metadata_<name>``."""
     path = Path(path)
     raw = _read(path)
-    if set(BARCODES) <= set(raw.columns) and _first(raw, WELL) is None:
+    if set(BARCODES) <= set(raw.columns) and _first(raw, WELL_NAMES) is None:
         raw = _jump_maps(raw, path)
-    well = _first(raw, WELL)
+    well = _first(raw, WELL_NAMES)
     if well is None:
-        raise PlateMapError(f"{path}: no well column (one of {', '.join(WELL)})")
-    plate = _first(raw, PLATE)
+        raise PlateMapError(f"{path}: no well column (one of {', '.join(WELL_NAMES)})")
+    plate = _first(raw, PLATE_NAMES)
     out = pd.DataFrame(index=raw.index)
     if plate is not None:
-        out["Metadata_Plate"] = _text(raw[plate])
+        out[PLATE] = _text(raw[plate])
     out[_WELL_KEY] = _text(raw[well]).map(well_key)
     for ours, names in (
-        ("Metadata_Compound", COMPOUND),
-        ("Metadata_Concentration", CONCENTRATION),
-        ("Metadata_MoA", MOA),
+        (COMPOUND, COMPOUND_NAMES),
+        (CONCENTRATION, CONCENTRATION_NAMES),
+        (MOA, MOA_NAMES),
     ):
         column = _first(raw, names)
         if column is not None:
@@ -94,11 +95,9 @@ def read_platemap(path: str | Path) -> pd.DataFrame:
         if column not in (plate, well) and name not in out:
             out[name] = raw[column]
     out = _solvent_controls(out)
-    if "Metadata_Concentration" in out:
+    if CONCENTRATION in out:
         try:
-            out["Metadata_Concentration"] = as_concentrations(
-                out, "Metadata_Concentration", f"plate map {path}"
-            )
+            out[CONCENTRATION] = as_concentrations(out, CONCENTRATION, f"plate map {path}")
         except MetadataError as e:
             raise PlateMapError(str(e)) from None
     return _one_row_per_well(out, path)
@@ -107,7 +106,7 @@ def read_platemap(path: str | Path) -> pd.DataFrame:
 def _one_row_per_well(layout: pd.DataFrame, path: Path) -> pd.DataFrame:
     """The map with repeated identical rows of a well kept once; a well whose rows disagree is
     an error naming the well and the column."""
-    keys = [c for c in ("Metadata_Plate", _WELL_KEY) if c in layout]
+    keys = [c for c in (PLATE, _WELL_KEY) if c in layout]
     layout = layout.drop_duplicates()
     repeated = layout.duplicated(keys, keep=False)
     if repeated.any():
@@ -131,13 +130,13 @@ def join_platemap(
     its wells from the plate map at ``path``. Every well must be in the map, and have the
     map's compound and concentration where the map has these columns."""
     layout = read_platemap(path)
-    keys = [c for c in ("Metadata_Plate", _WELL_KEY) if c in layout]
-    fields = table.assign(**{_WELL_KEY: table["Metadata_Well"].astype(str).map(well_key)})
-    fields["Metadata_Plate"] = fields["Metadata_Plate"].astype(str)
+    keys = [c for c in (PLATE, _WELL_KEY) if c in layout]
+    fields = table.assign(**{_WELL_KEY: table[WELL].astype(str).map(well_key)})
+    fields[PLATE] = fields[PLATE].astype(str)
     found = pd.MultiIndex.from_frame(fields[keys]).isin(pd.MultiIndex.from_frame(layout[keys]))
     if not found.all():
         first = fields.loc[~found].iloc[0]
-        plates = "" if "Metadata_Plate" not in layout else f"plate {first['Metadata_Plate']} "
+        plates = "" if PLATE not in layout else f"plate {first['Metadata_Plate']} "
         raise PlateMapError(
             f"{path}: no row for {plates}well {first['Metadata_Well']} "
             f"({int((~found).sum())} {what} lack a treatment)"
@@ -202,11 +201,11 @@ def _text(values: pd.Series) -> pd.Series:
 
 def _solvent_controls(layout: pd.DataFrame) -> pd.DataFrame:
     """Wells with a solvent but no compound (JUMP's controls): the solvent, at 0."""
-    if "Metadata_Compound" not in layout or "Metadata_solvent" not in layout:
+    if COMPOUND not in layout or "Metadata_solvent" not in layout:
         return layout
-    control = layout["Metadata_Compound"].isna() & layout["Metadata_solvent"].notna()
-    layout.loc[control, "Metadata_Compound"] = layout.loc[control, "Metadata_solvent"]
-    if "Metadata_Concentration" in layout:
-        empty = control & layout["Metadata_Concentration"].isna()
-        layout.loc[empty, "Metadata_Concentration"] = 0.0
+    control = layout[COMPOUND].isna() & layout["Metadata_solvent"].notna()
+    layout.loc[control, COMPOUND] = layout.loc[control, "Metadata_solvent"]
+    if CONCENTRATION in layout:
+        empty = control & layout[CONCENTRATION].isna()
+        layout.loc[empty, CONCENTRATION] = 0.0
     return layout
