@@ -8,7 +8,8 @@ import cellclr
 SRC = Path(cellclr.__file__).parent
 # lowest first; a module may import from its own layer or any layer below it
 LAYERS = [
-    {"errors", "config", "shipped", "outputs", "fingerprint", "metadata", "workers", "embeddings"},
+    {"errors", "columns", "config", "shipped", "outputs", "fingerprint", "metadata", "workers"},
+    {"embeddings"},
     {"retrieval"},
     {"store"},
     {"pixels"},
