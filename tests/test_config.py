@@ -69,3 +69,53 @@ def test_a_full_disk_while_saving_names_the_file(tmp_path, monkeypatch):
 def test_a_config_that_is_a_folder_says_so(tmp_path):
     with pytest.raises(ConfigError, match=f"^{tmp_path}: is a folder, not a file \\(--config"):
         load_config(tmp_path)
+
+
+def test_every_key_is_documented_and_the_reference_is_up_to_date():
+    from pathlib import Path
+
+    from cellclr.config import Config
+    from cellclr.config.reference import reference
+
+    for name, section in Config.model_fields.items():
+        model = section.annotation
+        assert model.__doc__, f"[{name}] has no description"
+        for key, field in model.model_fields.items():
+            assert field.description, f"{name}.{key} has no description"
+    page = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    assert page.read_text() == reference(), (
+        "docs/configuration.md is out of date: python -m cellclr.config.reference > "
+        "docs/configuration.md"
+    )
+    for name, section in Config.model_fields.items():
+        for key in section.annotation.model_fields:
+            assert f"| `{key}` |" in reference().split(f"## `[{name}]`")[1]
+
+
+def test_a_moved_key_says_where_it_went(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text("[train]\ntemperature = 0.1\n")
+    with pytest.raises(ConfigError, match=r"train\.temperature is now simclr\.temperature"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"evaluate\.control is now screen\.control"):
+        load_config(None, ["evaluate.control='PBS'"])
+
+
+def test_overrides_as_a_dict():
+    cfg = load_config(None, {"train.epochs": 3, "screen.control": "PBS"})
+    assert cfg.train.epochs == 3 and cfg.screen.control == "PBS"
+    assert cfg == load_config(None, ["train.epochs=3", "screen.control='PBS'"])
+    with pytest.raises(ConfigError, match=r"override train\.epochs='3'"):
+        load_config(None, {"train.epochs": "3"})  # strict: a string is not an integer
+
+
+def test_runtime_keys_leave_the_fingerprint_alone():
+    from cellclr.fingerprint import fingerprint
+
+    base = load_config(None)
+    for override in ("train.device='cpu'", "train.threads=1", "embed.batch_size=7"):
+        other = load_config(None, [override])
+        section = override.split(".")[0]
+        assert fingerprint("x", [], base, (section,)) == fingerprint("x", [], other, (section,))
+    other = load_config(None, ["train.epochs=3"])
+    assert fingerprint("x", [], base, ("train",)) != fingerprint("x", [], other, ("train",))

@@ -8,7 +8,7 @@ Where a cell comes from (every crop store has these):
   ``Week4_27521`` -> ``Week4``);
 - ``CROP_FILE``, ``CROP_ROW``: where a cell's pixels are in the store.
 
-What was done to it, where known (``TREATMENT``, the default of ``profile.treatment``):
+What was done to it, where known (``TREATMENT``, the default of ``screen.treatment``):
 
 - ``COMPOUND`` (text; the control's name, e.g. DMSO, in control wells);
 - ``CONCENTRATION`` (a finite number >= 0);
@@ -34,7 +34,7 @@ CROP_ROW = "Metadata_CropRow"
 
 SITE_KEYS = [PLATE, WELL, SITE]  # a field of view
 WELL_KEYS = [PLATE, WELL]  # a well
-TREATMENT = [COMPOUND, CONCENTRATION]  # a treatment, unless profile.treatment says otherwise
+TREATMENT = [COMPOUND, CONCENTRATION]  # a treatment, unless screen.treatment says otherwise
 
 # the type each column holds (text columns are read as text even when they look like numbers)
 TYPES: dict[str, type] = {

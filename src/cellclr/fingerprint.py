@@ -10,33 +10,11 @@ from typing import Any
 from cellclr.config import Config
 from cellclr.errors import CellclrError
 
-# Keys that change how fast a stage runs, not what it produces.
-RUNTIME_KEYS = {
-    # the crop stage hashes the image table itself, and fills plates one at a time
-    "crop": (
-        "bbbc021",
-        "images_table",
-        "loaddata",
-        "platemap",
-        "images_root",
-        "plates",
-        "wells",
-        "skip_incomplete",
-        "workers",
-    ),
-    "data": ("crops",),  # the store is fingerprinted by its content id
-    "train": ("device", "threads", "checkpoint_every", "select_every", "dist_timeout"),
-    "embed": ("device", "batch_size"),
-    "profile": ("platemap",),  # its content is an input (file_digest)
-    "evaluate": ("baselines",),
-    "cellprofiler": ("workers",),
-}
-
 
 def fingerprint(stage: str, inputs: list[str], cfg: Config, sections: tuple[str, ...]) -> str:
     d = cfg.to_dict()
     relevant: dict[str, Any] = {
-        s: {k: v for k, v in d[s].items() if k not in RUNTIME_KEYS.get(s, ())} for s in sections
+        s: {k: v for k, v in d[s].items() if k not in runtime_keys(s)} for s in sections
     }
     blob = json.dumps({"stage": stage, "inputs": inputs, "config": relevant}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -51,3 +29,9 @@ def file_digest(path: str | Path | None) -> str:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
     except OSError as e:
         raise CellclrError(f"{path}: cannot read it ({e.strerror or e})") from None
+
+
+def runtime_keys(section: str) -> set[str]:
+    """The keys of a config section that change how fast a stage runs or where it reads, not
+    what it produces (marked in ``cellclr.config.sections``): left out of fingerprints."""
+    return Config.model_fields[section].annotation.runtime_keys()

@@ -18,7 +18,7 @@ class MetadataError(CellclrError, ValueError):
     """An annotation table that cannot be used."""
 
 
-# The columns that name a treatment unless ``profile.treatment`` says otherwise.
+# The columns that name a treatment unless ``screen.treatment`` says otherwise.
 
 
 def feature_columns(df: pd.DataFrame) -> list[str]:

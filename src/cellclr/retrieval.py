@@ -115,7 +115,7 @@ def activity(
     wells = wells.reset_index(drop=True)
     is_control = (wells[COMPOUND].astype(str) == control).to_numpy()
     if not is_control.any():
-        raise NotScored(f"no control wells ({COMPOUND} == {control!r}; evaluate.control)")
+        raise NotScored(f"no control wells ({COMPOUND} == {control!r}; screen.control)")
     if is_control.all():
         raise NotScored(f"every well is a control ({control})")
     meta = pd.DataFrame(
@@ -257,7 +257,7 @@ def batch_retrieval(wells: pd.DataFrame, control: str = "DMSO") -> dict:
         raise NotScored(f"the wells have no {', '.join(missing)}")
     controls = wells[wells[COMPOUND].astype(str) == control].reset_index(drop=True)
     if controls.empty:
-        raise NotScored(f"no control wells ({COMPOUND} == {control!r}; evaluate.control)")
+        raise NotScored(f"no control wells ({COMPOUND} == {control!r}; screen.control)")
     if controls[BATCH].nunique() < 2:
         raise NotScored("the control wells come from one batch: nothing to tell apart")
     meta = pd.DataFrame({BATCH: controls[BATCH].astype(str), "well": np.arange(len(controls))})

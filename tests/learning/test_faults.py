@@ -115,7 +115,7 @@ def test_a_full_disk_names_the_file_and_keeps_the_last_checkpoint(store, tmp_pat
     "override,message",
     [
         ("train.lr=inf", "train.lr: expected a finite number"),
-        ("train.temperature=nan", "train.temperature: expected a finite number"),
+        ("simclr.temperature=nan", "simclr.temperature: expected a finite number"),
         ("train.weight_decay=nan", "train.weight_decay: expected a finite number"),
         ("augment.noise_std=inf", "augment.noise_std: expected a finite number"),
         ("augment.brightness=nan", "augment.brightness: expected a finite number"),

@@ -40,7 +40,7 @@ def test_one_epoch_of_each_method(store, tmp_path, method, supervision):
 
 def test_supcon_refuses_moa_labels():
     with pytest.raises(ValueError, match="MoA labels would train on the answer"):
-        tiny_config("train.method='supcon'", "train.label='moa'")
+        tiny_config("train.method='supcon'", "supcon.label='moa'")
 
 
 def test_balanced_sampling_draws_treatments_equally(store):

@@ -23,7 +23,7 @@ def test_stems(stem):
 
 
 def test_simclr_projects_features():
-    cfg = load_config(None, ["model.proj_hidden=64", "model.proj_dim=16"])
+    cfg = load_config(None, ["simclr.proj_hidden=64", "simclr.proj_dim=16"])
     model = SimCLR(build_encoder("resnet_small", 3), cfg)
     z = model(torch.rand(4, 3, 16, 16))
     assert z.shape == (4, 16)

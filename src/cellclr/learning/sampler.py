@@ -58,7 +58,7 @@ def group_codes(store: CropStore, by: str) -> np.ndarray:
         what = f"{by!r} (column {missing[0]})" if by in ("treatment", "compound") else missing[0]
         raise CellclrError(
             f"{store.path}: its cells have no {what} to group them by (data.sampler = "
-            "'balanced' balances over data.balance_by; SupCon's train.label): its columns are "
+            "'balanced' balances over data.balance_by; SupCon's supcon.label): its columns are "
             f"{known}. Use data.sampler = 'uniform', another data.balance_by such as "
             "Metadata_Well, or a store whose cells name treatments (crop --platemap)"
         )

@@ -23,14 +23,14 @@ def replicate_map_of(
     encoder: nn.Module, store: CropStore, cfg: Config, world: World | None = None
 ) -> float | None:
     """Embed every cell (eval mode), average per well, and score replicate retrieval (no
-    post-processing); None when the store's cells name no treatments (``profile.treatment``),
+    post-processing); None when the store's cells name no treatments (``screen.treatment``),
     without copairs, and on every process but the main one."""
     world = world or World()
     try:
         import copairs  # noqa: F401
     except ImportError:
         return None
-    treatment = cfg.profile.treatment
+    treatment = cfg.screen.treatment
     if not set(treatment) <= set(store.cells.columns):
         return None
     was_training = encoder.training
@@ -62,5 +62,5 @@ def replicate_map_of(
     features = pd.DataFrame(sums / counts[:, None]).add_prefix("f")
     wells = pd.concat([grouped.size().index.to_frame(index=False), features], axis=1)
     e = cfg.evaluate
-    score = replicate_map(wells, e.control, e.seed, treatment=treatment)["map"]
+    score = replicate_map(wells, cfg.screen.control, e.seed, treatment=treatment)["map"]
     return None if np.isnan(score) else round(float(score), 4)

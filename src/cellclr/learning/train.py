@@ -69,13 +69,7 @@ def train_fingerprint(store: CropStore, cfg: Config) -> str:
     """The crops, the config and the kind of device (CUDA trains in bf16: other numbers)."""
     device = device_kind(resolve_device(cfg.train.device))
     inputs = [store.id, device, VIEWS]
-    sections = (
-        "data",
-        "model",
-        "augment",
-        "train",
-        *(("dino",) if cfg.train.method == "dino" else ()),
-    )
+    sections = ("data", "model", "augment", "train", cfg.train.method)  # the method's own keys
     return fingerprint("train", inputs, cfg, sections)
 
 
@@ -189,7 +183,7 @@ def train(
     if world.main and (note := precision_note(device)):
         tqdm.write(note)
     scheduler = warmup_cosine(optimizer, tc.warmup_epochs * steps, tc.epochs * steps)
-    labels = torch.from_numpy(group_codes(store, tc.label)) if method.uses_labels else None
+    labels = torch.from_numpy(group_codes(store, cfg.supcon.label)) if method.uses_labels else None
     groups = group_codes(store, cfg.data.balance_by) if cfg.data.sampler == "balanced" else None
 
     out = Path(out)
@@ -288,7 +282,7 @@ def _save_epoch(
 def supervision(cfg: Config) -> str:
     """``none``, or which labels a weakly supervised method trained on."""
     uses_labels = METHODS[cfg.train.method].uses_labels
-    return f"weak: {cfg.train.label} labels" if uses_labels else "none"
+    return f"weak: {cfg.supcon.label} labels" if uses_labels else "none"
 
 
 def _train_epoch(

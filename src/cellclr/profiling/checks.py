@@ -72,7 +72,7 @@ def no_treatments(table: pd.DataFrame, treatment: list[str], source: str) -> str
     missing = [c for c in treatment if c not in table]
     return (
         f"no {', '.join(missing)} in {source} (the columns that name a treatment, "
-        "profile.treatment): join a plate map (cellclr profile --platemap) to profile treatments"
+        "screen.treatment): join a plate map (cellclr profile --platemap) to profile treatments"
     )
 
 

@@ -98,7 +98,11 @@ def levels(wells: pd.DataFrame, control: str, treatment: list[str]) -> dict:
 
 
 def evaluate_variant(
-    wells: pd.DataFrame, e: EvaluateConfig, treatment: list[str], source: str
+    wells: pd.DataFrame,
+    e: EvaluateConfig,
+    treatment: list[str],
+    source: str,
+    control: str = "DMSO",
 ) -> Evaluation:
     """Every measure the wells' annotations allow (see the module docstring), on one
     post-processing variant of the well profiles."""
@@ -111,7 +115,7 @@ def evaluate_variant(
     treatments = treatment_profiles(wells, treatment)
     result = Evaluation(metrics)
     try:
-        nsc = evaluate_treatments(treatments, e.control, e, source)
+        nsc = evaluate_treatments(treatments, control, e, source)
         metrics.update(nsc.metrics)
         result.nsc, result.nscb = nsc.nsc, nsc.nscb
     except EvaluationError as error:
@@ -119,7 +123,7 @@ def evaluate_variant(
     try:
         scores = activity(
             wells,
-            e.control,
+            control,
             treatment=treatment,
             replicates=e.replicates,
             null_size=e.null_size,
@@ -131,17 +135,19 @@ def evaluate_variant(
         skipped["activity"] = str(error)
     for name, measure in BATCH_MEASURES.items():
         try:
-            metrics[name] = measure(
-                wells if name == "batch_retrieval_map" else treatments, e.control
-            )
+            metrics[name] = measure(wells if name == "batch_retrieval_map" else treatments, control)
         except NotScored as error:
             skipped[name] = str(error)
-    _consistency(result, treatments, e, treatment)
+    _consistency(result, treatments, e, treatment, control)
     return result
 
 
 def _consistency(
-    result: Evaluation, treatments: pd.DataFrame, e: EvaluateConfig, treatment: list[str]
+    result: Evaluation,
+    treatments: pd.DataFrame,
+    e: EvaluateConfig,
+    treatment: list[str],
+    control: str,
 ) -> None:
     """Phenotypic consistency by each column of ``e.consistency_by``, on the treatments other
     than the control (only the active ones, ``e.consistency_active``, when activity was
@@ -150,7 +156,7 @@ def _consistency(
         return
     rows = treatments
     if COMPOUND in rows:
-        rows = rows[rows[COMPOUND].astype(str) != e.control]
+        rows = rows[rows[COMPOUND].astype(str) != control]
     note = "all treatments but the control"
     if e.consistency_active and result.activity is not None:
         active = result.activity.loc[result.activity["retrieved"], treatment]
@@ -175,13 +181,15 @@ def evaluate_wells(
     e: EvaluateConfig,
     source: str = "well profiles",
     treatment: list[str] = TREATMENT,
+    control: str = "DMSO",
+    tvn_lambda: float = 1.0,
 ) -> dict[str, Evaluation | str]:
     """Every post-processing variant of ``e.variants``: well profiles -> variant -> every
     measure the annotations allow. Constant or NaN feature columns are dropped first (and
     reported). The first variant must succeed; another that cannot be computed (no control
     wells in a batch, say) gives the reason instead, which is logged and kept in
     ``metrics.json``."""
-    counts = levels(wells, e.control, treatment)
+    counts = levels(wells, control, treatment)
     if len(wells) < 2:
         why = f"{source} holds one well: there is nothing to compare it with"
         skipped = dict.fromkeys(MEASURES, why)
@@ -193,7 +201,7 @@ def evaluate_wells(
     results: dict[str, Evaluation | str] = {}
     for i, variant in enumerate(e.variants):
         try:
-            processed, notes = postprocess(wells, variant, e.control, e.tvn_lambda)
+            processed, notes = postprocess(wells, variant, control, tvn_lambda)
         except PostprocessError as error:
             if i == 0:
                 raise
@@ -202,7 +210,7 @@ def evaluate_wells(
             continue
         for note in notes:
             tqdm.write(f"evaluate ({variant}): {note}")
-        result = evaluate_variant(processed, e, treatment, source)
+        result = evaluate_variant(processed, e, treatment, source, control)
         result.metrics.update(notes=notes, dropped_features=dropped, levels=counts)
         results[variant] = result
     return results
@@ -241,7 +249,7 @@ def combine(results: dict[str, Evaluation | str]) -> Evaluation:
 
 def evaluate_fingerprint(profiles_dir: Path, cfg: Config, moa: str | Path | None = None) -> str:
     inputs = [read_manifest(profiles_dir)["fingerprint"], *([file_digest(moa)] if moa else [])]
-    return fingerprint("evaluate", inputs, cfg, ("evaluate",))
+    return fingerprint("evaluate", inputs, cfg, ("evaluate", "screen", "postprocess"))
 
 
 def write_evaluation(
@@ -289,8 +297,15 @@ def evaluate(
     wells = read_profiles(profiles_dir, "wells")
     if moa_table is not None:
         wells = join_moa(wells, moa_table, moa, str(profiles_dir / WELLS))
-    treatment = profile_treatment(profiles_dir, cfg.profile.treatment)
-    results = evaluate_wells(wells, cfg.evaluate, str(profiles_dir / WELLS), treatment)
+    treatment = profile_treatment(profiles_dir, cfg.screen.treatment)
+    results = evaluate_wells(
+        wells,
+        cfg.evaluate,
+        str(profiles_dir / WELLS),
+        treatment,
+        cfg.screen.control,
+        cfg.postprocess.tvn_lambda,
+    )
     result = combine(results)
     training = training_of(profiles_dir)
     if training:

@@ -69,8 +69,7 @@ def file_fingerprint(
     """A stage's fingerprint when its inputs are files of another tool: their contents (and the
     control and TVN lambda that post-processing uses)."""
     digests = [file_digest(p) for p in paths if p]
-    inputs = [*digests, cfg.evaluate.control, str(cfg.evaluate.tvn_lambda)]
-    return fingerprint(stage, inputs, cfg, sections)
+    return fingerprint(stage, digests, cfg, (*sections, "screen", "postprocess"))
 
 
 def profile_table(
@@ -84,7 +83,7 @@ def profile_table(
     """``profile`` for a feature table of another tool: ``wells.parquet`` and
     ``treatments.parquet`` in ``out``."""
     check_new_output(out, overwrite, [features, moa])
-    wells = read_feature_table(features, moa, cfg.profile.treatment)
+    wells = read_feature_table(features, moa, cfg.screen.treatment)
     inputs = [Path(features), moa and Path(moa), cfg.profile.platemap]
     fp = file_fingerprint("profile", inputs, cfg, ("profile",))
     write_profiles(wells, Path(out), cfg, fp, 0.0, overwrite, features=str(features))
@@ -102,9 +101,17 @@ def evaluate_table(
     """``evaluate`` for a feature table of another tool: every post-processing variant of its
     well profiles, written to ``out`` as ``evaluate`` writes them."""
     check_new_output(out, overwrite, [features, moa])
-    treatment = cfg.profile.treatment
+    treatment = cfg.screen.treatment
     wells = read_feature_table(features, moa, treatment)
-    result = combine(evaluate_wells(wells, cfg.evaluate, str(features), treatment))
+    results = evaluate_wells(
+        wells,
+        cfg.evaluate,
+        str(features),
+        treatment,
+        cfg.screen.control,
+        cfg.postprocess.tvn_lambda,
+    )
+    result = combine(results)
     fp = file_fingerprint("evaluate", [Path(features), moa and Path(moa)], cfg, ("evaluate",))
     write_evaluation(result, Path(out), cfg, fp, 0.0, overwrite, features=str(features))
     return result

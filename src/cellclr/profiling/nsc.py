@@ -165,7 +165,7 @@ def evaluate_treatments(
     """NSC, NSCB and drop of treatment profiles (one row per compound and concentration), with
     the extras of ``e`` (intervals, k-NN, per-MoA, mAP; none when ``e`` is None). ``source``
     names the input in errors."""
-    e = e or EvaluateConfig(control=control, bootstrap=0, knn=[], map=False)
+    e = e or EvaluateConfig(bootstrap=0, knn=[], map=False)
     nsc_task, nscb_task, info = _tasks(treatments, control, source)
     results = {}
     for name, task in (("nsc", nsc_task), ("nscb", nscb_task)):

@@ -174,27 +174,31 @@ def predict(
         raise PredictError("a query given as crops needs the --model that made the reference")
     inputs = [reference, query_profiles, query_table, query_crops, model]
     check_new_output(out, overwrite, inputs)
-    e = cfg.evaluate
+    control = cfg.screen.control
     reference_wells = read_profiles(reference, "wells")
-    annotated(reference_wells, e.control, f"{reference}/{WELLS}")
+    annotated(reference_wells, control, f"{reference}/{WELLS}")
     wells = None
     if query_profiles is not None:
         wells = read_profiles(query_profiles, "wells")
-        check_query(reference_wells, wells, e.control, f"{query_profiles}/{WELLS}")
+        check_query(reference_wells, wells, control, f"{query_profiles}/{WELLS}")
     elif query_table is not None:
         wells = read_feature_table(query_table)
-        check_query(reference_wells, wells, e.control, str(query_table))
+        check_query(reference_wells, wells, control, str(query_table))
     with staged_dir(out, overwrite=overwrite) as work:
         if wells is None:
             embeddings = embed(
                 model, query_crops, work / "embeddings", cfg, any_crop_size=any_crop_size
             )
             wells = embedded_well_profiles(embeddings)
-            check_query(reference_wells, wells, e.control, str(query_crops))
+            check_query(reference_wells, wells, control, str(query_crops))
         ref, query, dropped = joint_treatments(
-            reference_wells, wells, cfg.profile.postprocess, e.control, e.tvn_lambda
+            reference_wells,
+            wells,
+            cfg.profile.postprocess,
+            control,
+            cfg.postprocess.tvn_lambda,
         )
-        predictions = predict_moa(ref, query, e.control, top)
+        predictions = predict_moa(ref, query, control, top)
         write_parquet(predictions, work / "predictions.parquet")
         save_config(cfg, work / "config.toml")
         write_manifest(

@@ -2,7 +2,7 @@
 
 Functions on DataFrames in pycytominer's convention: ``Metadata_*`` columns describe, every
 other column is a feature. Wells are always profiled; treatments where the columns that name
-them (``profile.treatment``: compound and concentration by default) are known, from the cells
+them (``screen.treatment``: compound and concentration by default) are known, from the cells
 or from a plate map joined to the wells (``profile.platemap``, ``--platemap``).
 """
 
@@ -237,7 +237,7 @@ def profile(
     embeddings_dir = Path(embeddings_dir)
     moa_table = read_moa(Path(moa)) if moa is not None else None
     fp = profile_fingerprint(embeddings_dir, cfg, moa)
-    wells = embedded_well_profiles(embeddings_dir, cfg.profile.treatment)
+    wells = embedded_well_profiles(embeddings_dir, cfg.screen.treatment)
     write_profiles(
         wells,
         Path(out),
@@ -259,7 +259,7 @@ def join_wells_platemap(wells: pd.DataFrame, path: str | Path, cfg: Config) -> p
     joined = join_platemap(wells, path, what="wells of the profiles")
     meta = metadata_columns(joined)
     ordered = joined[[*meta, *(c for c in joined.columns if c not in meta)]]
-    return check_metadata(ordered, f"plate map {path}", treatment=cfg.profile.treatment)
+    return check_metadata(ordered, f"plate map {path}", treatment=cfg.screen.treatment)
 
 
 def write_profiles(
@@ -285,11 +285,11 @@ def write_profiles(
         wells = join_moa(wells, moa[0], moa[1], origin)
     wells, dropped = clean_features(wells, constant=False, source=origin)
     log_dropped("profile", dropped)
-    treatment = cfg.profile.treatment
+    treatment = cfg.screen.treatment
     treatments, notes, skipped = None, [], {}
     if has_treatments(wells, treatment):
         processed, notes = postprocess(
-            wells, cfg.profile.postprocess, cfg.evaluate.control, cfg.evaluate.tvn_lambda
+            wells, cfg.profile.postprocess, cfg.screen.control, cfg.postprocess.tvn_lambda
         )
         for note in notes:
             tqdm.write(f"profile ({cfg.profile.postprocess}): {note}")
@@ -320,9 +320,7 @@ def write_profiles(
 def profile_fingerprint(embeddings_dir: Path, cfg: Config, moa: str | Path | None = None) -> str:
     inputs = [
         read_manifest(embeddings_dir)["fingerprint"],
-        cfg.evaluate.control,
-        str(cfg.evaluate.tvn_lambda),
         file_digest(cfg.profile.platemap),
         *([file_digest(moa)] if moa is not None else []),
     ]
-    return fingerprint("profile", inputs, cfg, ("profile",))
+    return fingerprint("profile", inputs, cfg, ("profile", "screen", "postprocess"))

@@ -18,7 +18,7 @@ from cellclr.outputs import compared_runs, current_baselines
 from cellclr.store import CropStore, StoreError
 
 STAGE_FOLDERS = ("crops", "model", "embeddings", "profiles", "eval")
-# the columns naming a treatment when the config does not say (profile.treatment)
+# the columns naming a treatment when the config does not say (screen.treatment)
 
 
 class ReportError(CellclrError, FileNotFoundError):
@@ -88,12 +88,14 @@ class RunData:
 
     @property
     def control(self) -> str:
-        return str(self.config.get("evaluate", {}).get("control", "DMSO"))
+        screen = self.config.get("screen") or self.config.get("evaluate") or {}  # older runs
+        return str(screen.get("control", "DMSO"))
 
     @property
     def treatment(self) -> list[str]:
         """The columns naming a treatment; the first equals ``control`` in control wells."""
-        return list(self.config.get("profile", {}).get("treatment") or TREATMENT)
+        screen = self.config.get("screen") or self.config.get("profile") or {}  # older runs
+        return list(screen.get("treatment") or TREATMENT)
 
     @property
     def home(self) -> Path:

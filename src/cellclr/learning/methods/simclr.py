@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cellclr.config import Config
+from cellclr.config import Config, ContrastiveConfig
 from cellclr.learning.augment import Augmenter
 from cellclr.learning.backbones import ResNet
 from cellclr.learning.device import autocast
@@ -56,13 +56,19 @@ class SimCLR(Method):
     def __init__(self, encoder: ResNet, cfg: Config, n_batches: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = ProjectionHead(encoder.out_dim, cfg.model.proj_hidden, cfg.model.proj_dim)
+        own = self.settings(cfg)
+        self.head = ProjectionHead(encoder.out_dim, own.proj_hidden, own.proj_dim)
         self.augment = Augmenter(cfg.augment)
-        self.temperature = cfg.train.temperature
+        self.temperature = own.temperature
         self.adversary_weight = cfg.train.batch_adversary
         self.adversary = None
         if self.adversary_weight > 0:
             self.adversary = nn.Linear(encoder.out_dim, max(n_batches, 2))
+
+    @staticmethod
+    def settings(cfg: Config) -> ContrastiveConfig:
+        """This method's section of the config."""
+        return cfg.simclr
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)

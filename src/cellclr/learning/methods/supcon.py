@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from cellclr.config import Config, ContrastiveConfig
 from cellclr.learning.losses import supcon
 from cellclr.learning.methods.base import Batch
 from cellclr.learning.methods.simclr import SimCLR
@@ -12,6 +13,10 @@ from cellclr.learning.methods.simclr import SimCLR
 
 class SupCon(SimCLR):
     uses_labels = True
+
+    @staticmethod
+    def settings(cfg: Config) -> ContrastiveConfig:
+        return cfg.supcon
 
     def loss(self, net: nn.Module, batch: Batch):
         if batch.labels is None:
