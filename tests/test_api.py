@@ -1,4 +1,4 @@
-"""The public API: ``import cellclr`` is light, and the notebook-style chain of the README works."""
+"""The public API: ``import cellclr`` is light, and docs/python-api.md's notebook chain works."""
 
 import subprocess
 import sys
@@ -36,8 +36,9 @@ def test_notebook_chain(tmp_path, crop_files):
 
 
 def test_handoff_to_pycytominer_and_copairs(tmp_path, crop_files):
-    """The README's hand-off: our embeddings through pycytominer's aggregate, normalize and
-    feature_select (features named by cellclr.feature_columns), then copairs' activity mAP."""
+    """The hand-off of docs/screens-without-labels.md: our embeddings through pycytominer's
+    aggregate, normalize and feature_select (features named by cellclr.feature_columns), then
+    copairs' activity mAP."""
     pycytominer = pytest.importorskip("pycytominer")
     from copairs.map import average_precision, mean_average_precision
 

@@ -1,4 +1,4 @@
-"""The promise of the README's "Errors and recovery": one line naming the file and the problem,
+"""The promise of docs/errors-and-recovery.md: one line naming the file and the problem,
 exit code 2, and nothing lost: an output never overlaps its inputs, and --overwrite replaces
 only a finished cellclr output, after the new one is complete."""
 

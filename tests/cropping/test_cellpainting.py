@@ -135,8 +135,8 @@ def test_cellprofiler_nuclei_from_the_table_centre_the_crops(field, tmp_path):
 
 
 def test_five_channels_train_embed_and_profile(field, tmp_path):
-    """One epoch of training, embedding and profiles on the 5-channel store, as the README's
-    Cell Painting section runs them (tiny model and views)."""
+    """One epoch of training, embedding and profiles on the 5-channel store, as
+    docs/cell-painting.md runs them (tiny model and views)."""
     from tests.helpers import TINY_OVERRIDES
 
     assert crop(tmp_path, "crops", "--no-illumination") == 0
