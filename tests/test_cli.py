@@ -378,3 +378,53 @@ def test_a_negative_shard_is_checked_like_any_other(tmp_path, capsys, value):
         messages.append(capsys.readouterr().err.strip().splitlines()[-1])
     assert messages[0] == messages[1]  # not "expected one argument"
     assert f"argument --shard: shard {value}: " in messages[0]
+
+
+def test_every_option_of_every_verb_has_help():
+    import argparse
+
+    from cellclr.cli.main import build_parser
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, sub in verbs.choices.items()
+        for action in sub._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert not missing, missing
+
+
+def test_an_unknown_option_shows_the_verbs_usage(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--crops", "x", "--out", "y", "--bogus"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: cellclr train" in err and "unrecognized arguments: --bogus" in err
+
+
+def test_lists_are_written_either_way_and_inputs_are_named_alike():
+    from cellclr.cli.main import build_parser
+
+    parser = build_parser()
+    a = parser.parse_args(
+        ["crop", "--bbbc021", "d", "--out", "o", "--plates", "P1,P2", "--wells", "A01"]
+    )
+    b = parser.parse_args(
+        ["crop", "--bbbc021", "d", "--out", "o", "--plates", "P1", "P2", "--wells", "A01"]
+    )
+    from cellclr.cli.common import channel_list
+
+    assert channel_list(a.plates) == channel_list(b.plates) == ["P1", "P2"]
+    c = parser.parse_args(["crop", "--loaddata", "t", "--out", "o", "--channels", "DNA", "ER"])
+    assert channel_list(c.channels) == ["DNA", "ER"]
+    new = parser.parse_args(["predict", "--reference", "r", "--features", "t.csv", "--out", "o"])
+    old = parser.parse_args(
+        ["predict", "--reference", "r", "--query-features", "t.csv", "--out", "o"]
+    )
+    assert new.query_features == old.query_features
+    base = parser.parse_args(["baseline", "--kind", "random", "--out", "run"])
+    assert base.out == parser.parse_args(["baseline", "--kind", "random", "--run", "run"]).out
+    download = parser.parse_args(["download", "--dataset", "bbbc021", "--out", "d"])
+    assert download.dataset == "bbbc021"

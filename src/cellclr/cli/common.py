@@ -65,9 +65,19 @@ def any_crop_size_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def channel_list(text: str | None) -> list[str] | None:
-    """``DNA, Tubulin,Actin`` -> ``["DNA", "Tubulin", "Actin"]``."""
-    return [c.strip() for c in text.split(",")] if text else None
+def channel_list(text: str | list[str] | None) -> list[str] | None:
+    """``DNA, Tubulin,Actin`` (or ``["DNA", "Tubulin,Actin"]``, as ``names_arg`` collects
+    them) -> ``["DNA", "Tubulin", "Actin"]``."""
+    if not text:
+        return None
+    parts = [text] if isinstance(text, str) else text
+    return [c.strip() for part in parts for c in part.split(",") if c.strip()]
+
+
+def names_arg(p: argparse.ArgumentParser, flag: str, help: str, metavar: str = "NAME") -> None:
+    """An option naming several things, written either way: ``--plates A,B`` or ``--plates A
+    B`` (read back with ``channel_list``)."""
+    p.add_argument(flag, nargs="+", metavar=metavar, help=f"{help} (comma- or space-separated)")
 
 
 def config_of(args: argparse.Namespace, upstream: Path | None = None) -> Config:

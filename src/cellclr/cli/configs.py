@@ -9,7 +9,9 @@ from cellclr.cli.common import Verb
 
 
 def _configs_args(p: argparse.ArgumentParser) -> None:
-    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions = p.add_subparsers(
+        dest="action", metavar="ACTION", help="show NAME: print one (without it: list them)"
+    )
     show = actions.add_parser(
         "show",
         help="print a shipped config verbatim",

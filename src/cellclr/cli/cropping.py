@@ -12,6 +12,7 @@ from cellclr.cli.common import (
     channel_list,
     config_args,
     config_of,
+    names_arg,
     overwrite_arg,
 )
 from cellclr.columns import TREATMENT
@@ -47,10 +48,12 @@ def _crop_args(p: argparse.ArgumentParser) -> None:
         "Image_Metadata_*), one row per field or per object; FileName_Illum<Ch> columns name "
         "CellProfiler's illumination functions, used instead of our own",
     )
-    p.add_argument(
+    names_arg(
+        p,
         "--channels",
-        help="channels to read, in this order: columns of the image table, e.g. "
-        "DNA,Tubulin,Actin, or LoadData channels, e.g. DNA,ER,RNA,AGP,Mito (default there: all)",
+        "channels to read, in this order: columns of the image table, e.g. DNA,Tubulin,Actin, "
+        "or LoadData channels, e.g. DNA,ER,RNA,AGP,Mito (default there: all)",
+        "CHANNEL",
     )
     p.add_argument(
         "--images-root",
@@ -84,8 +87,8 @@ def _crop_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="crop store folder")
     p.add_argument("--box", type=at_least(8), help="crop side in pixels (default: 96)")
-    p.add_argument("--plates", nargs="+", help="only these plates")
-    p.add_argument("--wells", nargs="+", help="only these wells")
+    names_arg(p, "--plates", "only these plates", "PLATE")
+    names_arg(p, "--wells", "only these wells", "WELL")
     p.add_argument(
         "--workers", type=at_least(0), help="processes (default: the cores this job may use)"
     )
@@ -129,7 +132,10 @@ def _crop(args: argparse.Namespace) -> None:
         c.loaddata = str(args.loaddata or "")
     if args.channels:
         c.channels = channel_list(args.channels)
-    for name in ("box", "workers", "plates", "wells", "nucleus_channel", "edge"):
+    for name in ("plates", "wells"):
+        if getattr(args, name) is not None:
+            setattr(c, name, channel_list(getattr(args, name)))
+    for name in ("box", "workers", "nucleus_channel", "edge"):
         if getattr(args, name) is not None:
             setattr(c, name, getattr(args, name))
     for name, key in (("root", "images_root"), ("platemap", "platemap"), ("locations", None)):

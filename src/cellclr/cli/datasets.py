@@ -5,30 +5,32 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cellclr.cli.common import (
-    Verb,
-    at_least,
-    overwrite_arg,
-)
+from cellclr.cli.common import Verb, at_least, channel_list, names_arg, overwrite_arg
 
 
 def _download_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", choices=["bbbc021"])
+    p.add_argument(
+        "--dataset",
+        choices=["bbbc021"],
+        default="bbbc021",
+        help="the data set (default and only one: bbbc021)",
+    )
+    p.add_argument("legacy_dataset", nargs="?", choices=["bbbc021"], help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, required=True, help="folder to download into")
-    p.add_argument("--plates", nargs="+", help="only these plates, e.g. Week1_22123")
+    names_arg(p, "--plates", "only these plates, e.g. Week1_22123", "PLATE")
     p.add_argument("--retries", type=at_least(1), default=5, help="attempts per file (default: 5)")
 
 
 def _download(args: argparse.Namespace) -> None:
     from cellclr.datasets.download import download_bbbc021
 
-    done = download_bbbc021(args.out, args.plates, retries=args.retries)
+    done = download_bbbc021(args.out, channel_list(args.plates), retries=args.retries)
     print(f"{len(done)} plates in {args.out}")
 
 
 def _simulate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder to create")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the screen's random seed (default: 0)")
     overwrite_arg(p)
 
 

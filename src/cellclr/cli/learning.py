@@ -56,8 +56,9 @@ def _embed(args: argparse.Namespace) -> None:
 VERBS = (
     Verb(
         "train",
-        "train a SimCLR encoder on a crop store",
-        "Train a SimCLR model; writes model.pt, checkpoint.pt, train_log.jsonl and config.toml "
+        "train an encoder on a crop store (SimCLR, SupCon or DINO: train.method)",
+        "Train train.method (simclr, supcon or dino) on the crops; writes model.pt, "
+        "checkpoint.pt, train_log.jsonl and config.toml "
         "into --out.",
         _train_args,
         _train,

@@ -111,9 +111,19 @@ def attach_dashed_values(argv: list[str]) -> list[str]:
     return out
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The arguments; an option the verb does not know is reported with the verb's usage (not
+    the top-level one), as ``cellclr VERB --help`` would show it."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        verbs.choices[args.verb].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(attach_dashed_values(list(argv)))
+    args = parse(build_parser(), attach_dashed_values(list(argv)))
     # under torchrun only the main process prints results (errors still come from every one)
     quiet = os.environ.get("RANK", "0") != "0"
     finished = False

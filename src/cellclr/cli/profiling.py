@@ -88,10 +88,28 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
         help="profiles folder with MoA labels, e.g. RUN/profiles",
     )
     query = p.add_mutually_exclusive_group(required=True)
-    query.add_argument("--query", type=Path, help="profiles folder of the new treatments")
-    query.add_argument("--query-features", type=Path, help="feature table of the new treatments")
-    query.add_argument("--query-crops", type=Path, help="crop store of the new treatments")
-    p.add_argument("--model", type=Path, help="the model folder (with --query-crops)")
+    query.add_argument(
+        "--profiles",
+        "--query",
+        dest="query",
+        type=Path,
+        help="the new treatments: a profiles folder (from `cellclr profile`)",
+    )
+    query.add_argument(
+        "--features",
+        "--query-features",
+        dest="query_features",
+        type=Path,
+        help="or a feature table (CSV/parquet) of another tool, per cell or per well",
+    )
+    query.add_argument(
+        "--crops",
+        "--query-crops",
+        dest="query_crops",
+        type=Path,
+        help="or a crop store, embedded with --model",
+    )
+    p.add_argument("--model", type=Path, help="the model folder that made the reference (--crops)")
     p.add_argument(
         "--top", type=at_least(1), default=5, help="nearest reference treatments to list"
     )

@@ -63,18 +63,25 @@ def _baseline_args(p: argparse.ArgumentParser) -> None:
         "features) or cellprofiler (CellProfiler's own measurements via cp_measure; slow: "
         "[cellprofiler] texture = false is about 4 times faster)",
     )
-    p.add_argument("--crops", type=Path, help="crop store (default: RUN/crops or data.crops)")
-    p.add_argument("--run", type=Path, required=True, help="run folder")
-    config_args(p, "RUN/model")
+    p.add_argument("--crops", type=Path, help="crop store (default: OUT/crops or data.crops)")
+    p.add_argument(
+        "--out",
+        "--run",
+        dest="out",
+        type=Path,
+        required=True,
+        help="the run folder the baseline is written into (OUT/baselines/KIND/)",
+    )
+    config_args(p, "OUT/model")
     overwrite_arg(p)
 
 
 def _baseline(args: argparse.Namespace) -> None:
     from cellclr.pipeline import run_baseline
 
-    cfg = config_of(args, args.run / "model")
-    run_baseline(args.kind, cfg, args.run, args.crops, overwrite=args.overwrite)
-    print_results(args.run)
+    cfg = config_of(args, args.out / "model")
+    run_baseline(args.kind, cfg, args.out, args.crops, overwrite=args.overwrite)
+    print_results(args.out)
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:

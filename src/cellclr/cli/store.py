@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cellclr.cli.common import Verb, channel_list, overwrite_arg
+from cellclr.cli.common import Verb, channel_list, names_arg, overwrite_arg
 
 
 def _import_args(p: argparse.ArgumentParser) -> None:
@@ -15,7 +15,7 @@ def _import_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cells", type=Path, required=True, help="CSV or parquet table, one row per crop"
     )
-    p.add_argument("--channels", help="comma-separated channel names, e.g. DNA,Tubulin,Actin")
+    names_arg(p, "--channels", "channel names, e.g. DNA,Tubulin,Actin", "CHANNEL")
     p.add_argument("--out", type=Path, required=True, help="crop store folder to create")
     overwrite_arg(p)
 
