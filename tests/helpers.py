@@ -39,6 +39,13 @@ def tiny_config(*extra: str):
     return load_config(None, [*TINY_OVERRIDES, *extra])
 
 
+def error_part(err: str) -> str:
+    """Standard error of the command line from its error (``cellclr: error: ...``) on: what
+    comes before are the messages logged on the way (progress notes, warnings)."""
+    start = err.find("cellclr: error: ")
+    return err if start < 0 else err[start:]
+
+
 def make_crop_files(
     folder: Path, n_channels: int = 3, size: int = 20, seed: int = 0, n_plates: int = 2
 ) -> tuple[Path, Path]:

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +18,37 @@ def test_import_is_light_and_names_resolve():
     for name in cellclr.__all__[1:]:
         value = getattr(cellclr, name)
         assert callable(value) and value.__doc__, name
+
+
+# a notebook's training (warnings: too few cells for the batch and the plates' statistics;
+# progress notes: one line per epoch), first with logging as Python starts, then configured
+QUIET_THEN_CONFIGURED = """
+import logging, sys
+import cellclr
+from tests.helpers import make_crop_files, tiny_config
+
+images, cells = make_crop_files(OUT / "input")
+crops = cellclr.import_crops(images, cells, OUT / "crops", ["DNA", "Tubulin", "Actin"])
+cfg = tiny_config("train.batch_size=64")
+cellclr.train(crops, OUT / "quiet", cfg)
+cellclr.profile(cellclr.embed(OUT / "quiet", crops, OUT / "e", cfg), OUT / "p", cfg)
+sys.stderr.write("configured\\n")
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+cellclr.train(crops, OUT / "said", cfg)
+"""
+
+
+def test_the_library_says_nothing_until_logging_is_configured(tmp_path):
+    code = f"from pathlib import Path\nOUT = Path({str(tmp_path)!r})\n{QUIET_THEN_CONFIGURED}"
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert done.stdout == ""
+    quiet, said = done.stderr.split("configured\n")
+    assert quiet == ""  # no warning either: the library's logger has a NullHandler
+    assert "WARNING " in said and "train.batch_size=64 is more than the store's 56" in said
+    assert 'INFO {"epoch": 1, "loss": ' in said
 
 
 def test_notebook_chain(tmp_path, crop_files):

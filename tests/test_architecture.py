@@ -8,6 +8,7 @@ import cellclr
 SRC = Path(cellclr.__file__).parent
 # lowest first; a module may import from its own layer or any layer below it
 LAYERS = [
+    {"progress"},  # imports nothing of cellclr
     {"errors", "columns", "config", "shipped", "outputs", "fingerprint", "metadata", "workers"},
     {"embeddings"},
     {"retrieval"},

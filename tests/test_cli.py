@@ -1,8 +1,10 @@
 import json
+import logging
 
 import pandas as pd
 import pytest
 
+import cellclr
 from cellclr.cli import main
 from cellclr.config import load_config
 from cellclr.store import CropStore
@@ -60,7 +62,7 @@ def test_verbs_chain_and_run_skips_what_is_done(tmp_path, crop_files, capsys):
 
     stamp = (run / "model" / "model.pt").stat().st_mtime_ns
     assert main(["run", "--crops", str(crops), "--out", str(run), *sets()]) == 0
-    assert capsys.readouterr().out.count("up to date, skipped") == 4
+    assert capsys.readouterr().err.count("up to date, skipped") == 4
     assert (run / "model" / "model.pt").stat().st_mtime_ns == stamp
 
     # another config: refused without --overwrite, redone with it
@@ -157,7 +159,7 @@ def test_random_baseline_uses_the_same_stages(tmp_path, store, capsys):
     assert len(emb) == 56
     capsys.readouterr()
     assert main(["baseline", "--kind", "random", "--run", str(run), "--crops", str(store)]) == 0
-    assert capsys.readouterr().out.count("up to date, skipped") == 4
+    assert capsys.readouterr().err.count("up to date, skipped") == 4
 
 
 def test_feature_tables_of_other_tools_evaluate_like_our_profiles(tmp_path, store, capsys):
@@ -428,3 +430,67 @@ def test_lists_are_written_either_way_and_inputs_are_named_alike():
     assert base.out == parser.parse_args(["baseline", "--kind", "random", "--run", "run"]).out
     download = parser.parse_args(["download", "--dataset", "bbbc021", "--out", "d"])
     assert download.dataset == "bbbc021"
+
+
+def train_args(store, out) -> list[str]:
+    """A tiny training whose batch (64) is larger than the store (56 cells): it logs a warning
+    (the batch is clamped) and a progress note per epoch (INFO)."""
+    return ["train", "--crops", str(store), "--out", str(out), *sets("train.batch_size=64")]
+
+
+def clamped(store) -> str:
+    return f"cellclr: warning: {store}: train.batch_size=64 is more than the store's 56 cells"
+
+
+EPOCH = '{"epoch": 1, "loss": '
+
+
+def test_messages_go_to_stderr_and_quiet_keeps_only_warnings(tmp_path, store, capsys):
+    assert main(train_args(store, tmp_path / "loud")) == 0
+    said = capsys.readouterr()
+    assert clamped(store) in said.err and EPOCH in said.err  # a warning, and a progress note
+    assert said.out == f"model: {tmp_path / 'loud'}\n"  # the result alone on stdout
+    assert main(["--quiet", *train_args(store, tmp_path / "quiet")]) == 0
+    said = capsys.readouterr()
+    assert clamped(store) in said.err and EPOCH not in said.err
+    assert said.out == f"model: {tmp_path / 'quiet'}\n"  # a result is not a message: shown
+    assert main(["-q", *train_args(store, tmp_path / "q")]) == 0
+    assert EPOCH not in capsys.readouterr().err
+
+
+def test_verbose_shows_debugging_messages(capsys):
+    line = f"cellclr {cellclr.__version__}: cellclr"
+    assert main(["configs"]) == 0
+    assert line not in capsys.readouterr().err
+    assert main(["-v", "configs"]) == 0
+    assert f"{line} -v configs\n" in capsys.readouterr().err
+    assert main(["--verbose", "configs"]) == 0
+    assert f"{line} --verbose configs\n" in capsys.readouterr().err
+
+
+def test_quiet_and_verbose_exclude_each_other(capsys):
+    with pytest.raises(SystemExit):
+        main(["-q", "-v", "configs"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_under_torchrun_other_processes_show_warnings_only(tmp_path, store, capsys, monkeypatch):
+    """RANK 1 (torchrun's second process; alone here, as WORLD_SIZE is unset): no progress
+    notes and no results, but its warnings."""
+    monkeypatch.setenv("RANK", "1")
+    assert main(train_args(store, tmp_path / "m1")) == 0
+    said = capsys.readouterr()
+    assert clamped(store) in said.err and EPOCH not in said.err and said.out == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(train_args(store, tmp_path / "m0")) == 0
+    said = capsys.readouterr()
+    assert EPOCH in said.err and said.out == f"model: {tmp_path / 'm0'}\n"
+
+
+def test_the_cellclr_logger_is_left_as_it_was():
+    """``main`` called from Python (a notebook, a test) leaves no handler or level behind."""
+    logger = logging.getLogger("cellclr")
+    before = (list(logger.handlers), logger.level)
+    assert main(["-q", "configs"]) == 0
+    assert main(["configs", "show", "nothing-of-that-name"]) == 2
+    assert (list(logger.handlers), logger.level) == before

@@ -1,6 +1,7 @@
 """`cellclr demo` end to end on a tiny simulated screen (the real demo's screen is larger)."""
 
 import json
+import logging
 
 import pytest
 
@@ -8,7 +9,7 @@ from cellclr.demo import demo, demo_config
 from tests.datasets.test_simulate import TINY
 
 
-def test_demo_runs_every_stage_and_reports(tmp_path, capsys):
+def test_demo_runs_every_stage_and_reports(tmp_path, caplog):
     out = tmp_path / "demo"
     report = demo(out, ["train.epochs=1", "crop.workers=1"], spec=TINY)
     assert report == out / "report.html" and report.is_file()
@@ -22,9 +23,10 @@ def test_demo_runs_every_stage_and_reports(tmp_path, capsys):
     assert f"{metrics['nsc']['correct']}/{metrics['nsc']['total']}" in html
     assert "random" in html
     # a second call finds everything up to date
-    capsys.readouterr()
-    demo(out, ["train.epochs=1", "crop.workers=1"], spec=TINY)
-    assert capsys.readouterr().out.count("up to date, skipped") == 11
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cellclr"):
+        demo(out, ["train.epochs=1", "crop.workers=1"], spec=TINY)
+    assert caplog.text.count("up to date, skipped") == 11
 
 
 def test_shipped_demo_config_is_small():

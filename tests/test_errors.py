@@ -9,6 +9,7 @@ import pytest
 
 from cellclr.cli import main
 from cellclr.outputs import OutputError, staged_dir
+from tests.helpers import error_part
 from tests.test_cli import sets
 
 
@@ -20,7 +21,7 @@ def digest(folder):
 
 
 def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
+    err = error_part(capsys.readouterr().err).strip()
     assert err.startswith("cellclr: error: ") and "\n" not in err, err
     return err
 
@@ -52,6 +53,7 @@ def test_train_and_embed_refuse_an_output_that_overlaps_an_input(store, model, t
 def test_report_never_overwrites_a_file_of_the_run(store, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["run", "--crops", str(store), "--out", str(run), *sets()]) == 0
+    capsys.readouterr()  # the run's progress notes
     before = digest(run)
     target = run / "eval" / "metrics.json"
     assert main(["report", "--run", str(run), "--out", str(target), "--overwrite"]) == 2

@@ -12,6 +12,7 @@ import pytest
 
 from cellclr.cli import main
 from cellclr.outputs import OutputLockedError, lock_path, output_lock, staged_dir
+from tests.helpers import error_part
 from tests.test_cli import sets
 
 HOLDER = """
@@ -46,7 +47,7 @@ def test_a_second_training_into_the_same_folder_is_refused(held, store, capsys):
     for extra in ([], ["--overwrite"], ["--resume"]):
         args = ["train", "--crops", str(store), "--out", str(out), *sets(), *extra]
         assert main(args) == 2
-        err = capsys.readouterr().err.strip().splitlines()
+        err = error_part(capsys.readouterr().err).strip().splitlines()
         assert err == [
             f"cellclr: error: {out}: another process is writing it (pid {child.pid} on "
             f"{socket.gethostname()}, holding {lock_path(out)}): wait for it to end, or stop "

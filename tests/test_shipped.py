@@ -115,7 +115,7 @@ def test_cellpainting_cpu_trains_from_a_folder_that_is_not_the_checkout(
     sets = ["train.epochs=1", "train.device='cpu'", "train.threads=1"]
     args = ["train", "--crops", "crops", "--out", "model", "--config", "cellpainting-cpu"]
     assert main([*args, *[a for s in sets for a in ("--set", s)]]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     # 56 cells, fewer than the config's batch of 128: clamped, and said
     assert (
         "train.batch_size=128 is more than the store's 56 cells: training on batches of 56" in out

@@ -13,14 +13,24 @@ The stages, as functions for notebooks (each writes its output folder, as the CL
     cells = cellclr.load_embeddings("runs/x/embeddings")  # a DataFrame
 
 Names are imported on first use, so ``import cellclr`` stays fast and loads no torch.
+
+Messages (progress notes, summaries, warnings) go through ``logging``, to the ``cellclr``
+logger, which shows nothing until logging is configured, e.g.
+``logging.basicConfig(level=logging.INFO)``; ``cellclr.progress.enable(False)`` switches the
+progress bars off.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
+from cellclr import progress as progress  # cellclr.progress.enable(False)
+
 __version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library: the user decides
 
 # public name -> (module, attribute)
 _API = {

@@ -7,9 +7,8 @@ methods, ``OUT/results.parquet`` and ``OUT/report.html`` put them side by side."
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-
-from tqdm import tqdm
 
 from cellclr.baselines.stages import KINDS
 from cellclr.config import load_config
@@ -18,6 +17,8 @@ from cellclr.learning.distributed import barrier, init_distributed
 from cellclr.outputs import COMPARE, write_json
 from cellclr.pipeline import run, run_baseline, write_results
 from cellclr.report import write_report
+
+log = logging.getLogger(__name__)
 
 
 def compare(
@@ -41,7 +42,7 @@ def compare(
     world, _ = init_distributed(loaded[0].train.device, loaded[0].train.dist_timeout)
     for name, cfg in zip(names, loaded, strict=True):
         cfg.evaluate.baselines = []  # once for all methods, below
-        tqdm.write(f"[compare] {name} -> {out / name}")
+        log.info(f"[compare] {name} -> {out / name}")
         run(cfg, out / name, crops, overwrite=overwrite)
         barrier(world)  # the others wait (no timeout) while the main process evaluates
     if not world.main:

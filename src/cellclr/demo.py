@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import asdict
 from importlib.resources import files
 from pathlib import Path
-
-from tqdm import tqdm
 
 from cellclr.config import Config, load_config
 from cellclr.datasets.simulate import ScreenSpec, simulate_screen
 from cellclr.outputs import MANIFEST, OutputExistsError, read_manifest, write_manifest
 from cellclr.pipeline import run
 from cellclr.report.page import write_report
+
+log = logging.getLogger(__name__)
 
 
 def demo_config(overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -44,7 +45,7 @@ def demo(
             raise OutputExistsError(
                 f"{screen} holds another simulated screen (seed or size): pass --overwrite"
             )
-        tqdm.write(f"[demo] simulate -> {screen}")
+        log.info(f"[demo] simulate -> {screen}")
         t0 = time.perf_counter()
         summary = simulate_screen(screen, seed=seed, spec=spec, overwrite=overwrite)
         write_manifest(

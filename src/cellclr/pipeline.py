@@ -3,12 +3,12 @@ to date; baselines through the same stages; one results table for all of them.""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from cellclr.baselines.stages import KINDS, baseline_fingerprint, classic_embeddings, random_model
 from cellclr.config import Config
@@ -30,6 +30,8 @@ from cellclr.profiling.evaluate import evaluate, evaluate_fingerprint, results_t
 from cellclr.profiling.profiles import profile, profile_fingerprint
 from cellclr.store import CropStore
 
+log = logging.getLogger(__name__)
+
 RESULTS = "results.parquet"
 
 
@@ -40,7 +42,7 @@ def _up_to_date(folder: Path, fp: str) -> bool:
 def _stage(
     name: str, folder: Path, fp: Callable[[], str], work: Callable[[bool], object], overwrite: bool
 ) -> None:
-    say = tqdm.write if world_from_env().main else (lambda _: None)
+    say = log.info if world_from_env().main else (lambda _: None)
     if folder.exists():
         if _up_to_date(folder, fp()):
             say(f"[run] {name}: {folder} is up to date, skipped")
@@ -101,7 +103,7 @@ def _crop_stage(crops: Path, cfg: Config, world: World, overwrite: bool) -> None
     cores; then the main process crops whatever is missing and finalises the store. With
     ``overwrite`` (a store is replaced: no shards) the main process crops alone."""
     if world.main:
-        tqdm.write(f"[run] crop -> {crops}")
+        log.info(f"[run] crop -> {crops}")
     if world.size > 1 and not overwrite:
         per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
         share = cfg.model_copy(deep=True)
@@ -211,7 +213,7 @@ def collect_results(run: str | Path) -> pd.DataFrame:
     run = Path(run)
     baselines, stale = current_baselines(run)
     for name in stale:
-        tqdm.write(f"results: baselines/{name} left out (unfinished, or made from other crops)")
+        log.warning(f"results: baselines/{name} left out (unfinished, or made from other crops)")
     runs = compared_runs(run) or [("cellclr", run)]
     sources = [(name, folder / "eval") for name, folder in [*runs, *baselines]]
     tables = [

@@ -284,8 +284,8 @@ def test_cli_baseline_and_run(small_store: Path, tmp_path: Path, capsys) -> None
     args = ["--run", str(run), "--crops", str(small_store)]
     plain = sets("cellprofiler.texture=false", "evaluate.bootstrap=10")
     assert main(["baseline", "--kind", "cellprofiler", *args, *plain]) == 0
-    out = capsys.readouterr().out
-    assert "cells/s" in out and "| cellprofiler | none |" in out
+    said = capsys.readouterr()
+    assert "cells/s" in said.err and "| cellprofiler | none |" in said.out
     base = run / "baselines" / "cellprofiler"
     manifest = json.loads((base / "embeddings" / "stage.json").read_text())
     assert manifest["stage"] == "baseline-cellprofiler" and manifest["texture"] is False
@@ -301,7 +301,7 @@ def test_cli_baseline_and_run(small_store: Path, tmp_path: Path, capsys) -> None
     full = sets("cellprofiler.texture=false", "evaluate.bootstrap=10")
     full += ["--set", 'evaluate.baselines=["classic","cellprofiler"]']
     assert main(["run", "--crops", str(small_store), "--out", str(run), *full]) == 0
-    out = capsys.readouterr().out
-    assert "baseline cellprofiler: " in out and "up to date, skipped" in out
+    err = capsys.readouterr().err
+    assert "baseline cellprofiler: " in err and "up to date, skipped" in err
     results = pd.read_parquet(run / "results.parquet")
     assert {"cellclr", "classic", "cellprofiler"} <= set(results["representation"])

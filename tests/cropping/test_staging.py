@@ -99,7 +99,7 @@ def test_a_failed_crop_never_blocks_a_retry_with_other_settings(tmp_path, monkey
     monkeypatch.undo()
     capsys.readouterr()
     assert main(crop_args(table, out, "--box", "40")) == 0  # other settings, no --overwrite
-    assert "replacing" in capsys.readouterr().out
+    assert "replacing" in capsys.readouterr().err
     assert CropStore(out).crop_shape == (3, 40, 40) and len(CropStore(out)) == 60
     assert not (tmp_path / "crops.partial").exists()
     assert main(crop_args(table, out, "--box", "32")) == 2  # a finished store needs --overwrite

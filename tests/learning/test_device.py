@@ -58,7 +58,7 @@ def test_older_torch_without_the_emulation_argument(gpu, monkeypatch):
     assert precision(CUDA) == "fp16"
 
 
-def test_fp16_training_scales_the_loss_and_says_so(store, tmp_path, monkeypatch, capsys):
+def test_fp16_training_scales_the_loss_and_says_so(store, tmp_path, monkeypatch, caplog):
     cfg = tiny_config()
     bf16_fp = train_fingerprint(CropStore(store), cfg)
     fp16 = {"cpu": "fp16"}  # the CPU's autocast stands in for a GPU without bf16
@@ -67,7 +67,7 @@ def test_fp16_training_scales_the_loss_and_says_so(store, tmp_path, monkeypatch,
     monkeypatch.setattr(device_module, "precision_note", lambda d: "no bf16 here: fp16")
     monkeypatch.setattr("cellclr.learning.train.precision_note", device_module.precision_note)
     out = train(store, tmp_path / "m", cfg)
-    assert "no bf16 here: fp16" in capsys.readouterr().out
+    assert "no bf16 here: fp16" in caplog.text
     manifest = json.loads((out / "stage.json").read_text())
     assert manifest["precision"] == "fp16" and manifest["final_loss"] > 0
     assert manifest["fingerprint"] != bf16_fp  # other numbers: another fingerprint

@@ -79,15 +79,15 @@ def test_interrupted_then_resumed_equals_uninterrupted(store, tmp_path, monkeypa
     assert log == [1, 2, 3]
 
 
-def test_other_settings_replace_an_unfinished_training(store, tmp_path, monkeypatch, capsys):
+def test_other_settings_replace_an_unfinished_training(store, tmp_path, monkeypatch, caplog):
     with monkeypatch.context() as m:
         interrupt_in_epoch(m, 2)
         with pytest.raises(KeyboardInterrupt):
             train(store, tmp_path / "m", tiny_config())
-    capsys.readouterr()
+    caplog.clear()
     other = tiny_config("train.lr=0.5")
     train(store, tmp_path / "m", other)  # no --overwrite: nothing had completed
-    assert "replacing the unfinished training" in capsys.readouterr().out
+    assert "replacing the unfinished training" in caplog.text
     assert_same_weights(weights(train(store, tmp_path / "fresh", other)), weights(tmp_path / "m"))
 
 
@@ -129,15 +129,16 @@ def test_well_and_cell_normalisation_train_and_embed(store, tmp_path, mode):
     assert len(cells) == 56 and np.isfinite(cells.filter(like="emb_").to_numpy()).all()
 
 
-def test_a_batch_larger_than_the_store_is_clamped_and_said(store, tmp_path, capsys):
+def test_a_batch_larger_than_the_store_is_clamped_and_said(store, tmp_path, caplog):
     clamped = train(store, tmp_path / "big", tiny_config("train.batch_size=64"))
-    said = capsys.readouterr().out
+    said = caplog.text
     assert (
         "train.batch_size=64 is more than the store's 56 cells: training on batches of 56" in said
     )
+    caplog.clear()
     assert json.loads((clamped / "stage.json").read_text())["batch_size"] == 56
     exact = train(store, tmp_path / "exact", tiny_config("train.batch_size=56"))
-    assert "more than the store" not in capsys.readouterr().out
+    assert "more than the store" not in caplog.text
     assert json.loads((exact / "stage.json").read_text())["batch_size"] == 56
     assert_same_weights(weights(clamped), weights(exact))  # trained on the batch it says
 

@@ -419,7 +419,7 @@ def test_evaluate_profiles_with_moa_uses_its_labels(tmp_path, capsys):
         main([str(a) for a in [*args, "--moa", tmp_path / "moa.csv", "--out", tmp_path / "new"]])
         == 0
     )
-    assert "its Metadata_MoA column is replaced by the MoAs of" in capsys.readouterr().out
+    assert "its Metadata_MoA column is replaced by the MoAs of" in capsys.readouterr().err
     own, new = faults.metrics(tmp_path / "own"), faults.metrics(tmp_path / "new")
     assert own["n_moas"] == 3 and new["n_moas"] == 4
     nsc = pd.read_parquet(tmp_path / "new" / "nsc.parquet")

@@ -101,7 +101,7 @@ def test_profile_embeddings_with_moa_uses_its_labels(tmp_path, capsys):
     write_csv(moa.assign(moa="New"), tmp_path / "moa.csv")
     args = ["profile", "--embeddings", tmp_path / "E", "--moa", tmp_path / "moa.csv"]
     assert main([str(a) for a in [*args, "--out", tmp_path / "P"]]) == 0
-    assert "replaced by the MoAs of" in capsys.readouterr().out
+    assert "replaced by the MoAs of" in capsys.readouterr().err
     treatments = pd.read_parquet(tmp_path / "P" / "treatments.parquet")
     labels = dict(zip(treatments["Metadata_Compound"], treatments["Metadata_MoA"], strict=True))
     assert labels["M1-c0"] == "New"

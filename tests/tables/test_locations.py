@@ -47,8 +47,8 @@ def test_a_table_listing_each_nucleus_twice_crops_each_once(tmp_path, capsys):
             )
             == 0
         )
-        out = capsys.readouterr().out
-        assert f"locations table {tmp_path / 'twice.csv'}: 6 rows repeat a nucleus" in out
+        err = capsys.readouterr().err
+        assert f"locations table {tmp_path / 'twice.csv'}: 6 rows repeat a nucleus" in err
         a, b = CropStore(tmp_path / f"a{objects}"), CropStore(tmp_path / f"b{objects}")
         assert len(a) == len(b) == len(fields) * len(CENTRES)
         pd.testing.assert_frame_equal(a.cells, b.cells)

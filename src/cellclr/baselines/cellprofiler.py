@@ -31,6 +31,7 @@ texture takes images in [0, 1], as CellProfiler's are; about 0.1% of pixels satu
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -42,7 +43,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from tqdm import tqdm
 
 from cellclr.baselines.chunks import Chunk, available_cores, chunk_tasks, map_chunks, read_scaled
 from cellclr.baselines.classic import SIGMA, segment
@@ -50,6 +50,8 @@ from cellclr.embeddings import EMBEDDINGS, EmbeddingWriter
 from cellclr.errors import CellclrError
 from cellclr.metadata import metadata_columns
 from cellclr.store import CropStore
+
+log = logging.getLogger(__name__)
 
 OBJECTS = ("Nuclei", "Cells")
 POSE = ("Center_", "BoundingBoxMinimum_", "BoundingBoxMaximum_", "Orientation", "Location_")
@@ -313,7 +315,7 @@ def write_cellprofiler_embeddings(
     with EmbeddingWriter(Path(out) / EMBEDDINGS, metadata, names) as writer:
         writer.append(values)
     rate = len(values) / max(seconds, 1e-9)
-    tqdm.write(
+    log.info(
         f"[cellprofiler] {len(values)} cells in {seconds:.1f} s: {rate:.2f} cells/s "
         f"({workers} workers, texture {'on' if texture else 'off'}; "
         f"{1000 * cpu / max(len(values), 1):.0f} ms of CPU a cell)"

@@ -15,8 +15,8 @@ from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
-from tqdm import tqdm
 
+from cellclr.progress import progress_bar
 from cellclr.store import CropStore
 from cellclr.store.reader import crop_percentiles
 from cellclr.workers import process_pool
@@ -76,7 +76,7 @@ def map_chunks(
     workers = max(1, min(workers, len(tasks)))
     with ExitStack() as stack:
         total = sum(len(task[1]) for task in tasks)
-        bar = stack.enter_context(tqdm(total=total, desc=desc, unit="cell", disable=None))
+        bar = stack.enter_context(progress_bar(total=total, desc=desc, unit="cell"))
         if workers > 1:
             results = stack.enter_context(process_pool(workers)).map(work, tasks)
         else:

@@ -6,12 +6,19 @@ import argparse
 import contextlib
 import errno
 import io
+import logging
 import os
+import shlex
 import sys
+from collections.abc import Iterator
+
+from tqdm import tqdm
 
 from cellclr import __version__
 from cellclr.cli import configs, cropping, datasets, learning, profiling, runs, store
 from cellclr.errors import CellclrError
+
+log = logging.getLogger(__name__)
 
 EPILOG = """\
 typical use:
@@ -45,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cellclr {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="show only warnings and errors (no progress notes)",
+    )
+    loudness.add_argument(
+        "-v", "--verbose", action="store_true", help="show debugging messages too"
+    )
     subparsers = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in VERBS:
         p = subparsers.add_parser(verb.name, help=verb.help, description=verb.description)
@@ -121,14 +138,67 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
     return args
 
 
+class TqdmHandler(logging.Handler):
+    """Writes each message to standard error with ``tqdm.write``, which redraws a progress bar
+    below the message instead of breaking it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+class MessageFormatter(logging.Formatter):
+    """The message alone; a warning or an error says so first (``cellclr: warning: ...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"cellclr: {record.levelname.lower()}: {message}"
+        return message
+
+
+def log_level(args: argparse.Namespace) -> int:
+    """DEBUG with -v; WARNING with -q, and in all but the main process under torchrun (whose
+    progress notes would repeat the main process's); INFO otherwise."""
+    if args.verbose:
+        return logging.DEBUG
+    if args.quiet or os.environ.get("RANK", "0") != "0":
+        return logging.WARNING
+    return logging.INFO
+
+
+@contextlib.contextmanager
+def logging_to_stderr(level: int) -> Iterator[None]:
+    """The library's messages (the ``cellclr`` logger) on standard error, from ``level`` up,
+    while a verb runs; the logger is left as it was afterwards."""
+    logger = logging.getLogger("cellclr")
+    handler = TqdmHandler()
+    handler.setFormatter(MessageFormatter())
+    before = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(build_parser(), attach_dashed_values(list(argv)))
-    # under torchrun only the main process prints results (errors still come from every one)
+    # under torchrun only the main process prints results (stdout); the others' progress notes
+    # are left out by log_level (their warnings and errors still show, on stderr)
     quiet = os.environ.get("RANK", "0") != "0"
     finished = False
     try:
-        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        with (
+            logging_to_stderr(log_level(args)),
+            contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext(),
+        ):
+            log.debug(f"cellclr {__version__}: cellclr {shlex.join(argv)}")
             args.handler(args)
         finished = True
     except KeyboardInterrupt:

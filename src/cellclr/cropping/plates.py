@@ -13,6 +13,7 @@ plates' records which plates are not finished yet (``pending_plates``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterable
 from concurrent.futures import Executor
@@ -33,6 +34,8 @@ from cellclr.pixels.nuclei import NucleusParams
 from cellclr.store.format import plate_file_stem
 from cellclr.store.writer import NpyAppender, plate_files, write_digest, write_plate_index
 from cellclr.tables.loaddata import illumination_columns
+
+log = logging.getLogger(__name__)
 
 RECORDS = "sites"  # sites/<stem>.parquet: the sites of each finished plate
 RECORD_COLUMNS = [*SITE_KEYS, "cells", "off_edge", "outside_field", "illumination", "status"]
@@ -121,7 +124,7 @@ def plate_illumination(
     if path.is_file():
         return path
     if len(sites) < c.illumination_min_sites:
-        tqdm.write(
+        log.warning(
             f"plate {plate}: {len(sites)} complete sites, fewer than "
             f"crop.illumination_min_sites={c.illumination_min_sites}: no illumination correction"
         )

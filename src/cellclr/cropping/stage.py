@@ -25,6 +25,7 @@ jobs ending together do no harm. A run without ``shard`` crops what is missing a
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -34,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from cellclr.columns import PLATE, SITE_KEYS
 from cellclr.config import Config, CropConfig, save_config
@@ -67,15 +67,16 @@ from cellclr.outputs import (
     write_parquet,
 )
 from cellclr.pixels.nuclei import NucleusParams
+from cellclr.progress import progress_bar
 from cellclr.store import finalize_store
 from cellclr.tables.image_table import select_sites
 from cellclr.tables.loaddata import illumination_columns
 from cellclr.tables.locations import locations_digest
 from cellclr.workers import process_pool
 
+log = logging.getLogger(__name__)
 CROP_MANIFEST = "crop.json"
-# the layout of the plates' files; a store of an older layout is cropped again (--overwrite)
-LAYOUT = "plate-files-2"
+LAYOUT = "plate-files-2"  # of the plates' files: an older store is cropped again (--overwrite)
 
 
 def crop(
@@ -269,7 +270,7 @@ def _crop_plates(
     records: list[dict] = []
     plates_done = []
     with ExitStack() as stack:
-        bar = stack.enter_context(tqdm(total=len(todo), desc="crop", unit="site", disable=None))
+        bar = stack.enter_context(progress_bar(total=len(todo), desc="crop", unit="site"))
         use_pool = workers > 1 and len(todo) > 1
         pool = stack.enter_context(process_pool(workers)) if use_pool else None
         for plate, sites in todo.groupby(PLATE, sort=True):
@@ -387,10 +388,10 @@ def _work_folder(
     if work.exists() and _fingerprint_in(work) != fp:
         if _fingerprint_in(work) is None and not _unclaimed(work):
             raise OutputError(f"{work} exists and is not an unfinished crop store: remove it")
-        tqdm.write(f"crop: replacing {work}, an unfinished crop with other settings")
+        log.warning(f"crop: replacing {work}, an unfinished crop with other settings")
         shutil.rmtree(work)
     elif work.exists():
-        tqdm.write(f"crop: continuing the unfinished crop in {work}")
+        log.info(f"crop: continuing the unfinished crop in {work}")
     return _claim(work, fp)
 
 

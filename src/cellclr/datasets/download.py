@@ -22,11 +22,11 @@ from urllib.error import HTTPError
 from urllib.parse import quote
 
 import pandas as pd
-from tqdm import tqdm
 
 from cellclr.datasets.bbbc021 import IMAGE_CSV, METADATA_FILES, plate_zip
 from cellclr.datasets.bbbc021 import IMAGE_PLATE as PLATE_COLUMN
 from cellclr.errors import CellclrError
+from cellclr.progress import progress_bar
 
 BBBC021_URL = "https://data.broadinstitute.org/bbbc/BBBC021/"
 COMPLETE_MARKER = ".complete"
@@ -115,7 +115,7 @@ def _transfer(url: str, part: Path, timeout: float, progress: bool) -> tuple[int
         offset, total = _resume_point(response, part, offset)
         with (
             part.open("ab" if offset else "wb") as f,
-            tqdm(
+            progress_bar(
                 total=total,
                 initial=offset,
                 desc=part.name.removesuffix(".part"),
@@ -230,7 +230,7 @@ def download_bbbc021(
     for name in METADATA_FILES:
         fetch(base_url + name, out / "metadata" / name, retries=retries, backoff=backoff)
     wanted = _select_plates(out / "metadata" / IMAGE_CSV, plates)
-    for plate in tqdm(wanted, desc="BBBC021 plates", unit="plate", disable=None):
+    for plate in progress_bar(wanted, desc="BBBC021 plates", unit="plate"):
         _download_plate(plate, out, base_url, retries, backoff)
     return wanted
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from cellclr.config import Config, save_config
 from cellclr.embeddings import EMBEDDINGS, FEATURE_PREFIX, EmbeddingWriter
@@ -21,6 +20,7 @@ from cellclr.learning.encode import encode
 from cellclr.learning.saved_model import check_crop_size, load_encoder
 from cellclr.metadata import metadata_columns
 from cellclr.outputs import partial_path, read_manifest, staged_dir, write_manifest
+from cellclr.progress import progress_bar
 from cellclr.store import CropStore, StoreError
 
 
@@ -70,7 +70,9 @@ def embed(
 
     def features() -> Iterator[np.ndarray]:
         """This process's batches (every world.size-th), encoded."""
-        bar = partial(tqdm, desc="embed", unit="batch", disable=None if world.main else True)
+        bar = partial(
+            progress_bar, desc="embed", unit="batch", disable=None if world.main else True
+        )
         mine = batches[world.rank :: world.size]
         yield from encode(encoder, store, norm, mine, device, meta["size"], cfg.embed.tta, bar)
 

@@ -11,6 +11,7 @@ they reach the same weights (up to float rounding). Only the main process writes
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 import warnings
@@ -21,7 +22,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from cellclr.columns import BATCH
 from cellclr.config import Config, ConfigError, save_config
@@ -53,7 +53,10 @@ from cellclr.learning.sampler import epoch_batches, group_codes
 from cellclr.learning.saved_model import model_meta, save_model
 from cellclr.learning.selection import replicate_map_of
 from cellclr.outputs import atomic_file, partial_path, staged_dir, write_manifest
+from cellclr.progress import progress_bar
 from cellclr.store import CropStore, Normalization
+
+logger = logging.getLogger(__name__)  # `log` is the training log
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_KEYS = ("fingerprint", "epoch", "log", "model", "optimizer", "scheduler")
@@ -85,7 +88,7 @@ def global_batch_size(requested: int, n: int, world: World, crops: str | Path) -
     if size < 2:
         raise CellclrError(f"{crops}: training needs at least 2 cells, the store has {n}")
     if size < requested and world.main:
-        tqdm.write(
+        logger.warning(
             f"{crops}: train.batch_size={requested} is more than the store's {n} cells: "
             f"training on batches of {size}"
         )
@@ -98,7 +101,7 @@ def _normalization(store: CropStore, cfg: Config, world: World) -> tuple[Normali
     borrowed = norm.source[norm.source["level"] != cfg.data.normalize]
     if len(borrowed) and world.main:
         unit = "wells" if cfg.data.normalize == "well" else "plates"
-        tqdm.write(
+        logger.warning(
             f"normalisation: {len(borrowed)} {unit} with fewer than "
             f"{cfg.data.normalize_min_cells} cells use wider statistics ({levels})"
         )
@@ -122,7 +125,7 @@ def _resume_state(work: Path, fp: str) -> dict | None:
         ck = load_torch(path, "checkpoint", CHECKPOINT_KEYS, hint)
         if ck["fingerprint"] == fp:
             return ck
-        tqdm.write(
+        logger.warning(
             f"train: replacing the unfinished training in {work} (epoch {ck['epoch']}): it was "
             "made with other crops, config or kind of device"
         )
@@ -181,7 +184,7 @@ def train(
     optimizer = build_optimizer(trained, tc.optimizer, tc.lr, tc.weight_decay)
     scaler = grad_scaler(device)
     if world.main and (note := precision_note(device)):
-        tqdm.write(note)
+        logger.warning(note)
     scheduler = warmup_cosine(optimizer, tc.warmup_epochs * steps, tc.epochs * steps)
     labels = torch.from_numpy(group_codes(store, cfg.supcon.label)) if method.uses_labels else None
     groups = group_codes(store, cfg.data.balance_by) if cfg.data.sampler == "balanced" else None
@@ -198,7 +201,7 @@ def train(
                 scaler.load_state_dict(ck["scaler"])
             start_epoch, log = ck["epoch"], ck["log"]
             if world.main:
-                tqdm.write(f"resuming {out} from epoch {start_epoch}")
+                logger.info(f"resuming {out} from epoch {start_epoch}")
         if world.main:
             save_config(cfg, work / "config.toml")
 
@@ -262,7 +265,7 @@ def _save_epoch(
     work: Path, fp: str, log: list[dict], model, optimizer, scheduler, scaler, tc
 ) -> None:
     """The epoch's log line, and a checkpoint every ``checkpoint_every`` epochs and at the end."""
-    tqdm.write(json.dumps(log[-1], allow_nan=False))
+    logger.info(json.dumps(log[-1], allow_nan=False))
     with atomic_file(work / LOG) as tmp:
         tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in log))
     epoch = log[-1]["epoch"]
@@ -317,7 +320,7 @@ def _train_epoch(
     if batch_codes is not None:
         batch_codes = batch_codes[torch.from_numpy(np.stack(mine))].to(device)
     losses: list[torch.Tensor] = []
-    bar = tqdm(
+    bar = progress_bar(
         CropBatches(store, norm, mine, device),
         desc=f"epoch {epoch}/{epochs}",
         unit="batch",

@@ -18,11 +18,11 @@ the summary; only input that cannot be read is an error.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from cellclr.columns import CELL_COUNT, PLATE, TREATMENT
 from cellclr.config import Config, EvaluateConfig, save_config
@@ -57,6 +57,8 @@ from cellclr.retrieval import (
     consistency,
     same_batch_neighbours,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Evaluation",
@@ -206,10 +208,10 @@ def evaluate_wells(
             if i == 0:
                 raise
             results[variant] = str(error)
-            tqdm.write(f"evaluate: variant {variant} not computed: {error}")
+            log.warning(f"evaluate: variant {variant} not computed: {error}")
             continue
         for note in notes:
-            tqdm.write(f"evaluate ({variant}): {note}")
+            log.warning(f"evaluate ({variant}): {note}")
         result = evaluate_variant(processed, e, treatment, source, control)
         result.metrics.update(notes=notes, dropped_features=dropped, levels=counts)
         results[variant] = result

@@ -12,13 +12,16 @@ kept. Each returns human-readable notes on the fallbacks it used, for the caller
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from cellclr.columns import BATCH, COMPOUND, PLATE, WELL
 from cellclr.errors import CellclrError
 from cellclr.metadata import feature_columns
+
+log = logging.getLogger(__name__)
 
 POSTPROCESSING = ("none", "dmso", "tvn")
 # A standard deviation this small relative to the feature's mean is rounding, i.e. zero.
@@ -85,7 +88,7 @@ def log_dropped(stage: str, dropped: dict[str, list[str]]) -> None:
     """One line per reason for the feature columns ``clean_features`` dropped."""
     for reason, columns in dropped.items():
         if columns:
-            tqdm.write(
+            log.warning(
                 f"{stage}: dropped {len(columns)} {reason} feature columns: {_shorten(columns)}"
             )
 

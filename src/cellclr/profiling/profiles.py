@@ -8,6 +8,7 @@ or from a plate map joined to the wells (``profile.platemap``, ``--platemap``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from itertools import chain
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from cellclr.columns import (
     BATCH,
@@ -60,6 +60,8 @@ from cellclr.profiling.checks import (
 )
 from cellclr.profiling.postprocess import clean_features, log_dropped, postprocess
 from cellclr.profiling.streaming import GroupSums, RowProblems
+
+log = logging.getLogger(__name__)
 
 WELLS, TREATMENTS = "wells.parquet", "treatments.parquet"
 
@@ -191,7 +193,7 @@ def join_moa(table: pd.DataFrame, moa: pd.DataFrame, path: str | Path, source: s
     concentration, moa; None where it has none); replacing a ``Metadata_MoA`` is said."""
     labels = moa_of(moa, table)
     if MOA in table:
-        tqdm.write(f"{source}: its Metadata_MoA column is replaced by the MoAs of {path}")
+        log.warning(f"{source}: its Metadata_MoA column is replaced by the MoAs of {path}")
     return table.assign(Metadata_MoA=labels)
 
 
@@ -292,11 +294,11 @@ def write_profiles(
             wells, cfg.profile.postprocess, cfg.screen.control, cfg.postprocess.tvn_lambda
         )
         for note in notes:
-            tqdm.write(f"profile ({cfg.profile.postprocess}): {note}")
+            log.warning(f"profile ({cfg.profile.postprocess}): {note}")
         treatments = treatment_profiles(processed, treatment)
     else:
         skipped["treatments"] = no_treatments(wells, treatment, "the wells")
-        tqdm.write(f"profile: wells only: {skipped['treatments']}")
+        log.warning(f"profile: wells only: {skipped['treatments']}")
     with staged_dir(out, overwrite=overwrite) as work:
         write_parquet(wells, work / WELLS)
         if treatments is not None:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from cellclr.columns import BATCH, COMPOUND, CONCENTRATION, PLATE, SITE, TREATMENT, WELL
 from cellclr.metadata import as_concentrations, as_numbers, read_table, require_filled
 from cellclr.outputs import staged_dir
+from cellclr.progress import progress_bar
 from cellclr.store import StoreError, finalize_store, write_plate
 from cellclr.store.format import REQUIRED_COLUMNS
 
@@ -126,7 +126,7 @@ def import_crops(
     cells = read_cells(cells_path, len(images))
     with staged_dir(out, overwrite=overwrite, inputs=[images_path, cells_path]) as work:
         plates = cells.groupby(PLATE, sort=True).indices
-        for plate, rows in tqdm(plates.items(), desc="import", unit="plate", disable=None):
+        for plate, rows in progress_bar(plates.items(), desc="import", unit="plate"):
             crops = check_counts(np.asarray(images[rows]), images_path, rows)
             write_plate(work, plate, crops, cells.iloc[rows])
         finalize_store(work, channels)

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cellclr.outputs import write_json
+from cellclr.progress import progress_bar
 from cellclr.store.format import StoreError
 
 RECORD = "plate_files"  # key of store.json: {crop file: [size in bytes, mtime in ns]}
@@ -106,7 +107,7 @@ def verify_store(store: str | Path) -> Verification:
     if missing:
         raise StoreError(f"the store at {store} is incomplete: missing {missing[0]}")
     result.bytes = sum((store / f).stat().st_size for f in files)
-    with tqdm(total=result.bytes, desc="verify", unit="B", unit_scale=True, disable=None) as bar:
+    with progress_bar(total=result.bytes, desc="verify", unit="B", unit_scale=True) as bar:
         for name in files:
             recorded = store / (name + ".sha256")
             if not recorded.is_file():

@@ -14,11 +14,11 @@ none of the fields is an error. The nucleus object number, when present, is kept
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from cellclr.columns import PLATE, SITE, SITE_KEYS, WELL
 from cellclr.pixels.nuclei import LOCATION_COLUMNS, DetectionError
@@ -29,6 +29,8 @@ from cellclr.tables.cptables import (
     metadata_name,
     read_columns,
 )
+
+log = logging.getLogger(__name__)
 
 X_NAMES = ("Nuclei_Location_Center_X", "Location_Center_X")
 Y_NAMES = ("Nuclei_Location_Center_Y", "Location_Center_Y")
@@ -85,7 +87,7 @@ def _once_each(
     rows = pd.concat([fields, centres.reset_index(drop=True)], axis=1)
     repeated = rows.duplicated().to_numpy()
     if repeated.any():
-        tqdm.write(
+        log.warning(
             f"locations table {path}: {int(repeated.sum())} rows repeat a nucleus (the same "
             "field and centre) of another row; each nucleus is cropped once"
         )

@@ -25,15 +25,17 @@ they disagree; a concentration must be a finite number >= 0.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from cellclr.columns import COMPOUND, CONCENTRATION, MOA, PLATE, TREATMENT, WELL
 from cellclr.metadata import MISSING, MetadataError, as_concentrations, read_table
 from cellclr.tables.image_table import ImageTableError
+
+log = logging.getLogger(__name__)
 
 PLATE_NAMES = (PLATE, "plate", "Plate", "Assay_Plate_Barcode", "Metadata_Assay_Plate_Barcode")
 WELL_NAMES = (WELL, "well_position", "Metadata_well_position", "Well", "well")
@@ -143,7 +145,7 @@ def join_platemap(
         )
     replaced = [c for c in layout.columns if c in table.columns and c not in keys]
     if replaced:
-        tqdm.write(f"plate map {path}: its {', '.join(replaced)} replace the image table's")
+        log.warning(f"plate map {path}: its {', '.join(replaced)} replace the image table's")
     joined = fields.drop(columns=replaced).merge(layout, on=keys, how="left", validate="m:1")
     for column in [c for c in TREATMENT if c in layout]:
         empty = joined[column].isna().to_numpy()
