@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthetic crop sets, and the real BBBC021 data when it is present."""
+"""Shared fixtures: tiny synthetic crop sets and profile outputs, and the real data (BBBC021's
+crops, a Cell Painting field) when they are present."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from cellclr.outputs import write_manifest
+from cellclr.profiling.feature_tables import profile_table
 from cellclr.store.import_crops import import_crops
-from tests.helpers import SHARED, make_crop_files
+from tests.helpers import FIELD, SHARED, TABLE, make_crop_files, tiny_config, wells_table, write_csv
 
 
 @pytest.fixture
@@ -27,3 +30,30 @@ def shared_singlecell() -> Path:
     if not (folder / "crops.npz").is_file():
         pytest.skip(f"real BBBC021 crops not found at {folder} (only present in CI and dev)")
     return folder
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    """tmp_path with t.csv (wells), moa.csv, R and Q (profile outputs), E (an embed output)."""
+    table = wells_table()
+    write_csv(table, tmp_path / "t.csv")
+    moa = table[["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA"]]
+    moa = moa.drop_duplicates().set_axis(["compound", "concentration", "moa"], axis=1)
+    write_csv(moa, tmp_path / "moa.csv")
+    cfg = tiny_config()
+    profile_table(tmp_path / "t.csv", tmp_path / "R", cfg)
+    profile_table(write_csv(wells_table(1), tmp_path / "q.csv"), tmp_path / "Q", cfg)
+    (tmp_path / "E").mkdir()
+    table.to_parquet(tmp_path / "E" / "embeddings.parquet", index=False)
+    write_manifest(tmp_path / "E", "embed", "0")
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def field() -> Path:
+    if not TABLE.is_file() or not (FIELD / "images").is_dir():
+        pytest.skip(
+            f"the Cell Painting field BR00143976 is not at {FIELD} (only present in CI and dev; "
+            "CELLCLR_CELLPAINTING may point at it)"
+        )
+    return FIELD

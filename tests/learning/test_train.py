@@ -1,11 +1,14 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import cellclr.learning.methods.simclr as simclr_module
 import cellclr.learning.train as train_module
+from cellclr.cli import main
 from cellclr.learning.device import grad_scaler
 from cellclr.learning.distributed import World
 from cellclr.learning.methods import Batch, build_method
@@ -15,12 +18,14 @@ from cellclr.learning.saved_model import MODEL
 from cellclr.learning.train import (
     CHECKPOINT,
     LOG,
+    NonFiniteLossError,
     train,
     train_fingerprint,
     train_step,
 )
 from cellclr.store import CropStore
-from tests.helpers import tiny_config
+from tests.cropping.test_sources import crop
+from tests.helpers import sets, tiny_config
 
 
 def weights(folder):
@@ -199,3 +204,65 @@ def test_the_process_group_timeout_is_not_part_of_the_fingerprint(store):
     base = train_fingerprint(s, tiny_config())
     assert train_fingerprint(s, tiny_config("train.dist_timeout=5")) == base
     assert train_fingerprint(s, tiny_config("train.lr=0.5")) != base
+
+
+def nan_loss_at(monkeypatch, epoch: int, step: int) -> None:
+    """Make the loss NaN at one step of one epoch (1-based)."""
+    real = simclr_module.nt_xent
+    calls = {"n": 0}
+    steps = 3  # 56 cells / batch 16
+
+    def loss(*args, **kwargs):
+        calls["n"] += 1
+        value = real(*args, **kwargs)
+        return value * float("nan") if calls["n"] == (epoch - 1) * steps + step else value
+
+    monkeypatch.setattr(simclr_module, "nt_xent", loss)
+
+
+def test_non_finite_loss_stops_and_the_last_checkpoint_resumes(store, tmp_path, monkeypatch):
+    cfg = tiny_config("train.epochs=3")
+    whole = train(store, tmp_path / "whole", cfg)
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        nan_loss_at(m, epoch=2, step=2)
+        with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 2, step 2 of 3"):
+            train(store, out, cfg)
+    partial = tmp_path / "run.partial"
+    assert not out.exists()
+    saved = torch.load(partial / CHECKPOINT, weights_only=True)
+    assert saved["epoch"] == 1  # the last good one
+    for line in (partial / LOG).read_text().splitlines():
+        assert json.loads(line, parse_constant=pytest.fail)["epoch"] == 1  # strict JSON
+    train(store, out, cfg, resume=True)
+    assert_same_weights(weights(whole), weights(out))
+
+
+def test_non_finite_loss_through_the_cli(store, tmp_path, monkeypatch, capsys):
+    nan_loss_at(monkeypatch, epoch=1, step=1)
+    assert main(["train", "--crops", str(store), "--out", str(tmp_path / "m"), *sets()]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.count("\n") == 0
+        and "epoch 1, step 1" in err
+        and "to continue from that checkpoint" in err
+    )
+
+
+def test_five_channels_train_embed_and_profile(field, tmp_path):
+    """One epoch of training, embedding and profiles on the 5-channel store, as the README's
+    Cell Painting section runs them (tiny model and views)."""
+    from tests.helpers import TINY_OVERRIDES
+
+    assert crop(tmp_path, "crops", "--no-illumination") == 0
+    tiny = [a for o in [*TINY_OVERRIDES, "train.epochs=1"] for a in ("--set", o)]
+    crops, model = str(tmp_path / "crops"), str(tmp_path / "model")
+    assert main(["train", "--crops", crops, "--out", model, *tiny]) == 0
+    embeddings = str(tmp_path / "embeddings")
+    assert main(["embed", "--model", model, "--crops", crops, "--out", embeddings]) == 0
+    assert main(["profile", "--embeddings", embeddings, "--out", str(tmp_path / "p")]) == 0
+    cells = pd.read_parquet(tmp_path / "embeddings" / "embeddings.parquet")
+    assert len(cells) == len(CropStore(tmp_path / "crops"))
+    wells = pd.read_parquet(tmp_path / "p" / "wells.parquet")
+    assert len(wells) == 1 and wells["Metadata_Cells"].iloc[0] == len(cells)
+    assert np.isfinite(wells.filter(like="emb_").to_numpy()).all()

@@ -1,5 +1,7 @@
 """NSC/NSCB on hand-built treatment tables whose answers are worked out by hand."""
 
+from __future__ import annotations
+
 import json
 
 import numpy as np
@@ -9,8 +11,7 @@ import pytest
 from cellclr.cli import main
 from cellclr.profiling.feature_tables import profile_table
 from cellclr.profiling.nsc import EvaluationError, evaluate_treatments, single_batch_moas
-from tests.helpers import tiny_config
-from tests.profiling import test_faults as faults
+from tests.helpers import FAST, FEATURES, error_of, metrics, tiny_config, wells_table, write_csv
 
 
 def table(rows):
@@ -195,7 +196,7 @@ def test_map_matches_a_direct_computation(use_batch):
     )
 
 
-def wells_table():
+def two_plate_wells():
     """Two plates (weeks), DMSO and 3 MoAs x 2 compounds, 2 wells each per plate."""
     rng = np.random.default_rng(0)
     rows, feats = [], []
@@ -226,7 +227,7 @@ def test_variants_extras_and_headline():
     from cellclr.profiling.evaluate import combine, evaluate_wells
     from cellclr.profiling.profiles import treatment_profiles
 
-    wells = wells_table()
+    wells = two_plate_wells()
     e = EvaluateConfig(bootstrap=200, knn=[3])
     results = evaluate_wells(wells, e)
     assert list(results) == ["none", "dmso", "tvn"]
@@ -246,7 +247,7 @@ def test_constant_and_nan_features_are_dropped_and_reported():
     from cellclr.config import EvaluateConfig
     from cellclr.profiling.evaluate import evaluate_wells
 
-    wells = wells_table().assign(const=1.0, holey=np.nan)
+    wells = two_plate_wells().assign(const=1.0, holey=np.nan)
     results = evaluate_wells(wells, EvaluateConfig(bootstrap=0, knn=[], map=False))
     dropped = results["none"].metrics["dropped_features"]
     assert dropped["constant"] == ["const"] and dropped["nonfinite"] == ["holey"]
@@ -257,7 +258,7 @@ def test_tvn_without_controls_is_an_error_or_a_recorded_skip():
     from cellclr.errors import CellclrError
     from cellclr.profiling.evaluate import combine, evaluate_wells
 
-    wells = wells_table()
+    wells = two_plate_wells()
     wells = wells[wells["Metadata_Compound"] != "DMSO"]
     with pytest.raises(CellclrError, match="DMSO"):  # the headline variant must work
         evaluate_wells(wells, EvaluateConfig(variants=["tvn", "none"]))
@@ -376,7 +377,7 @@ def test_consistency_by_an_annotation_column(active_only):
     from cellclr.profiling.profiles import treatment_profiles
     from cellclr.retrieval import activity, consistency
 
-    wells = wells_table()
+    wells = two_plate_wells()
     e = EvaluateConfig(
         variants=["none"],
         consistency_by=["Metadata_MoA", "Metadata_Target"],
@@ -404,14 +405,14 @@ def test_consistency_by_an_annotation_column(active_only):
 
 
 def test_evaluate_profiles_with_moa_uses_its_labels(tmp_path, capsys):
-    table = faults.wells_table()
-    profile_table(faults.write_csv(table, tmp_path / "t.csv"), tmp_path / "R", tiny_config())
+    table = wells_table()
+    profile_table(write_csv(table, tmp_path / "t.csv"), tmp_path / "R", tiny_config())
     moa = table[["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA"]].drop_duplicates()
     moa = moa.set_axis(["compound", "concentration", "moa"], axis=1)
     # M1 relabelled M2 and M2 relabelled M1: the same grouping; M3 split in two MoAs by week
     moa["moa"] = moa["moa"].replace({"M1": "M2", "M2": "M1"})
     moa.loc[moa["compound"] == "M3-c0", "moa"] = "M4"
-    faults.write_csv(moa, tmp_path / "moa.csv")
+    write_csv(moa, tmp_path / "moa.csv")
     args = ["evaluate", "--profiles", tmp_path / "R", "--set", "evaluate.bootstrap=0"]
     assert main([str(a) for a in [*args, "--out", tmp_path / "own"]]) == 0
     capsys.readouterr()
@@ -420,7 +421,7 @@ def test_evaluate_profiles_with_moa_uses_its_labels(tmp_path, capsys):
         == 0
     )
     assert "its Metadata_MoA column is replaced by the MoAs of" in capsys.readouterr().out
-    own, new = faults.metrics(tmp_path / "own"), faults.metrics(tmp_path / "new")
+    own, new = metrics(tmp_path / "own"), metrics(tmp_path / "new")
     assert own["n_moas"] == 3 and new["n_moas"] == 4
     nsc = pd.read_parquet(tmp_path / "new" / "nsc.parquet")
     none = nsc[nsc["Variant"] == "none"]
@@ -429,8 +430,55 @@ def test_evaluate_profiles_with_moa_uses_its_labels(tmp_path, capsys):
     # M3-c0 (M4) has no other compound of its MoA: never correct
     assert not nsc[nsc["Metadata_Compound"] == "M3-c0"]["Correct"].any()
     assert new["nsc"]["correct"] < own["nsc"]["correct"]
-    error = faults.error_of(
-        capsys, [*args, "--moa", tmp_path / "none.csv", "--out", tmp_path / "x"]
-    )
+    error = error_of(capsys, [*args, "--moa", tmp_path / "none.csv", "--out", tmp_path / "x"])
     assert f"MoA table not found: {tmp_path / 'none.csv'}" in error
     assert not (tmp_path / "x").exists()
+
+
+def test_huge_feature_values_give_the_same_evaluation(tmp_path):
+    table = wells_table()
+    write_csv(table, tmp_path / "t.csv")
+    table[FEATURES] = table[FEATURES] * 1e200  # squares overflow float64
+    write_csv(table, tmp_path / "big.csv")
+    for name, out in (("t.csv", "e1"), ("big.csv", "e2")):
+        args = ["evaluate", "--features", str(tmp_path / name), "--out", str(tmp_path / out)]
+        assert main([*args, *FAST]) == 0
+    plain, big = metrics(tmp_path / "e1"), metrics(tmp_path / "e2")
+    assert big["skipped_variants"] == {} and big["variants"]["tvn"]["nsc"]["total"] == 12
+    for variant in ("none", "dmso"):  # TVN is not scale-free: its lambda is lost beside 1e200
+        for task in ("nsc", "nscb"):
+            got, want = big["variants"][variant][task], plain["variants"][variant][task]
+            assert got["correct"] == want["correct"] and got["total"] == want["total"] == 12
+            assert got.get("map") == pytest.approx(want.get("map"))
+    assert plain["nsc"]["correct"] == 12
+
+
+def test_nan_feature_columns_of_a_well_table_are_dropped_and_listed(tmp_path):
+    table = wells_table()
+    write_csv(table.drop(columns="b"), tmp_path / "without_b.csv")
+    table.loc[[1, 7], "b"] = np.nan
+    path = write_csv(table, tmp_path / "t.csv")
+    for name, out in ((path, "e"), (tmp_path / "without_b.csv", "e_ref")):
+        assert main(["evaluate", "--features", str(name), "--out", str(tmp_path / out), *FAST]) == 0
+    got, want = metrics(tmp_path / "e"), metrics(tmp_path / "e_ref")
+    assert got["dropped_features"] == {"nonfinite": ["b"], "constant": []}
+    assert got["variants"] == want["variants"]
+
+
+def test_what_cannot_be_scored_is_skipped_with_its_reason(tmp_path, capsys):
+    table = wells_table()
+    cases = {
+        "one.csv": (
+            table[table["Metadata_Compound"].isin(["DMSO", "M1-c0"])],
+            "at least two compounds, found 1 in 2 treatments",
+        ),
+        "unannotated.csv": (table.drop(columns="Metadata_MoA"), "no MoA annotation (Metadata_MoA"),
+    }
+    for name, (table, problem) in cases.items():
+        path = write_csv(table, tmp_path / name)
+        out = tmp_path / name.replace(".csv", "")
+        assert main(["evaluate", "--features", str(path), "--out", str(out)]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert problem in metrics["skipped"]["nsc"] and "nsc" not in metrics
+        assert problem in capsys.readouterr().out.split("skipped nsc: ")[1]
+        assert not (out / "nsc.parquet").exists() and (out / "results.parquet").is_file()

@@ -1,0 +1,54 @@
+"""DINO's model: the momentum teacher, the head's float32 logits (cellclr.learning.methods.dino)."""
+
+import torch
+import torch.nn.functional as F
+
+from cellclr.learning.methods import build_method
+from cellclr.learning.methods.dino import DINOHead
+from tests.helpers import CountOps, tiny_config
+from tests.learning.test_methods import DINO_TINY
+
+
+def test_dino_teacher_follows_the_student_by_its_momentum():
+    cfg = tiny_config("train.method='dino'", "dino.teacher_momentum=0.9", *DINO_TINY)
+    dino = build_method(cfg, 3)
+    with torch.no_grad():
+        for p in dino.student.parameters():
+            p.add_(1.0)
+    before = [t.clone() for t in dino.teacher.parameters()]
+    dino.after_step(0.0)  # momentum 0.9 at the start
+    for t, b, s in zip(dino.teacher.parameters(), before, dino.student.parameters(), strict=True):
+        torch.testing.assert_close(t, 0.9 * b + 0.1 * s)
+    before = [t.clone() for t in dino.teacher.parameters()]
+    dino.after_step(1.0)  # momentum 1 at the end: the teacher stays
+    for t, b in zip(dino.teacher.parameters(), before, strict=True):
+        torch.testing.assert_close(t, b)
+    assert dino.encoder_to_keep() is dino.teacher.encoder
+
+
+def test_dino_logits_are_not_rounded_to_bf16_under_autocast():
+    """The targets divide the logits by 0.04: the prototype layer computes in float32, from the
+    (bf16) MLP's hidden features, even under bf16 autocast."""
+    torch.manual_seed(0)
+    head = DINOHead(64, 128, 32, 256)
+    h = torch.randn(64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(h)
+        hidden = head.mlp[:-1](h)
+    assert hidden.dtype == torch.bfloat16  # the MLP keeps the speed of bf16
+    x = F.normalize(head.mlp[-1](hidden.float()), dim=-1)
+    exact = x @ F.normalize(head.prototypes.weight, dim=1).T
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, exact, atol=1e-6, rtol=0)
+    # what bf16 logits would have been off by, in units of the teacher's temperature
+    assert (exact.bfloat16().float() - exact).abs().max() / 0.04 > 0.02
+
+
+def test_dino_teacher_update_is_a_few_operations_whatever_the_number_of_parameters():
+    calls = []
+    for arch in ("resnet_small", "resnet18"):  # 4x as many parameter tensors
+        dino = build_method(tiny_config("train.method='dino'", f"model.arch='{arch}'"), 3)
+        with CountOps() as count:
+            dino.after_step(0.5)
+        calls.append(count.calls)
+    assert calls[0] == calls[1]
