@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,18 @@ def one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert err.startswith("cellclr: error: ") and "\n" not in err, err
     return err
+
+
+# How long a test waits for another process to reach a point before it fails: a safety net
+# for a process that never gets there (a hang, a bug), never what decides an assertion.
+SAFETY = 120.0
+
+
+def wait_for(condition, what: str, timeout: float = SAFETY) -> None:
+    """Wait until ``condition()`` holds (it must stay true once it does, as a file another
+    process wrote); fail with ``what`` if it still does not after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s (a safety timeout)")
+        time.sleep(0.02)

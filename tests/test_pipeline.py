@@ -20,10 +20,10 @@ from cellclr import pipeline
 from cellclr.cli import main
 from cellclr.config import load_config
 from cellclr.cropping.stage import crop
-from cellclr.learning.distributed import world_from_env
+from cellclr.learning.distributed import barrier, world_from_env
 from cellclr.store import CropStore
 from tests.cropping.test_stage import write_plates
-from tests.helpers import make_crop_files, sets, tiny_config
+from tests.helpers import make_crop_files, sets, tiny_config, wait_for
 
 
 def unannotated_store(tmp_path: Path) -> Path:
@@ -161,15 +161,23 @@ def _crop_ranks(rank: int, init: str, table: str, out: str) -> None:
     timeout = timedelta(seconds=5)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2, timeout=timeout)
     calls = []
+    waiting = Path(out) / "waiting-1"  # rank 1 has cropped its shard and waits for rank 0
 
     def recorded(folder, cfg, overwrite=False, shard=None):
         if rank == 0 and shard is not None:
-            time.sleep(8)  # the other process waits longer than the timeout
+            wait_for(waiting.exists, "rank 1 at the barrier after its shard")
+            time.sleep(8)  # from then on, the other process waits longer than the timeout
         summary = crop(folder, cfg, overwrite=overwrite, shard=shard)
         calls.append({"shard": shard, "cropped": summary["plates_cropped"]})
         return summary
 
+    def announced(world):
+        if rank == 1:
+            waiting.touch()
+        barrier(world)
+
     pipeline.crop = recorded
+    pipeline.barrier = announced
     cfg = tiny_config(f"crop.images_table='{table}'", *CROP)
     pipeline._crop_stage(Path(out) / "crops", cfg, world_from_env(), overwrite=False)
     (Path(out) / f"calls-{rank}.json").write_text(json.dumps(calls))

@@ -1,24 +1,28 @@
-"""Worker processes of the crop stage (cellclr.workers)."""
+"""Worker processes of the crop stage (cellclr.workers): they die with a killed crop."""
 
+import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.cropping.test_stage import crop_args, write_plates
+from tests.helpers import SAFETY, wait_for
 
-# a crop whose nucleus detection takes a minute per site: it is surely running when killed
-SLOW_CROP = """
-import sys, time
+# A crop whose nucleus detection never ends: each worker leaves a file named by its pid in
+# READY when it starts a site, then waits until it is killed. So it is surely running, with
+# both workers busy, when the test kills it.
+BLOCKED_CROP = """
+import os, signal, sys
+from pathlib import Path
 import cellclr.cropping.sites as sites
-detect = sites.detect_nuclei
-def slow(*args):
-    time.sleep(60)
-    return detect(*args)
-sites.detect_nuclei = slow
+def blocked(*args):
+    Path(os.environ["READY"], str(os.getpid())).touch()
+    while True:
+        signal.pause()
+sites.detect_nuclei = blocked
 from cellclr.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -40,15 +44,6 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def wait_until(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc; PDEATHSIG is Linux only")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["KILL", "TERM"])
 def test_workers_die_with_a_killed_crop(tmp_path, sig):
@@ -56,17 +51,27 @@ def test_workers_die_with_a_killed_crop(tmp_path, sig):
     out = tmp_path / "crops"
     args = crop_args(table, out, "--workers", "2", "--no-illumination")
     out = tmp_path / "crops.partial"  # where an unfinished crop lives
+    ready = tmp_path / "ready"
+    ready.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_CROP, *args], stdout=subprocess.DEVNULL, cwd=tmp_path
+        [sys.executable, "-c", BLOCKED_CROP, *args],
+        stdout=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env={**os.environ, "READY": str(ready)},
     )
     workers: set[int] = set()
+
+    def running() -> bool:
+        assert proc.poll() is None, f"the crop ended (exit code {proc.returncode}) too early"
+        return len(list(ready.iterdir())) == 2 and any(out.rglob("*.tmp"))
+
     try:
-        running = wait_until(lambda: len(children(proc.pid)) >= 2 and any(out.rglob("*.tmp")), 20)
-        assert running, "the crop did not start its workers"
-        workers = children(proc.pid)
+        wait_for(running, "both workers busy in a site and the plate file open")
+        workers = {int(p.name) for p in ready.iterdir()}
+        assert workers <= children(proc.pid)  # the crop's own workers
         proc.send_signal(sig)
-        proc.wait(10)
-        assert wait_until(lambda: not any(alive(w) for w in workers), 5), "workers outlived it"
+        proc.wait(SAFETY)
+        wait_for(lambda: not any(alive(w) for w in workers), "workers outlived it")
     finally:
         proc.kill()
         for w in workers:

@@ -7,6 +7,7 @@ into one store, which the last to finish finalises."""
 import hashlib
 import json
 import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
@@ -541,32 +542,62 @@ def test_each_shard_crops_only_its_plates_and_a_plain_crop_finishes(
     assert_same_store(out, whole)
 
 
-def crop_together(table: Path, out: Path, shards: int) -> str:
-    """Run the ``shards`` jobs of an array at the same time; return what they printed."""
+# A crop job that, at the first call of stage.<SYNC_AT>, waits until all SYNC_JOBS jobs have
+# reached that call (each leaves a file named by its pid in SYNC_DIR): the jobs of an array are
+# at that point at the same time, whatever the machine's load. 120 s is only a safety timeout.
+TOGETHER = """
+import os, sys, time
+from pathlib import Path
+import cellclr.cropping.stage as stage
+name, folder = os.environ["SYNC_AT"], Path(os.environ["SYNC_DIR"])
+real = getattr(stage, name)
+def together(*args, **kwargs):
+    setattr(stage, name, real)
+    (folder / str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(folder.iterdir())) < int(os.environ["SYNC_JOBS"]):
+        if time.monotonic() > deadline:
+            sys.exit(f"the other jobs did not reach stage.{name} within 120 s (safety timeout)")
+        time.sleep(0.01)
+    return real(*args, **kwargs)
+setattr(stage, name, together)
+from cellclr.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def crop_together(table: Path, out: Path, shards: int, at: str) -> str:
+    """Run the ``shards`` jobs of an array at once, all of them reaching ``stage.<at>`` before
+    any goes on; return what they printed."""
+    sync = out.parent / f"sync-{at}"
+    sync.mkdir()
+    env = {**os.environ, "SYNC_AT": at, "SYNC_DIR": str(sync), "SYNC_JOBS": str(shards)}
     jobs = [
         subprocess.Popen(
-            [sys.executable, "-m", "cellclr", *crop_args(table, out, "--shard", f"{i}/{shards}")],
+            [sys.executable, "-c", TOGETHER, *crop_args(table, out, "--shard", f"{i}/{shards}")],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=env,
         )
         for i in range(shards)
     ]
     results = [job.communicate(timeout=300) for job in jobs]
     for job, (_, stderr) in zip(jobs, results, strict=True):
         assert job.returncode == 0, stderr
+    assert len(list(sync.iterdir())) == shards  # every job waited for the others there
     return "".join(stdout for stdout, _ in results)
 
 
 def test_shards_at_the_same_time(tmp_path, screen):
     table, whole = screen
     out = tmp_path / "crops"
-    printed = crop_together(table, out, 2)  # both create OUT and claim it at once
+    printed = crop_together(table, out, 2, "_work_folder")  # both create OUT and claim it at once
     assert "all 3 plates done: the store is complete" in printed  # one finalised, or both
     assert_same_store(out, whole)
     for name in FINAL:  # as if the finalising job had been killed
         (out / name).unlink()
-    printed = crop_together(table, out, 2)  # both finalise, at the same time
+    printed = crop_together(table, out, 2, "_finalise")  # both finalise, at the same time
     assert printed.count("all 3 plates done: the store is complete") == 2
     assert_same_store(out, whole)
 
