@@ -1,11 +1,16 @@
 """DINO's model: the momentum teacher, the head's float32 logits (cellclr.learning.methods.dino)."""
 
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
-from cellclr.learning.methods import build_method
+from cellclr.learning.distributed import World
+from cellclr.learning.methods import Batch, build_method
 from cellclr.learning.methods.dino import DINOHead
+from cellclr.learning.rng import view_keys
 from tests.helpers import CountOps, tiny_config
+from tests.learning.losses.test_dino import dino_reference
 from tests.learning.test_methods import DINO_TINY
 
 
@@ -52,3 +57,38 @@ def test_dino_teacher_update_is_a_few_operations_whatever_the_number_of_paramete
             dino.after_step(0.5)
         calls.append(count.calls)
     assert calls[0] == calls[1]
+
+
+def test_a_dino_step_scores_dinos_published_loss_and_moves_the_centre():
+    """The loss of a step of the method (two global and two local views of 8 cells through the
+    student, the global ones through the teacher) is DINO's formula (``dino_reference``) on the
+    logits the student and the teacher gave, with the centre before the step; the centre then
+    moves by the EMA of the teacher's batch mean."""
+    cfg = tiny_config("train.method='dino'", "dino.local_views=2", *DINO_TINY)
+    dino = build_method(cfg, 3).train()
+    with torch.no_grad():
+        dino.center.copy_(
+            torch.randn(dino.center.shape, generator=torch.Generator().manual_seed(1))
+        )
+    center = dino.center.clone()
+    logits = {}
+    for name in ("student", "teacher"):
+        getattr(dino, name).register_forward_hook(
+            lambda module, args, out, name=name: logits.__setitem__(name, out.detach().clone())
+        )
+    x = torch.rand(8, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    keys = view_keys(0, 1, torch.arange(8)[None], range(dino.views))
+    batch = Batch(x, lambda view: keys[view, 0], None, gather=None, world=World())
+    loss = dino.loss(dino.trained(), batch)
+    assert logits["student"].shape == (4 * 8, 32) and logits["teacher"].shape == (2 * 8, 32)
+    d = cfg.dino
+    expected, new_center = dino_reference(
+        logits["student"].double().numpy(),
+        logits["teacher"].double().numpy(),
+        center.double().numpy(),
+        d.student_temperature,
+        d.teacher_temperature,
+        d.center_momentum,
+    )
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(dino.center.numpy(), new_center, rtol=1e-5, atol=1e-6)
