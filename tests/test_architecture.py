@@ -9,7 +9,17 @@ SRC = Path(cellclr.__file__).parent
 # lowest first; a module may import from its own layer or any layer below it
 LAYERS = [
     {"progress"},  # imports nothing of cellclr
-    {"errors", "columns", "config", "shipped", "outputs", "fingerprint", "metadata", "workers"},
+    {
+        "errors",
+        "columns",
+        "config",
+        "shipped",
+        "outputs",
+        "stages",
+        "fingerprint",
+        "metadata",
+        "workers",
+    },
     {"embeddings"},
     {"retrieval"},
     {"store"},

@@ -3,7 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from cellclr.cli import main
 from cellclr.config import ConfigError, load_config, save_config
+from tests.helpers import tiny_config
 
 
 def test_defaults_file_and_overrides(tmp_path):
@@ -119,3 +121,35 @@ def test_runtime_keys_leave_the_fingerprint_alone():
         assert fingerprint("x", [], base, (section,)) == fingerprint("x", [], other, (section,))
     other = load_config(None, ["train.epochs=3"])
     assert fingerprint("x", [], base, ("train",)) != fingerprint("x", [], other, ("train",))
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.lr=inf", "train.lr: expected a finite number"),
+        ("simclr.temperature=nan", "simclr.temperature: expected a finite number"),
+        ("train.weight_decay=nan", "train.weight_decay: expected a finite number"),
+        ("augment.noise_std=inf", "augment.noise_std: expected a finite number"),
+        ("augment.brightness=nan", "augment.brightness: expected a finite number"),
+        ("train.device=tpu", "train.device: expected auto, cpu, cuda or cuda:N, got 'tpu'"),
+        ("train.seed=9223372036854775807", "train.seed: 9223372036854775807 is out of range"),
+    ],
+)
+def test_bad_config_values_are_refused_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_config_file_that_is_not_utf8(tmp_path, capsys):
+    path = tmp_path / "latin.toml"
+    path.write_bytes("[train]\nepochs = 1  # café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin.toml: not UTF-8 text"):
+        load_config(path)
+    args = ["train", "--crops", str(tmp_path), "--out", str(tmp_path / "m"), "--config", str(path)]
+    assert main(args) == 2
+    assert "latin.toml: not UTF-8" in capsys.readouterr().err
+
+
+def test_supcon_refuses_moa_labels():
+    with pytest.raises(ValueError, match="MoA labels would train on the answer"):
+        tiny_config("train.method='supcon'", "supcon.label='moa'")

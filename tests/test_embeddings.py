@@ -6,7 +6,7 @@ import pytest
 import cellclr.embeddings as embeddings
 from cellclr.cli import main
 from cellclr.errors import CellclrError
-from tests.test_cli import sets
+from tests.helpers import sets
 
 
 def test_embedding_writer_row_groups_keep_rows_aligned(tmp_path, monkeypatch):

@@ -1,7 +1,10 @@
-"""Writing outputs: one process at a time per output folder (issue 18 item 9)."""
+"""Writing outputs (cellclr.outputs): an output never overlaps its inputs, --overwrite replaces
+only a finished cellclr output after the new one is complete, and one process at a time per
+output folder."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -11,9 +14,14 @@ from pathlib import Path
 import pytest
 
 from cellclr.cli import main
-from cellclr.outputs import OutputLockedError, lock_path, output_lock, staged_dir
-from tests.helpers import error_part
-from tests.test_cli import sets
+from cellclr.outputs import (
+    OutputError,
+    OutputLockedError,
+    lock_path,
+    output_lock,
+    staged_dir,
+)
+from tests.helpers import error_of, error_part, one_line_error, sets, wells_table, write_csv
 
 HOLDER = """
 import sys
@@ -90,3 +98,118 @@ def test_a_damaged_json_output_is_named(tmp_path):
     (run / "eval" / "metrics.json").write_text("[1, 2]")
     with pytest.raises(CellclrError, match="holds a JSON list, not an object"):
         read_json_object(run / "eval" / "metrics.json")
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("args", "overlapped"),
+    [
+        (["evaluate", "--profiles", "R", "--out", "R"], "R"),
+        (["evaluate", "--features", "D/t.csv", "--out", "D"], "D/t.csv"),
+        (["evaluate", "--features", "t.csv", "--moa", "moa.csv", "--out", "moa.csv"], "moa.csv"),
+        (["profile", "--features", "D/t.csv", "--out", "D"], "D/t.csv"),
+        (["profile", "--features", "t.csv", "--out", "t.csv"], "t.csv"),
+        (["profile", "--embeddings", "E", "--out", "E/sub"], "E"),
+        (["predict", "--reference", "R", "--query", "Q", "--out", "Q/x"], "Q"),
+        (["predict", "--reference", "R", "--query", "Q", "--out", "R"], "R"),
+        (["predict", "--reference", "R", "--query-features", "D/t.csv", "--out", "D"], "D/t.csv"),
+        (["predict", "--reference", "R", "--query-crops", "E", "--model", "Q", "--out", "Q"], "Q"),
+    ],
+)
+def test_output_over_an_input_is_refused_and_the_inputs_kept(
+    runs, capsys, monkeypatch, args, overlapped
+):
+    monkeypatch.chdir(runs)
+    write_csv(wells_table(), runs / "D" / "t.csv")
+    (runs / "D" / "stage.json").write_text("{}")  # looks like an output: --overwrite may replace
+    before = snapshot(runs)
+    error = error_of(capsys, [*args, "--overwrite"])
+    assert f"overlaps the input {overlapped}" in error
+    assert snapshot(runs) == before
+
+
+def digest(folder):
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def model(store, tmp_path):
+    out = tmp_path / "model"
+    assert main(["train", "--crops", str(store), "--out", str(out), *sets()]) == 0
+    return out
+
+
+def test_train_and_embed_refuse_an_output_that_overlaps_an_input(store, model, tmp_path, capsys):
+    before = digest(store), digest(model)
+    cases = [
+        ["train", "--crops", str(store), "--out", str(store)],
+        ["train", "--crops", str(store), "--out", str(store / "model")],
+        ["train", "--crops", str(store), "--out", str(store.parent)],
+        ["embed", "--model", str(model), "--crops", str(store), "--out", str(store)],
+        ["embed", "--model", str(model), "--crops", str(store), "--out", str(model)],
+        ["baseline", "--kind", "classic", "--crops", str(store), "--run", str(store)],
+    ]
+    for args in cases:
+        capsys.readouterr()
+        assert main([*args, *sets(), "--overwrite"]) == 2, args
+        assert "overlaps the input" in one_line_error(capsys)
+    assert (digest(store), digest(model)) == before
+
+
+def test_report_never_overwrites_a_file_of_the_run(store, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["run", "--crops", str(store), "--out", str(run), *sets()]) == 0
+    capsys.readouterr()  # the run's progress notes
+    before = digest(run)
+    target = run / "eval" / "metrics.json"
+    assert main(["report", "--run", str(run), "--out", str(target), "--overwrite"]) == 2
+    assert "overlaps the input" in one_line_error(capsys)
+    assert digest(run) == before
+
+
+def test_an_output_that_is_a_file_or_not_ours(store, tmp_path, capsys):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me")
+    assert main(["train", "--crops", str(store), "--out", str(afile), *sets(), "--overwrite"]) == 2
+    assert "exists and is a file" in one_line_error(capsys)
+    folder = tmp_path / "thesis"
+    folder.mkdir()
+    (folder / "chapter1.tex").write_text("keep me too")
+    assert main(["train", "--crops", str(store), "--out", str(folder), *sets(), "--overwrite"]) == 2
+    assert "is not a cellclr output" in one_line_error(capsys)
+    assert afile.read_text() == "keep me" and (folder / "chapter1.tex").is_file()
+
+
+def test_overwrite_keeps_the_old_output_until_the_new_one_is_complete(tmp_path):
+    out = tmp_path / "out"
+    with staged_dir(out) as work:
+        (work / "stage.json").write_text('{"fingerprint": "a"}')
+    with pytest.raises(RuntimeError), staged_dir(out, overwrite=True) as work:
+        (work / "half").write_text("x")
+        raise RuntimeError("the new output fails half-way")
+    assert (out / "stage.json").read_text() == '{"fingerprint": "a"}'
+    assert not (tmp_path / "out.partial").exists()
+    (tmp_path / "out.old").write_text("a stray file with the old swap name")
+    with staged_dir(out, overwrite=True) as work:
+        (work / "stage.json").write_text('{"fingerprint": "b"}')
+    assert (out / "stage.json").read_text() == '{"fingerprint": "b"}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.old"]
+    with pytest.raises(OutputError, match="overlaps the input"), staged_dir(out, inputs=[out]):
+        pass
+
+
+def test_an_input_named_like_the_outputs_staging_folder_is_kept(tmp_path, capsys):
+    source = tmp_path / "eval.partial"
+    source.mkdir()
+    (source / "stage.json").write_text('{"fingerprint": "x"}')
+    args = ["evaluate", "--profiles", str(source), "--out", str(tmp_path / "eval")]
+    assert main(args) == 2
+    assert "overlaps the input" in one_line_error(capsys)
+    assert (source / "stage.json").is_file()

@@ -18,15 +18,12 @@ import torch.multiprocessing as mp
 
 from cellclr import pipeline
 from cellclr.cli import main
+from cellclr.config import load_config
 from cellclr.cropping.stage import crop
-from cellclr.learning.distributed import world_from_env
+from cellclr.learning.distributed import barrier, world_from_env
 from cellclr.store import CropStore
 from tests.cropping.test_stage import write_plates
-from tests.helpers import TINY_OVERRIDES, make_crop_files, tiny_config
-
-
-def sets(*extra: str) -> list[str]:
-    return [arg for override in (*TINY_OVERRIDES, *extra) for arg in ("--set", override)]
+from tests.helpers import make_crop_files, sets, tiny_config, wait_for
 
 
 def unannotated_store(tmp_path: Path) -> Path:
@@ -164,15 +161,23 @@ def _crop_ranks(rank: int, init: str, table: str, out: str) -> None:
     timeout = timedelta(seconds=5)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2, timeout=timeout)
     calls = []
+    waiting = Path(out) / "waiting-1"  # rank 1 has cropped its shard and waits for rank 0
 
     def recorded(folder, cfg, overwrite=False, shard=None):
         if rank == 0 and shard is not None:
-            time.sleep(8)  # the other process waits longer than the timeout
+            wait_for(waiting.exists, "rank 1 at the barrier after its shard")
+            time.sleep(8)  # from then on, the other process waits longer than the timeout
         summary = crop(folder, cfg, overwrite=overwrite, shard=shard)
         calls.append({"shard": shard, "cropped": summary["plates_cropped"]})
         return summary
 
+    def announced(world):
+        if rank == 1:
+            waiting.touch()
+        barrier(world)
+
     pipeline.crop = recorded
+    pipeline.barrier = announced
     cfg = tiny_config(f"crop.images_table='{table}'", *CROP)
     pipeline._crop_stage(Path(out) / "crops", cfg, world_from_env(), overwrite=False)
     (Path(out) / f"calls-{rank}.json").write_text(json.dumps(calls))
@@ -193,3 +198,156 @@ def test_every_process_crops_a_shard_and_the_main_one_finalises(tmp_path):
     pd.testing.assert_frame_equal(two.cells, one.cells)
     everything = np.arange(len(one))
     assert np.array_equal(two.read(everything), one.read(everything))
+
+
+def test_verbs_chain_and_run_skips_what_is_done(tmp_path, crop_files, capsys):
+    images, cells = crop_files
+    crops = tmp_path / "crops"
+    assert (
+        main(
+            [
+                "import-crops",
+                "--images",
+                str(images),
+                "--cells",
+                str(cells),
+                "--channels",
+                "DNA,Tubulin,Actin",
+                "--out",
+                str(crops),
+            ]
+        )
+        == 0
+    )
+    run = tmp_path / "run"
+    assert main(["run", "--crops", str(crops), "--out", str(run), *sets()]) == 0
+    out = capsys.readouterr().out
+    assert "NSC " in out and "NSCB " in out
+
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    for key in ("nsc", "nscb"):
+        assert set(metrics[key]) >= {"correct", "total"}
+        assert isinstance(metrics[key]["correct"], int)
+    assert isinstance(metrics["drop_pct"], float)
+    assert metrics["nsc"]["total"] == 6  # 6 annotated treatments, DMSO excluded
+    table = pd.read_parquet(run / "eval" / "nsc.parquet")
+    assert {
+        "Metadata_Compound",
+        "Metadata_MoA",
+        "Neighbor_Compound",
+        "Neighbor_MoA",
+        "Correct",
+    } <= set(table.columns)
+    for stage in ("model", "embeddings", "profiles", "eval"):
+        saved = load_config(run / stage / "config.toml")
+        assert saved.train.epochs == 2 and saved.augment.size == 16
+
+    emb = pd.read_parquet(run / "embeddings" / "embeddings.parquet")
+    assert len(emb) == 56 and emb.filter(like="emb_").shape[1] == 256
+
+    stamp = (run / "model" / "model.pt").stat().st_mtime_ns
+    assert main(["run", "--crops", str(crops), "--out", str(run), *sets()]) == 0
+    assert capsys.readouterr().err.count("up to date, skipped") == 4
+    assert (run / "model" / "model.pt").stat().st_mtime_ns == stamp
+
+    # another config: refused without --overwrite, redone with it
+    assert main(["run", "--crops", str(crops), "--out", str(run), *sets("train.epochs=1")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "run",
+                "--crops",
+                str(crops),
+                "--out",
+                str(run),
+                *sets("train.epochs=1"),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
+    assert load_config(run / "model" / "config.toml").train.epochs == 1
+
+    # the single verbs, each from the previous output
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                str(run / "model"),
+                "--crops",
+                str(crops),
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 0
+    )
+    assert main(["profile", "--embeddings", str(tmp_path / "e"), "--out", str(tmp_path / "p")]) == 0
+    assert main(["evaluate", "--profiles", str(tmp_path / "p"), "--out", str(tmp_path / "v")]) == 0
+    again = json.loads((tmp_path / "v" / "metrics.json").read_text())
+    assert again == json.loads((run / "eval" / "metrics.json").read_text())
+
+
+def test_baselines_from_other_crops_are_left_out_of_the_results(tmp_path, store):
+    from cellclr.pipeline import collect_results
+
+    run = tmp_path / "run"
+    assert main(["run", "--crops", str(store), "--out", str(run), *sets()]) == 0
+    assert main(["baseline", "--kind", "random", "--run", str(run), "--crops", str(store)]) == 0
+    assert set(collect_results(run)["representation"]) == {"cellclr", "random"}
+    manifest = run / "baselines" / "random" / "embeddings" / "stage.json"
+    manifest.write_text(manifest.read_text().replace(CropStore(store).id, "another-store"))
+    assert set(collect_results(run)["representation"]) == {"cellclr"}
+
+
+def test_real_crops_through_run(shared_singlecell, tmp_path, capsys):
+    cells = pd.read_csv(shared_singlecell / "cells.csv")
+    # a few cells of every treatment, DMSO included: 300-odd crops
+    pick = cells.groupby(["Metadata_Compound", "Metadata_Concentration"]).head(3).index.to_numpy()
+    with np.load(shared_singlecell / "crops.npz") as npz:
+        images = npz["images"][pick]
+    np.savez(tmp_path / "crops.npz", images=images)
+    cells.iloc[pick].to_csv(tmp_path / "cells.csv", index=False)
+
+    crops = tmp_path / "store"
+    assert (
+        main(
+            [
+                "import-crops",
+                "--images",
+                str(tmp_path / "crops.npz"),
+                "--cells",
+                str(tmp_path / "cells.csv"),
+                "--channels",
+                "DNA,Tubulin,Actin",
+                "--out",
+                str(crops),
+            ]
+        )
+        == 0
+    )
+    store = CropStore(crops)
+    assert len(store) == len(pick) and store.crop_shape == (3, 68, 68)
+    assert store.cells["Metadata_Batch"].str.match(r"^Week\d+$").all()
+
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "run",
+                "--crops",
+                str(crops),
+                "--out",
+                str(run),
+                *sets("train.epochs=1", "train.batch_size=64", "augment.size=32"),
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["nsc"]["total"] == 103
+    assert metrics["nscb"]["total"] == 92
+    assert metrics["nscb_dropped_moas"] == ["Cholesterol-lowering", "Kinase inhibitors"]
+    assert metrics["n_compounds"] == 38 and metrics["n_moas"] == 12

@@ -71,32 +71,6 @@ def test_unknown_names_and_missing_files_list_the_shipped_names(monkeypatch, tmp
     assert all(name in message for name in EXPECTED)
 
 
-def test_configs_lists_every_config_with_its_description(capsys):
-    assert main(["configs"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == sorted(EXPECTED)
-    for line in lines:
-        name, text = line.split(maxsplit=1)
-        assert text == description(name)
-
-
-def test_configs_show_prints_a_config_verbatim(capsys, tmp_path):
-    assert main(["configs", "show", "cellpainting-cpu"]) == 0
-    text = capsys.readouterr().out
-    assert text == (FOLDER / "cellpainting-cpu.toml").read_text()
-    copy = tmp_path / "my.toml"  # `cellclr configs show NAME > my.toml`, then edit
-    copy.write_text(text)
-    assert load_config(copy) == load_config("cellpainting-cpu")
-
-
-def test_configs_show_an_unknown_name_lists_the_names(capsys):
-    assert main(["configs", "show", "bbbc021"]) == 2
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err.startswith("cellclr: error: 'bbbc021' is not a shipped config (")
-    assert all(name in captured.err for name in EXPECTED)
-
-
 def test_compare_takes_names_and_checks_them_all_first(monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["compare", "--configs", "bbbc021-cpu", "nope", "--crops", "x", "--out", "cmp"]

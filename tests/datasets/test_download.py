@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from cellclr.datasets.download import DownloadError, download_bbbc021, fetch, safe_extract
+from tests.helpers import SAFETY
 
 PAYLOAD = bytes(range(256)) * 40  # 10240 bytes
 
@@ -102,7 +103,7 @@ def _serve(server: FakeServer, name: str, data: bytes = PAYLOAD) -> str:
 
 
 def _fetch(url: str, dest: Path, retries: int = 5) -> Path:
-    return fetch(url, dest, retries=retries, backoff=0, timeout=10, progress=False)
+    return fetch(url, dest, retries=retries, backoff=0, timeout=SAFETY, progress=False)
 
 
 # --- fetch -------------------------------------------------------------------------------

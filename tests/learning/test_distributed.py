@@ -31,7 +31,7 @@ from cellclr.learning.losses import nt_xent
 from cellclr.learning.saved_model import MODEL
 from cellclr.learning.train import CHECKPOINT, LOG, train
 from cellclr.store.import_crops import import_crops
-from tests.helpers import TINY_OVERRIDES, make_crop_files, tiny_config
+from tests.helpers import TINY_OVERRIDES, make_crop_files, tiny_config, wait_for
 
 HERE = Path(__file__).parent
 SHORT = timedelta(seconds=5)
@@ -202,19 +202,32 @@ def test_waits_for_the_main_process_outlast_the_timeout(store4, tmp_path):
 
 
 def _timeouts(rank: int, init: str, out: str) -> None:
-    """The default group's barrier times out while rank 0 works 8 s; ``barrier`` does not."""
+    """Rank 1 waits at ``barrier`` while rank 0 works 8 s (longer than the 5 s timeout), from
+    the moment rank 1 says it is there: it passes. Then rank 1 waits at the default group's
+    barrier, which rank 0 never joins: it times out."""
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="-", MASTER_PORT="0")
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2, timeout=SHORT)
     world = world_from_env()
     outcome = {}
     for name, wait in [("barrier", lambda: barrier(world)), ("default", dist.barrier)]:
+        waiting, done = Path(out) / f"waiting-{name}", Path(out) / f"done-{name}"
         if rank == 0:
-            time.sleep(8)
+            wait_for(waiting.exists, f"rank 1 at the {name} barrier")
+            if name == "barrier":
+                time.sleep(8)  # rank 1 waits longer than the timeout
+            else:  # rank 0 never comes (a safety timeout if rank 1's wait never ends)
+                wait_for(done.exists, "rank 1's wait at the default barrier to end")
+                outcome[name] = "not joined"
+                continue
+        else:
+            waiting.touch()
         try:
             wait()
             outcome[name] = "passed"
         except RuntimeError:
             outcome[name] = "timed out"
+        if rank == 1:
+            done.touch()
     (Path(out) / f"timeouts-{rank}.json").write_text(json.dumps(outcome))
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from cellclr.pixels.boxes import crop_boxes
 from cellclr.store import CropStore
 from tests.tables.test_loaddata import SHAPE, crop, loaddata, write_fields
 
@@ -38,3 +40,16 @@ def test_centres_outside_the_field_are_counted_apart(tmp_path, capsys, edge, kep
     assert len(store) == kept
     sites = pd.read_parquet(tmp_path / "out" / "sites.parquet")
     assert sites[["cells", "off_edge", "outside_field"]].to_numpy().tolist() == [[kept, 1, 2]]
+
+
+def test_crop_boxes_pads_only_what_leaves_the_field():
+    image = np.arange(1, 101, dtype=np.uint16).reshape(10, 10)
+    centres = np.array([[0.0, 0.0], [9.0, 5.0], [5.0, 5.0], [-3.0, 5.0]])
+    crops, kept, padded = crop_boxes([image], centres, 4, pad=True)
+    assert kept.tolist() == [True, True, True, False]  # a centre outside the field: never
+    assert padded.tolist() == [12, 4, 0]
+    np.testing.assert_array_equal(crops[0, 0, 2:, 2:], image[:2, :2])
+    assert (crops[0, 0, :2] == 0).all() and (crops[0, 0, :, :2] == 0).all()
+    np.testing.assert_array_equal(crops[1, 0, :, :3], image[3:7, 7:10])
+    _, kept, _ = crop_boxes([image], centres, 4)
+    assert kept.tolist() == [False, False, True, False]

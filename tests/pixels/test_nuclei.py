@@ -18,6 +18,9 @@ from cellclr.pixels.nuclei import (
     detect_nuclei,
     read_locations,
 )
+from cellclr.store import CropStore
+from tests.cropping.test_sources import XY, crop
+from tests.helpers import TABLE
 
 SIZE = 256
 # (row, col, semi-axis a, semi-axis b, angle): isolated nuclei, discs and ellipses
@@ -165,3 +168,36 @@ def test_read_locations_errors(tmp_path: Path, text: str | None, pattern: str) -
     with pytest.raises(DetectionError, match=pattern) as error:
         read_locations(path)
     assert "site_B02_1.csv" in str(error.value)
+
+
+def test_our_nuclei_against_cellprofilers(field, tmp_path):
+    # every nucleus detected is kept (boxes at the edge padded), so the cells are the detections
+    assert crop(tmp_path, "crops", "--no-illumination", "--edge", "pad") == 0
+    found = CropStore(tmp_path / "crops").cells[XY].to_numpy()
+    assert 30 <= len(found) <= 60  # about 45 visible: whole ones and some cut by the edge
+    table = pd.read_parquet(TABLE)
+    theirs = table[XY].to_numpy()
+    distance = np.array([np.hypot(*(found - t).T).min() for t in theirs])
+    singles = table["Metadata_Nuclei_Number_Object_Number"] != 6
+    assert (distance[singles.to_numpy()] < 6).all(), distance
+    # CellProfiler's object 6 is one half of a single bean-shaped nucleus that its shape
+    # declumping cut in two (objects 5 and 6: 6 touches 5 along 39% of its outline and has
+    # 578 px², the other nuclei 748-1863; the other channels show one cell, one nucleus).
+    # We find that nucleus whole: one detection between the halves, 13 px from 6's centre.
+    six = table[~singles].iloc[0]
+    assert six["Nuclei_Neighbors_FirstClosestObjectNumber_Adjacent"] == 5
+    assert six["Nuclei_Neighbors_PercentTouching_Adjacent"] > 30
+    near = np.hypot(*(found - six[XY].to_numpy(float)).T)
+    assert (near < 30).sum() == 1 and near.min() < 15
+
+
+def test_eager_declumping_splits_the_nucleus_cellprofiler_split(field, tmp_path):
+    # a lower threshold and a shallower split depth cut that bean-shaped nucleus as CellProfiler
+    # did: then all five of its nuclei have one of ours within 6 px (defaults keep it whole)
+    eager = ["--set", "crop.nucleus_threshold=li", "--set", "crop.nucleus_split_depth=0.25"]
+    assert crop(tmp_path, "crops", "--no-illumination", "--edge", "pad", *eager) == 0
+    found = CropStore(tmp_path / "crops").cells[XY].to_numpy()
+    assert 30 <= len(found) <= 60
+    theirs = pd.read_parquet(TABLE)[XY].to_numpy()
+    distance = np.array([np.hypot(*(found - t).T).min() for t in theirs])
+    assert (distance < 6).all(), distance

@@ -5,7 +5,10 @@ import pytest
 import tifffile
 
 import cellclr.pixels.tiff as tiff
+from cellclr.cli import main
 from cellclr.pixels.tiff import ImageReadError, read_image
+from cellclr.store import CropStore
+from tests.cropping.test_stage import crop_args, one_site, rewrite
 
 
 def counts(shape, high=65535, seed=0):
@@ -111,3 +114,45 @@ def test_a_file_that_is_not_a_tiff_is_named_without_its_contents(tmp_path, conte
     message = str(info.value)
     assert message.startswith(f"unreadable TIFF {path}: ")
     assert "SECRET" not in message and "PNG" not in message and "b'" not in message
+
+
+@pytest.mark.parametrize(
+    "convert,dtype",
+    [
+        (lambda im: (im / 65535).astype(np.float32), "float32"),  # 0..1: once all zeros
+        (lambda im: im.astype(np.int32) * 30, "int32"),  # above 65535: once wrapped
+        (lambda im: im.astype(np.int16) - 3000, "int16"),  # negative: once wrapped
+        (lambda im: np.where(im > 1000, np.nan, im), "float64"),  # NaN: once 0
+    ],
+)
+def test_images_that_are_not_16_bit_counts_are_refused(tmp_path, capsys, convert, dtype):
+    table = one_site(tmp_path)
+    rewrite(tmp_path / "images" / "Week1_1", convert)
+    assert main(crop_args(table, tmp_path / "crops", "--no-illumination")) == 2
+    err = capsys.readouterr().err
+    assert "B02_s1_DNA.tif" in err and dtype in err and "16-bit counts" in err
+    assert not (tmp_path / "crops" / "store.json").exists()
+
+
+def test_8_bit_images_keep_their_values(tmp_path):
+    table = one_site(tmp_path)
+    rewrite(tmp_path / "images" / "Week1_1", lambda im: (im // 16).astype(np.uint8))
+    out = tmp_path / "crops"
+    args = crop_args(table, out, "--no-illumination", "--set", "crop.nucleus_min_area=50")
+    assert main(args) == 0
+    store = CropStore(out)
+    image = tifffile.imread(tmp_path / "images" / "Week1_1" / "B02_s1_DNA.tif")
+    cell = store.cells.iloc[0]
+    x, y = round(cell["Nuclei_Location_Center_X"]), round(cell["Nuclei_Location_Center_Y"])
+    np.testing.assert_array_equal(
+        store.read(np.array([0]))[0, 0], image[y - 16 : y + 16, x - 16 : x + 16]
+    )
+
+
+def test_truncated_tiff_is_called_so(tmp_path, capsys):
+    table = one_site(tmp_path)
+    bad = tmp_path / "images" / "Week1_1" / "B02_s1_Actin.tif"
+    bad.write_bytes(bad.read_bytes()[:8])  # the header only: tifffile reads shape (0,)
+    assert main(crop_args(table, tmp_path / "crops", "--no-illumination")) == 2
+    err = capsys.readouterr().err
+    assert "truncated or corrupt" in err and str(bad) in err and "shape" not in err

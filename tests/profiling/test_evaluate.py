@@ -1,4 +1,7 @@
-"""NSC/NSCB on hand-built treatment tables whose answers are worked out by hand."""
+"""The evaluate stage (cellclr.profiling.evaluate): every post-processing variant of the wells,
+phenotypic activity and consistency beside NSC/NSCB, and the feature tables of other tools."""
+
+from __future__ import annotations
 
 import json
 
@@ -8,194 +11,13 @@ import pytest
 
 from cellclr.cli import main
 from cellclr.profiling.feature_tables import profile_table
-from cellclr.profiling.nsc import EvaluationError, evaluate_treatments, single_batch_moas
-from tests.helpers import tiny_config
-from tests.profiling import test_faults as faults
+from cellclr.profiling.nsc import evaluate_treatments
+from tests.helpers import FAST, FEATURES, error_of, metrics, tiny_config, wells_table, write_csv
+
+# ---- beyond the paper: variants, activity, consistency ----------------------------------------
 
 
-def table(rows):
-    """rows: (compound, concentration, moa, batch label, feature vector)"""
-    df = pd.DataFrame(
-        [r[:4] for r in rows],
-        columns=["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA", "Metadata_Batch"],
-    )
-    feats = np.array([r[4] for r in rows], dtype=float)
-    return pd.concat([df, pd.DataFrame(feats, columns=["f0", "f1", "f2"])], axis=1)
-
-
-def deg(angle):  # unit vectors in a plane: cosine distance follows the angle
-    a = np.deg2rad(angle)
-    return [np.cos(a), np.sin(a), 0.0]
-
-
-ROWS = [
-    # compound, conc, MoA, batch, features
-    ("a", 1.0, "M1", "Week1", deg(0)),
-    ("a", 3.0, "M1", "Week1", deg(1)),  # same compound as a/1: never its neighbour
-    ("b", 1.0, "M1", "Week2", deg(10)),
-    ("c", 1.0, "M2", "Week1", deg(5)),  # nearer to a than b is, but another MoA
-    ("d", 1.0, "M2", "Week2", deg(60)),
-    ("e", 1.0, "M3", "Week3", deg(90)),  # M3 lies in one week: dropped from NSCB
-    ("f", 1.0, "M3", "Week3", deg(95)),
-    ("DMSO", 0.0, "DMSO", "Week1", deg(2)),  # control: not a treatment, not a neighbour
-]
-
-
-def test_nsc_and_nscb_by_hand():
-    result = evaluate_treatments(table(ROWS))
-    nsc = result.nsc.set_index(["Metadata_Compound", "Metadata_Concentration"])
-    # a1 -> c (5 deg; a3 excluded, DMSO excluded): wrong. a3 -> c (4 deg): wrong.
-    # b -> c (5 deg): wrong. c -> a3 (4 deg): wrong. d -> e (30 deg): wrong.
-    # e -> f: right. f -> e: right.
-    expected_nsc = {
-        ("a", 1.0): "c",
-        ("a", 3.0): "c",
-        ("b", 1.0): "c",
-        ("c", 1.0): "a",
-        ("d", 1.0): "e",
-        ("e", 1.0): "f",
-        ("f", 1.0): "e",
-    }
-    assert nsc["Neighbor_Compound"].to_dict() == expected_nsc
-    nsc_score = {k: result.metrics["nsc"][k] for k in ("correct", "total", "accuracy")}
-    assert nsc_score == {"correct": 2, "total": 7, "accuracy": 2 / 7}
-
-    # NSCB drops M3 (single week); neighbours need another compound and another batch label:
-    # a1 (Week1) -> b (Week2, 10 deg) right; a3 -> b right; b (Week2) -> c (Week1, 5 deg) wrong;
-    # c (Week1) -> b (5 deg) wrong; d (Week2) -> c (Week1, 55 deg; e is dropped) right.
-    nscb = result.nscb.set_index(["Metadata_Compound", "Metadata_Concentration"])
-    assert nscb["Neighbor_Compound"].to_dict() == {
-        ("a", 1.0): "b",
-        ("a", 3.0): "b",
-        ("b", 1.0): "c",
-        ("c", 1.0): "b",
-        ("d", 1.0): "c",
-    }
-    assert nscb["Correct"].tolist() == [True, True, False, False, True]
-    assert result.metrics["nscb"]["correct"] == 3 and result.metrics["nscb"]["total"] == 5
-    assert result.metrics["nscb_dropped_moas"] == ["M3"]
-    assert result.metrics["drop_pct"] == pytest.approx(100 * (2 / 7 - 3 / 5), abs=1e-3)
-    assert result.metrics["excluded"] == {"control": 1, "unannotated": 0}
-
-
-def test_batch_label_rule_compares_strings():
-    # A multi-week treatment (label "Week1,Week2") may match a Week1 treatment: the labels
-    # differ as strings, as in the reference code.
-    rows = [
-        ("taxol", 0.3, "MS", "Week1,Week2", deg(0)),
-        ("x", 1.0, "MS", "Week1", deg(3)),
-        ("y", 1.0, "MD", "Week1", deg(1)),  # nearest to taxol overall, but same label as x
-        ("z", 1.0, "MD", "Week2", deg(40)),
-    ]
-    nscb = evaluate_treatments(table(rows)).nscb.set_index("Metadata_Compound")
-    assert nscb.loc["taxol", "Neighbor_Compound"] == "y"  # "Week1" != "Week1,Week2"
-    assert nscb.loc["x", "Neighbor_Compound"] == "taxol"  # y shares the label "Week1"
-    assert bool(nscb.loc["x", "Correct"])
-
-
-def test_single_batch_moas_of_bbbc021():
-    rows = [
-        ("c1", 1.0, "Cholesterol-lowering", "Week6", deg(0)),
-        ("c2", 1.0, "Cholesterol-lowering", "Week6", deg(1)),
-        ("k1", 1.0, "Kinase inhibitors", "Week5", deg(2)),
-        ("k2", 1.0, "Kinase inhibitors", "Week5", deg(3)),
-        ("t1", 1.0, "Microtubule stabilizers", "Week1,Week2", deg(4)),
-        ("t2", 1.0, "Microtubule stabilizers", "Week1", deg(5)),
-    ]
-    assert single_batch_moas(table(rows)) == ["Cholesterol-lowering", "Kinase inhibitors"]
-
-
-def test_unannotated_treatments_are_excluded_and_counted():
-    rows = [*ROWS, ("new", 1.0, None, "Week1", deg(0.5))]
-    result = evaluate_treatments(table(rows))
-    assert result.metrics["excluded"]["unannotated"] == 1
-    assert result.metrics["nsc"]["total"] == 7
-    assert "new" not in set(result.nsc["Neighbor_Compound"])
-
-
-def test_bad_tables():
-    with pytest.raises(EvaluationError, match="treatment profiles: lacks columns"):
-        evaluate_treatments(table(ROWS).drop(columns="Metadata_Batch"))
-    nan = table(ROWS)
-    nan.loc[2, "f1"] = np.nan
-    with pytest.raises(EvaluationError, match="NaN"):
-        evaluate_treatments(nan)
-
-
-# ---- beyond the paper: intervals, k-NN, per-MoA, mAP, variants ----------------------------
-
-
-def test_bootstrap_interval_contains_estimate_and_is_seeded():
-    from cellclr.profiling.metrics import bootstrap_interval
-
-    correct = np.array([1, 0, 1, 1, 0, 1, 1, 0, 0, 1] * 5, dtype=bool)
-    low, high = bootstrap_interval(correct, n=2000, seed=3)
-    assert low < correct.mean() < high and low >= 0 and high <= 1
-    assert (low, high) == bootstrap_interval(correct, n=2000, seed=3)
-    # the spread of a proportion: about 1.96 * sqrt(p (1 - p) / n) on each side
-    half = 1.96 * np.sqrt(0.6 * 0.4 / 50)
-    assert abs((high - low) / 2 - half) < 0.03
-
-
-def test_knn_voting():
-    from cellclr.profiling.metrics import knn_predictions
-
-    # query 0 has neighbours at distances 1, 2, 3 with labels b, a, a: 1-NN says b, 3-NN says a
-    d = np.array([[0, 1, 2, 3], [1, 0, 1, 1], [2, 1, 0, 1], [3, 1, 1, 0]], dtype=float)
-    labels = np.array(["a", "b", "a", "a"], dtype=object)
-    allowed = ~np.eye(4, dtype=bool)
-    assert knn_predictions(d, allowed, labels, 1)[0] == "b"
-    assert knn_predictions(d, allowed, labels, 3)[0] == "a"
-    # a 1-1 tie goes to the label of the nearer neighbour
-    assert knn_predictions(d, allowed, labels, 2)[0] == "b"
-    assert knn_predictions(d, np.zeros((4, 4), bool), labels, 3)[0] is None
-
-
-def direct_average_precision(x, moa, compound, batch, use_batch):
-    """AP per query written out: rank the candidates by cosine similarity, precision at each
-    positive."""
-    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-    sim = unit @ unit.T
-    aps = []
-    for i in range(len(x)):
-        cand = [
-            j
-            for j in range(len(x))
-            if j != i and compound[j] != compound[i] and (not use_batch or batch[j] != batch[i])
-        ]
-        pos = [j for j in cand if moa[j] == moa[i]]
-        neg = [j for j in cand if moa[j] != moa[i]]
-        if not pos or not neg:
-            continue
-        ranked = sorted(pos + neg, key=lambda j: -sim[i, j])
-        hits, precisions = 0, []
-        for rank, j in enumerate(ranked, start=1):
-            if moa[j] == moa[i]:
-                hits += 1
-                precisions.append(hits / rank)
-        aps.append(np.mean(precisions))
-    return float(np.mean(aps))
-
-
-@pytest.mark.parametrize("use_batch", [False, True])
-def test_map_matches_a_direct_computation(use_batch):
-    pytest.importorskip("copairs")
-    from cellclr.profiling.metrics import mean_average_precision
-
-    rng = np.random.default_rng(1)
-    n = 24
-    moa = np.array([f"M{i % 3}" for i in range(n)])
-    compound = np.array([f"c{i % 3}-{i // 6}" for i in range(n)])  # one MoA per compound
-    batch = np.array([f"Week{i % 4}" for i in range(n)])
-    x = rng.normal(size=(n, 5)) + (np.arange(n) % 3)[:, None]
-    t = pd.DataFrame({"Metadata_Compound": compound, "Metadata_MoA": moa, "Metadata_Batch": batch})
-    got = mean_average_precision(t, x, batch=use_batch)
-    assert got == pytest.approx(
-        direct_average_precision(x, moa, compound, batch, use_batch), rel=1e-6
-    )
-
-
-def wells_table():
+def two_plate_wells():
     """Two plates (weeks), DMSO and 3 MoAs x 2 compounds, 2 wells each per plate."""
     rng = np.random.default_rng(0)
     rows, feats = [], []
@@ -226,7 +48,7 @@ def test_variants_extras_and_headline():
     from cellclr.profiling.evaluate import combine, evaluate_wells
     from cellclr.profiling.profiles import treatment_profiles
 
-    wells = wells_table()
+    wells = two_plate_wells()
     e = EvaluateConfig(bootstrap=200, knn=[3])
     results = evaluate_wells(wells, e)
     assert list(results) == ["none", "dmso", "tvn"]
@@ -246,7 +68,7 @@ def test_constant_and_nan_features_are_dropped_and_reported():
     from cellclr.config import EvaluateConfig
     from cellclr.profiling.evaluate import evaluate_wells
 
-    wells = wells_table().assign(const=1.0, holey=np.nan)
+    wells = two_plate_wells().assign(const=1.0, holey=np.nan)
     results = evaluate_wells(wells, EvaluateConfig(bootstrap=0, knn=[], map=False))
     dropped = results["none"].metrics["dropped_features"]
     assert dropped["constant"] == ["const"] and dropped["nonfinite"] == ["holey"]
@@ -257,29 +79,13 @@ def test_tvn_without_controls_is_an_error_or_a_recorded_skip():
     from cellclr.errors import CellclrError
     from cellclr.profiling.evaluate import combine, evaluate_wells
 
-    wells = wells_table()
+    wells = two_plate_wells()
     wells = wells[wells["Metadata_Compound"] != "DMSO"]
     with pytest.raises(CellclrError, match="DMSO"):  # the headline variant must work
         evaluate_wells(wells, EvaluateConfig(variants=["tvn", "none"]))
     metrics = combine(evaluate_wells(wells, EvaluateConfig(variants=["none", "tvn"]))).metrics
     assert list(metrics["variants"]) == ["none"]
     assert "no control wells" in metrics["skipped_variants"]["tvn"]
-
-
-def test_one_batch_only_gives_an_empty_nscb_not_a_crash(tmp_path):
-    from cellclr.outputs import write_json
-
-    rows = [
-        (c, 1.0, m, "Week1", deg(a))
-        for c, m, a in [("a", "M1", 0), ("b", "M1", 5), ("c", "M2", 60), ("d", "M2", 65)]
-    ]
-    result = evaluate_treatments(table(rows))
-    assert result.metrics["nsc"]["correct"] == 4
-    assert result.metrics["nscb"]["total"] == 0 and "nscb_note" in result.metrics
-    write_json(result.metrics, tmp_path / "m.json")  # strict JSON: NaN is written as null
-    import json
-
-    assert json.loads((tmp_path / "m.json").read_text())["nscb"]["accuracy"] is None
 
 
 def real_cell_features(folder) -> pd.DataFrame:
@@ -376,7 +182,7 @@ def test_consistency_by_an_annotation_column(active_only):
     from cellclr.profiling.profiles import treatment_profiles
     from cellclr.retrieval import activity, consistency
 
-    wells = wells_table()
+    wells = two_plate_wells()
     e = EvaluateConfig(
         variants=["none"],
         consistency_by=["Metadata_MoA", "Metadata_Target"],
@@ -404,14 +210,14 @@ def test_consistency_by_an_annotation_column(active_only):
 
 
 def test_evaluate_profiles_with_moa_uses_its_labels(tmp_path, capsys):
-    table = faults.wells_table()
-    profile_table(faults.write_csv(table, tmp_path / "t.csv"), tmp_path / "R", tiny_config())
+    table = wells_table()
+    profile_table(write_csv(table, tmp_path / "t.csv"), tmp_path / "R", tiny_config())
     moa = table[["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA"]].drop_duplicates()
     moa = moa.set_axis(["compound", "concentration", "moa"], axis=1)
     # M1 relabelled M2 and M2 relabelled M1: the same grouping; M3 split in two MoAs by week
     moa["moa"] = moa["moa"].replace({"M1": "M2", "M2": "M1"})
     moa.loc[moa["compound"] == "M3-c0", "moa"] = "M4"
-    faults.write_csv(moa, tmp_path / "moa.csv")
+    write_csv(moa, tmp_path / "moa.csv")
     args = ["evaluate", "--profiles", tmp_path / "R", "--set", "evaluate.bootstrap=0"]
     assert main([str(a) for a in [*args, "--out", tmp_path / "own"]]) == 0
     capsys.readouterr()
@@ -420,7 +226,7 @@ def test_evaluate_profiles_with_moa_uses_its_labels(tmp_path, capsys):
         == 0
     )
     assert "its Metadata_MoA column is replaced by the MoAs of" in capsys.readouterr().err
-    own, new = faults.metrics(tmp_path / "own"), faults.metrics(tmp_path / "new")
+    own, new = metrics(tmp_path / "own"), metrics(tmp_path / "new")
     assert own["n_moas"] == 3 and new["n_moas"] == 4
     nsc = pd.read_parquet(tmp_path / "new" / "nsc.parquet")
     none = nsc[nsc["Variant"] == "none"]
@@ -429,8 +235,55 @@ def test_evaluate_profiles_with_moa_uses_its_labels(tmp_path, capsys):
     # M3-c0 (M4) has no other compound of its MoA: never correct
     assert not nsc[nsc["Metadata_Compound"] == "M3-c0"]["Correct"].any()
     assert new["nsc"]["correct"] < own["nsc"]["correct"]
-    error = faults.error_of(
-        capsys, [*args, "--moa", tmp_path / "none.csv", "--out", tmp_path / "x"]
-    )
+    error = error_of(capsys, [*args, "--moa", tmp_path / "none.csv", "--out", tmp_path / "x"])
     assert f"MoA table not found: {tmp_path / 'none.csv'}" in error
     assert not (tmp_path / "x").exists()
+
+
+def test_huge_feature_values_give_the_same_evaluation(tmp_path):
+    table = wells_table()
+    write_csv(table, tmp_path / "t.csv")
+    table[FEATURES] = table[FEATURES] * 1e200  # squares overflow float64
+    write_csv(table, tmp_path / "big.csv")
+    for name, out in (("t.csv", "e1"), ("big.csv", "e2")):
+        args = ["evaluate", "--features", str(tmp_path / name), "--out", str(tmp_path / out)]
+        assert main([*args, *FAST]) == 0
+    plain, big = metrics(tmp_path / "e1"), metrics(tmp_path / "e2")
+    assert big["skipped_variants"] == {} and big["variants"]["tvn"]["nsc"]["total"] == 12
+    for variant in ("none", "dmso"):  # TVN is not scale-free: its lambda is lost beside 1e200
+        for task in ("nsc", "nscb"):
+            got, want = big["variants"][variant][task], plain["variants"][variant][task]
+            assert got["correct"] == want["correct"] and got["total"] == want["total"] == 12
+            assert got.get("map") == pytest.approx(want.get("map"))
+    assert plain["nsc"]["correct"] == 12
+
+
+def test_nan_feature_columns_of_a_well_table_are_dropped_and_listed(tmp_path):
+    table = wells_table()
+    write_csv(table.drop(columns="b"), tmp_path / "without_b.csv")
+    table.loc[[1, 7], "b"] = np.nan
+    path = write_csv(table, tmp_path / "t.csv")
+    for name, out in ((path, "e"), (tmp_path / "without_b.csv", "e_ref")):
+        assert main(["evaluate", "--features", str(name), "--out", str(tmp_path / out), *FAST]) == 0
+    got, want = metrics(tmp_path / "e"), metrics(tmp_path / "e_ref")
+    assert got["dropped_features"] == {"nonfinite": ["b"], "constant": []}
+    assert got["variants"] == want["variants"]
+
+
+def test_what_cannot_be_scored_is_skipped_with_its_reason(tmp_path, capsys):
+    table = wells_table()
+    cases = {
+        "one.csv": (
+            table[table["Metadata_Compound"].isin(["DMSO", "M1-c0"])],
+            "at least two compounds, found 1 in 2 treatments",
+        ),
+        "unannotated.csv": (table.drop(columns="Metadata_MoA"), "no MoA annotation (Metadata_MoA"),
+    }
+    for name, (table, problem) in cases.items():
+        path = write_csv(table, tmp_path / name)
+        out = tmp_path / name.replace(".csv", "")
+        assert main(["evaluate", "--features", str(path), "--out", str(out)]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert problem in metrics["skipped"]["nsc"] and "nsc" not in metrics
+        assert problem in capsys.readouterr().out.split("skipped nsc: ")[1]
+        assert not (out / "nsc.parquet").exists() and (out / "results.parquet").is_file()

@@ -3,12 +3,14 @@ tables joined to them (issue 18: concentrations, repeated MoA rows)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from cellclr.cli import main
-from tests.profiling.test_faults import error_of, wells_table, write_csv
+from tests.helpers import error_of, metrics, sets, wells_table, write_csv
 
 FAST = ["--set", "evaluate.bootstrap=0"]
 
@@ -85,3 +87,100 @@ def test_a_table_that_is_a_folder_says_so(tmp_path, capsys, verb, flag):
     args += ["--moa", given["moa"]] if given["moa"] else []
     error = error_of(capsys, args)
     assert f"cellclr: error: {tmp_path / 'folder'}: is a folder, not a file (the " in error
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        "Metadata_Batch",
+        "Metadata_Concentration",
+        "Metadata_Well",
+        "Metadata_Plate",
+        "Metadata_Compound",
+    ],
+)
+@pytest.mark.parametrize("verb", ["evaluate", "profile"])
+def test_empty_required_metadata_in_a_feature_table(tmp_path, capsys, verb, column):
+    table = wells_table()
+    table.loc[[4, 9, 11], column] = None
+    path = write_csv(table, tmp_path / "t.csv")
+    error = error_of(capsys, [verb, "--features", path, "--out", tmp_path / "out"])
+    assert f"{path}: column {column} is empty in 3 rows (first: [4, 9, 11])" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_nan_cells_drop_the_column_not_the_cells(tmp_path):
+    cells = pd.concat([wells_table()] * 2, ignore_index=True)  # every well has two cells
+    cells.loc[5, "c"] = np.nan
+    path = write_csv(cells, tmp_path / "cells.csv")
+    assert main(["profile", "--features", str(path), "--out", str(tmp_path / "p")]) == 0
+    wells = pd.read_parquet(tmp_path / "p" / "wells.parquet")
+    assert [c for c in wells if not c.startswith("Metadata_")] == ["a", "b", "d"]
+    manifest = json.loads((tmp_path / "p" / "stage.json").read_text())
+    assert manifest["dropped_features"] == {"nonfinite": ["c"]}
+    assert main(["evaluate", "--features", str(path), "--out", str(tmp_path / "e"), *FAST]) == 0
+    assert metrics(tmp_path / "e")["dropped_features"]["nonfinite"] == ["c"]
+
+
+def test_feature_tables_of_other_tools_evaluate_like_our_profiles(tmp_path, store, capsys):
+    run = tmp_path / "run"
+    assert main(["run", "--crops", str(store), "--out", str(run), *sets()]) == 0
+    ours = json.loads((run / "eval" / "metrics.json").read_text())
+
+    # a CellProfiler-style per-well table: bookkeeping columns, no MoA or batch columns
+    wells = pd.read_parquet(run / "profiles" / "wells.parquet")
+    moa = wells[["Metadata_Compound", "Metadata_Concentration", "Metadata_MoA"]].drop_duplicates()
+    moa.columns = ["compound", "concentration", "moa"]
+    moa.to_csv(tmp_path / "moa.csv", index=False)
+    table = wells.drop(columns=["Metadata_MoA", "Metadata_Batch", "Metadata_Cells"])
+    table.insert(0, "ImageNumber", range(len(table)))
+    table["Nuclei_Location_Center_X"] = 10.0
+    table.to_csv(tmp_path / "cp_wells.csv", index=False)
+    assert (
+        main(
+            [
+                "evaluate",
+                "--features",
+                str(tmp_path / "cp_wells.csv"),
+                "--moa",
+                str(tmp_path / "moa.csv"),
+                "--out",
+                str(tmp_path / "cp"),
+                *sets(),
+            ]
+        )
+        == 0
+    )
+    theirs = json.loads((tmp_path / "cp" / "metrics.json").read_text())
+    for variant, m in ours["variants"].items():
+        for task in ("nsc", "nscb"):
+            assert theirs["variants"][variant][task]["correct"] == m[task]["correct"]
+            assert theirs["variants"][variant][task]["total"] == m[task]["total"]
+    assert theirs["dropped_features"] == ours["dropped_features"]
+
+    # a per-cell table (pycytominer-style) is averaged per well first: the same result again
+    cells = pd.read_parquet(run / "embeddings" / "embeddings.parquet")
+    cells.to_parquet(tmp_path / "cells.parquet")
+    assert (
+        main(
+            [
+                "evaluate",
+                "--features",
+                str(tmp_path / "cells.parquet"),
+                "--out",
+                str(tmp_path / "pc"),
+                *sets(),
+            ]
+        )
+        == 0
+    )
+    per_cell = json.loads((tmp_path / "pc" / "metrics.json").read_text())
+    assert per_cell["nsc"]["correct"] == ours["nsc"]["correct"]
+
+    # text columns that are not Metadata_ are refused, naming them
+    table.assign(Image_FileName_DNA="a.tif").to_csv(tmp_path / "bad.csv", index=False)
+    assert (
+        main(["evaluate", "--features", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "bad")])
+        == 2
+    )
+    assert "Image_FileName_DNA" in capsys.readouterr().err

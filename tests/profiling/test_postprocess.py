@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ from cellclr.profiling.postprocess import (
     standardize_to_controls,
     tvn,
 )
+from tests.helpers import FEATURES, wells_table
 
 META = [
     "Metadata_Plate",
@@ -372,3 +375,40 @@ def test_clean_features_all_dropped_is_an_error():
     wells["f1"] = np.nan
     with pytest.raises(CellclrError, match="no feature column is left"):
         clean_features(wells)
+
+
+def test_dmso_standardisation_does_not_depend_on_the_scale():
+    wells = wells_table()
+    big = wells.assign(**{f: wells[f] * 1e200 for f in FEATURES})
+    out, _ = standardize_to_controls(wells)
+    out_big, _ = standardize_to_controls(big)
+    np.testing.assert_allclose(out_big[FEATURES], out[FEATURES], rtol=1e-10)
+
+
+def test_tvn_of_huge_values_whitens_the_controls():
+    wells = wells_table()
+    wells["Metadata_Batch"] = "Week1"  # one batch: CORAL is the identity
+    wells[FEATURES] = wells[FEATURES] * 1e200
+    out, _ = tvn(wells)
+    controls = out.loc[wells["Metadata_Compound"] == "DMSO", [f"tvn_{i}" for i in range(1, 5)]]
+    np.testing.assert_allclose(controls.mean(), 0, atol=1e-12)
+    np.testing.assert_allclose(np.cov(controls, rowvar=False), np.eye(4), atol=1e-12)
+
+
+def test_tvn_of_huge_values_with_a_singular_covariance_is_a_clear_error():
+    wells = wells_table()
+    wells[FEATURES] = wells[FEATURES] * 1e200
+    wells["e"] = wells["a"] * 2  # the DMSO covariance is singular
+    with pytest.raises(CellclrError, match=r"lambda = 1\.0 vanishes beside feature values up to"):
+        tvn(wells)
+
+
+def test_tvn_that_overflows_is_a_clear_error(monkeypatch):
+    import cellclr.profiling.postprocess as postprocess
+
+    def overflowing(xw, *args):
+        return np.full_like(xw, np.inf), []
+
+    monkeypatch.setattr(postprocess, "_coral", overflowing)
+    with pytest.raises(CellclrError, match="TVN overflowed: feature values up to"):
+        tvn(wells_table())

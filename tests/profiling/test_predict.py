@@ -1,12 +1,22 @@
+from __future__ import annotations
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from cellclr.cli import main
+from cellclr.profiling.feature_tables import profile_table
 from cellclr.profiling.predict import PredictError, predict_moa
 from cellclr.store.import_crops import import_crops
-from tests.helpers import make_crop_files
-from tests.test_cli import sets
+from tests.helpers import (
+    FEATURES,
+    error_of,
+    make_crop_files,
+    sets,
+    tiny_config,
+    wells_table,
+    write_csv,
+)
 
 
 def profiles(rows):
@@ -106,3 +116,115 @@ def test_query_crops_of_another_size_are_refused(tmp_path, store, capsys):
     # asked for: the crops are resized as before
     assert cli("predict", *query, "--out", tmp_path / "pred", "--any-crop-size") == 0
     assert len(pd.read_parquet(tmp_path / "pred" / "predictions.parquet")) == 6
+
+
+def test_prediction_does_not_depend_on_the_scale():
+    table = wells_table()
+    treatments = table.groupby(["Metadata_Compound", "Metadata_Concentration"], as_index=False)
+    reference = treatments.agg({"Metadata_MoA": "first", **dict.fromkeys(FEATURES, "median")})
+    query = reference[reference["Metadata_MoA"] != "DMSO"]
+    query = query.assign(Metadata_Compound=query["Metadata_Compound"] + "-new")
+    big = reference.assign(**{f: reference[f] * 1e200 for f in FEATURES})
+    plain = predict_moa(reference, query)
+    scaled = predict_moa(big, query.assign(**{f: query[f] * 1e200 for f in FEATURES}))
+    pd.testing.assert_frame_equal(scaled, plain)
+    assert (plain["Predicted_MoA"] == plain["Metadata_MoA"]).all()
+
+
+def test_predict_a_query_of_controls_only_writes_nothing(runs, capsys):
+    table = wells_table()
+    path = write_csv(table[table["Metadata_Compound"] == "DMSO"], runs / "dmso.csv")
+    out = runs / "out"
+    error = error_of(
+        capsys, ["predict", "--reference", runs / "R", "--query-features", path, "--out", out]
+    )
+    assert f"{path}: holds only DMSO control wells (6 rows): nothing to predict" in error
+    assert not out.exists() and not (runs / "out.partial").exists()
+
+
+def test_predict_names_the_features_that_do_not_match(runs, capsys, monkeypatch):
+    monkeypatch.chdir(runs)
+    other = wells_table().rename(columns={"a": "emb_0000", "b": "emb_0001"})
+    profile_table(write_csv(other, runs / "other.csv"), runs / "O", tiny_config())
+    error = error_of(capsys, ["predict", "--reference", "R", "--query", "O", "--out", "out"])
+    assert "O/wells.parquet: features do not match the reference's: 2 missing ['a', 'b'], " in error
+    assert "2 extra ['emb_0000', 'emb_0001']" in error
+
+
+def test_predict_from_a_reference_without_moa(runs, capsys, monkeypatch):
+    monkeypatch.chdir(runs)
+    profile_table(
+        write_csv(wells_table().drop(columns="Metadata_MoA"), runs / "u.csv"), "U", tiny_config()
+    )
+    error = error_of(capsys, ["predict", "--reference", "U", "--query", "Q", "--out", "out"])
+    assert "U/wells.parquet: no treatment other than DMSO has a Metadata_MoA" in error
+
+
+def test_predict_from_crops(tmp_path, store, capsys):
+    run = tmp_path / "run"
+    assert main(["run", "--crops", str(store), "--out", str(run), *sets()]) == 0
+    out = tmp_path / "pred"
+    assert (
+        main(
+            [
+                "predict",
+                "--reference",
+                str(run / "profiles"),
+                "--query-crops",
+                str(store),
+                "--model",
+                str(run / "model"),
+                "--out",
+                str(out),
+                "--top",
+                "2",
+            ]
+        )
+        == 0
+    )
+    p = pd.read_parquet(out / "predictions.parquet")
+    assert len(p) == 6  # the annotated treatments; DMSO is not a query
+    assert {"Predicted_MoA", "Confidence", "Neighbor2_Distance"} <= set(p.columns)
+    assert (p["Neighbor1_Compound"] != p["Metadata_Compound"]).all()
+    # the same query as profiles gives the same predictions
+    assert (
+        main(
+            [
+                "predict",
+                "--reference",
+                str(run / "profiles"),
+                "--query",
+                str(run / "profiles"),
+                "--out",
+                str(tmp_path / "p2"),
+            ]
+        )
+        == 0
+    )
+    again = pd.read_parquet(tmp_path / "p2" / "predictions.parquet")
+    pd.testing.assert_series_equal(again["Predicted_MoA"], p["Predicted_MoA"])
+
+    # with TVN, reference and query are normalised together: crops and profiles agree again
+    for name, query in (
+        ("t1", ["--query-crops", str(store), "--model", str(run / "model")]),
+        ("t2", ["--query", str(run / "profiles")]),
+    ):
+        assert (
+            main(
+                [
+                    "predict",
+                    "--reference",
+                    str(run / "profiles"),
+                    *query,
+                    "--out",
+                    str(tmp_path / name),
+                    "--set",
+                    "profile.postprocess='tvn'",
+                ]
+            )
+            == 0
+        )
+    t1 = pd.read_parquet(tmp_path / "t1" / "predictions.parquet")
+    t2 = pd.read_parquet(tmp_path / "t2" / "predictions.parquet")
+    pd.testing.assert_frame_equal(t1, t2, check_exact=False, rtol=1e-5)
+    assert (t1["Neighbor1_Compound"] != t1["Metadata_Compound"]).all()

@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import re
 
 import numpy as np
@@ -8,7 +10,7 @@ from cellclr.cli import main
 from cellclr.errors import CellclrError
 from cellclr.outputs import write_manifest
 from cellclr.profiling.profiles import ProfileError, treatment_profiles, well_profiles
-from tests.profiling.test_faults import error_of, wells_table, write_csv
+from tests.helpers import error_of, wells_table, write_csv
 
 
 def cells_table():
@@ -123,3 +125,10 @@ def test_a_concentration_that_is_infinite_or_negative_is_refused(value):
     )
     with pytest.raises(CellclrError, match=re.escape(message)):
         well_profiles(cells, "cells.csv")
+
+
+def test_load_profiles_of_a_folder_that_is_not_one(tmp_path):
+    from cellclr.profiling.profiles import read_profiles
+
+    with pytest.raises(CellclrError, match="is not a finished `profile` output: no such folder"):
+        read_profiles(tmp_path / "nothing")

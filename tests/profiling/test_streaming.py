@@ -17,6 +17,7 @@ from cellclr.profiling.profiles import (
     well_profiles,
     write_profiles,
 )
+from cellclr.stages import Stage
 
 WELL_LIST = [  # plate, well, compound, concentration, moa, batch
     ("P2", "B01", "x", 1.0, "M1", "W1"),
@@ -112,7 +113,7 @@ def test_profile_stage_streams_the_same_profiles(tmp_path, monkeypatch):
     cfg = Config.model_validate({"profile": {"postprocess": "dmso"}})
     cellclr.profile(folder, tmp_path / "streamed", cfg)
     wells = well_profiles(embeddings.read_embeddings(folder))
-    write_profiles(wells, tmp_path / "in_memory", cfg, "0", 0.0, False)
+    write_profiles(wells, tmp_path / "in_memory", Stage("profile", "0", cfg), False)
     for name in (WELLS, "treatments.parquet"):
         streamed = pd.read_parquet(tmp_path / "streamed" / name)
         assert_same(streamed, pd.read_parquet(tmp_path / "in_memory" / name))

@@ -7,10 +7,8 @@ import pytest
 import tifffile
 
 from cellclr.cli import main
-from cellclr.pixels.boxes import crop_boxes
 from cellclr.store import CropStore
 from cellclr.tables.loaddata import LoadDataError, read_loaddata
-from cellclr.tables.platemap import read_platemap, well_key
 
 SHAPE = (150, 200)  # rows x columns: not square, so a transposed function is told apart
 NUCLEI = [(40.0, 50.0), (120.0, 60.0), (160.0, 100.0), (70.0, 110.0)]  # (x, y) in DNA
@@ -200,87 +198,6 @@ def test_a_table_without_treatments_crops_and_a_platemap_adds_them(tmp_path, cap
     assert crop(table, tmp_path / "c1", "--channels", "DNA", "--platemap", str(platemap)) == 0
 
 
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        (lambda m: m.iloc[:1], "no row for plate P1 well B02"),
-        (
-            lambda m: pd.concat([m, m.iloc[:1].assign(mmoles_per_liter=0.5)]),
-            "well P1 A01 is listed 2 times with different Metadata_Concentration",
-        ),
-        (lambda m: m.assign(mmoles_per_liter=[0.01, float("inf")]), "got inf in row 1"),
-        (lambda m: m.assign(mmoles_per_liter=[-1.0, 0.003]), "got -1.0 in row 0"),
-        (
-            lambda m: m.assign(mmoles_per_liter=["", "0.1"]),
-            "Metadata_Concentration is empty for plate P1 well A01",
-        ),
-    ],
-)
-def test_bad_platemaps_are_named(tmp_path, capsys, change, message):
-    fields = write_fields(tmp_path / "images", sites=(1,))
-    table = tmp_path / "load_data.csv"
-    loaddata(fields, treatments=False).to_csv(table, index=False)
-    platemap = tmp_path / "platemap.csv"
-    layout = pd.DataFrame(
-        {
-            "plate": ["P1", "P1"],
-            "well_position": ["A1", "B2"],
-            "broad_sample": ["BRD-K1", "BRD-K2"],
-            "mmoles_per_liter": [0.01, 0.003],
-        }
-    )
-    change(layout).to_csv(platemap, index=False)
-    out = tmp_path / "crops"
-    assert crop(table, out, "--channels", "DNA", "--platemap", str(platemap)) == 2
-    err = capsys.readouterr().err
-    assert message in err and str(platemap) in err
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("value", [np.inf, -0.01])
-def test_a_platemap_with_an_infinite_or_negative_concentration(tmp_path, capsys, value):
-    fields = write_fields(tmp_path / "images")
-    table = tmp_path / "load_data.csv"
-    loaddata(fields, treatments=False).to_csv(table, index=False)
-    platemap = tmp_path / "platemap.csv"
-    pd.DataFrame(
-        {
-            "Metadata_Plate": ["P1", "P1"],
-            "Metadata_Well": ["A01", "B02"],
-            "Metadata_Compound": ["BRD-K1", "BRD-K2"],
-            "Metadata_Concentration": [0.01, value],
-        }
-    ).to_csv(platemap, index=False)
-    out = tmp_path / "crops"
-    assert crop(table, out, "--channels", "DNA", "--platemap", str(platemap)) == 2
-    err = capsys.readouterr().err
-    assert str(platemap) in err and "Metadata_Concentration" in err and repr(value) in err
-    assert not out.exists()
-
-
-def test_jump_platemap_layout(tmp_path):
-    folder = tmp_path / "platemaps" / "batch1"
-    (folder / "platemap").mkdir(parents=True)
-    barcodes = pd.DataFrame({"Assay_Plate_Barcode": ["P1", "P2"], "Plate_Map_Name": ["M1"] * 2})
-    barcodes.to_csv(folder / "barcode_platemap.csv", index=False)
-    layout = pd.DataFrame(
-        {
-            "plate_map_name": ["M1", "M1"],
-            "well_position": ["A01", "B02"],
-            "broad_sample": ["", "BRD-K9"],  # the control well holds only the solvent
-            "mmoles_per_liter": ["", "0.01"],
-            "solvent": ["DMSO", "DMSO"],
-        }
-    )
-    layout.to_csv(folder / "platemap" / "M1.txt", sep="\t", index=False)
-    plate_map = read_platemap(folder / "barcode_platemap.csv")
-    assert len(plate_map) == 4 and set(plate_map["Metadata_Plate"]) == {"P1", "P2"}
-    control = plate_map[plate_map["_well_key"] == "A01"].iloc[0]
-    assert control["Metadata_Compound"] == "DMSO" and control["Metadata_Concentration"] == 0.0
-    assert control["Metadata_plate_map_name"] == "M1"
-    assert [well_key(w) for w in ("a1", "A01", "A001", "P24")] == ["A01", "A01", "A01", "P24"]
-
-
 def write_illumination(folder, shape, transposed=False) -> dict[str, np.ndarray]:
     """CellProfiler-style functions ``P1_Illum<Ch>.npy``: smooth, around 1."""
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
@@ -388,19 +305,6 @@ def test_edge_pad_keeps_boxes_leaving_the_field_with_zeros(tmp_path, capsys):
     np.testing.assert_array_equal(crops[1, 0, :22, :], dna[128:150, 84:116])
     np.testing.assert_array_equal(crops[2, 0], dna[59:91, 84:116])
     assert (crops[2] > 0).all()
-
-
-def test_crop_boxes_pads_only_what_leaves_the_field():
-    image = np.arange(1, 101, dtype=np.uint16).reshape(10, 10)
-    centres = np.array([[0.0, 0.0], [9.0, 5.0], [5.0, 5.0], [-3.0, 5.0]])
-    crops, kept, padded = crop_boxes([image], centres, 4, pad=True)
-    assert kept.tolist() == [True, True, True, False]  # a centre outside the field: never
-    assert padded.tolist() == [12, 4, 0]
-    np.testing.assert_array_equal(crops[0, 0, 2:, 2:], image[:2, :2])
-    assert (crops[0, 0, :2] == 0).all() and (crops[0, 0, :, :2] == 0).all()
-    np.testing.assert_array_equal(crops[1, 0, :, :3], image[3:7, 7:10])
-    _, kept, _ = crop_boxes([image], centres, 4)
-    assert kept.tolist() == [False, False, True, False]
 
 
 @pytest.mark.parametrize("name", ["ABSOLUTE", "../secret.txt", "sub/../../secret.txt"])

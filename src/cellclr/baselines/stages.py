@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,11 @@ from typing import Any
 import torch
 
 from cellclr.baselines.classic import write_classic_embeddings
-from cellclr.config import Config, save_config
+from cellclr.config import Config
 from cellclr.fingerprint import fingerprint
 from cellclr.learning.backbones import build_encoder
 from cellclr.learning.saved_model import model_meta, save_model
-from cellclr.outputs import staged_dir, write_manifest
+from cellclr.stages import Stage
 from cellclr.store import CropStore
 
 KINDS = ("random", "classic")  # the quick ones, which `compare` runs beside every method
@@ -44,20 +43,13 @@ def random_model(
     crops: str | Path, out: str | Path, cfg: Config, *, overwrite: bool = False
 ) -> Path:
     """Write a model folder holding the untrained encoder (initialised with ``train.seed``)."""
-    t_start = time.perf_counter()
     store = CropStore(crops)
+    stage = Stage("baseline-random", baseline_fingerprint("random", store, cfg), cfg)
     torch.manual_seed(cfg.train.seed)
     encoder = build_encoder(cfg.model.arch, len(store.channels), cfg.model.stem)
-    with staged_dir(out, overwrite=overwrite, inputs=[crops]) as work:
+    with stage.output(out, overwrite=overwrite, inputs=[crops]) as work:
         save_model(work, model_meta(cfg, store), encoder)
-        save_config(cfg, work / "config.toml")
-        write_manifest(
-            work,
-            "baseline-random",
-            baseline_fingerprint("random", store, cfg),
-            seconds=round(time.perf_counter() - t_start, 1),
-            crops=str(crops),
-        )
+        stage.manifest.update(crops=str(crops))
     return Path(out)
 
 
@@ -104,18 +96,9 @@ def _measured_embeddings(
 ) -> Path:
     """Stage ``measure(store, work)``'s embeddings into ``out`` with the config and a manifest
     (time, store, and what ``measure`` returns)."""
-    t_start = time.perf_counter()
     store = CropStore(crops)
-    with staged_dir(out, overwrite=overwrite, inputs=[crops]) as work:
+    stage = Stage(f"baseline-{kind}", baseline_fingerprint(kind, store, cfg), cfg)
+    with stage.output(out, overwrite=overwrite, inputs=[crops]) as work:
         stats = measure(Path(crops), work)
-        save_config(cfg, work / "config.toml")
-        write_manifest(
-            work,
-            f"baseline-{kind}",
-            baseline_fingerprint(kind, store, cfg),
-            seconds=round(time.perf_counter() - t_start, 1),
-            crops=str(crops),
-            store=store.id,
-            **stats,
-        )
+        stage.manifest.update(crops=str(crops), store=store.id, **stats)
     return Path(out)

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import shutil
-import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from cellclr.columns import PLATE, SITE_KEYS
-from cellclr.config import Config, CropConfig, save_config
+from cellclr.config import Config, CropConfig
 from cellclr.cropping.plates import (
     RECORD_COLUMNS,
     check_cellprofiler_illumination,
@@ -58,16 +57,15 @@ from cellclr.metadata import metadata_columns
 from cellclr.outputs import (
     OutputError,
     OutputExistsError,
-    atomic_file,
     check_apart,
     check_new_output,
     partial_path,
     swap_in,
-    write_manifest,
     write_parquet,
 )
 from cellclr.pixels.nuclei import NucleusParams
 from cellclr.progress import progress_bar
+from cellclr.stages import Stage
 from cellclr.store import finalize_store
 from cellclr.tables.image_table import select_sites
 from cellclr.tables.loaddata import illumination_columns
@@ -144,7 +142,7 @@ def crop_sites(
     ``shard`` to that shard's plates) into the crop store at ``out``; return a summary (also in
     ``out/stage.json`` once the store is complete; ``plates_missing``: the selected plates
     that a sharded run leaves to other shards, unfinished)."""
-    t_start = time.perf_counter()
+    stage = Stage("crop", "", cfg)  # its fingerprint once the table is read
     c = cfg.crop
     out = Path(out)
     if shard is not None:
@@ -157,7 +155,7 @@ def crop_sites(
     table = check_treatments(table)
     nucleus_channel(channels, c)  # a nucleus channel that is not read is an error now
     nuclei = nucleus_table(c, table)
-    fp = table_fingerprint(table, channels, cfg, nuclei)
+    fp = stage.fingerprint = table_fingerprint(table, channels, cfg, nuclei)
     selected = select_sites(table, c.plates, c.wells)
     inputs = [c.bbbc021, c.images_table, c.loaddata, c.platemap, c.images_root, c.locations]
     work = _work_folder(out, fp, overwrite, inputs, sharded=shard is not None)
@@ -176,9 +174,8 @@ def crop_sites(
         summary["plates_selected"] = selected[PLATE].nunique()
     if pending:  # not finished: no config.toml nor stage.json, which mark a finished output
         return summary
-    with atomic_file(work / "config.toml") as tmp:
-        save_config(cfg, tmp)
-    write_manifest(work, "crop", fp, seconds=round(time.perf_counter() - t_start, 1), **summary)
+    stage.manifest.update(summary)
+    stage.finish(work)
     if work != out:
         swap_in(work, out)
     return summary

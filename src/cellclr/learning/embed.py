@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cellclr.config import Config, save_config
+from cellclr.config import Config
 from cellclr.embeddings import EMBEDDINGS, FEATURE_PREFIX, EmbeddingWriter
 from cellclr.fingerprint import fingerprint
 from cellclr.learning.device import device_kind, resolve_device
@@ -19,8 +17,9 @@ from cellclr.learning.distributed import World, barrier, init_distributed
 from cellclr.learning.encode import encode
 from cellclr.learning.saved_model import check_crop_size, load_encoder
 from cellclr.metadata import metadata_columns
-from cellclr.outputs import partial_path, read_manifest, staged_dir, write_manifest
+from cellclr.outputs import read_manifest
 from cellclr.progress import progress_bar
+from cellclr.stages import Stage
 from cellclr.store import CropStore, StoreError
 
 
@@ -47,7 +46,6 @@ def embed(
     one process's, row for row. ``distributed=False``: this process alone, even under torchrun.
     Crops of another size than the model learnt from are refused unless ``any_crop_size``.
     """
-    t_start = time.perf_counter()
     model_dir, out = Path(model_dir), Path(out)
     if distributed:
         world, device = init_distributed(cfg.embed.device, cfg.train.dist_timeout)
@@ -55,7 +53,7 @@ def embed(
         world, device = World(), None
     device = device or resolve_device(cfg.embed.device)
     store = CropStore(crops)
-    fp = embed_fingerprint(model_dir, store, cfg)
+    stage = Stage("embed", embed_fingerprint(model_dir, store, cfg), cfg)
     encoder, meta = load_encoder(model_dir, device)
     if list(store.channels) != list(meta["channels"]):
         raise StoreError(
@@ -76,10 +74,7 @@ def embed(
         mine = batches[world.rank :: world.size]
         yield from encode(encoder, store, norm, mine, device, meta["size"], cfg.embed.tta, bar)
 
-    if world.main:
-        folder = staged_dir(out, overwrite=overwrite, inputs=[model_dir, crops])
-    else:
-        folder = nullcontext(partial_path(out))
+    folder = stage.output(out, overwrite=overwrite, inputs=[model_dir, crops], main=world.main)
     with folder as work:
         barrier(world)  # the main process has made the work folder
         metadata = store.cells[metadata_columns(store.cells)]
@@ -98,20 +93,14 @@ def embed(
             barrier(world)
             if world.main:
                 _join_parts(work, world, batches, metadata, names)
-        if world.main:
-            save_config(cfg, work / "config.toml")
-            write_manifest(
-                work,
-                "embed",
-                fp,
-                seconds=round(time.perf_counter() - t_start, 1),
-                model=str(model_dir),
-                crops=str(crops),
-                store=store.id,
-                n_cells=n,
-                n_features=len(names),
-                processes=world.size,
-            )
+        stage.manifest.update(
+            model=str(model_dir),
+            crops=str(crops),
+            store=store.id,
+            n_cells=n,
+            n_features=len(names),
+            processes=world.size,
+        )
     barrier(world)  # the others return once the output is in place
     return out
 

@@ -15,7 +15,6 @@ import logging
 import shutil
 import time
 import warnings
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from cellclr.columns import BATCH
-from cellclr.config import Config, ConfigError, save_config
+from cellclr.config import Config, ConfigError
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
 from cellclr.learning.batches import CropBatches
@@ -52,8 +51,9 @@ from cellclr.learning.rng import view_keys
 from cellclr.learning.sampler import epoch_batches, group_codes
 from cellclr.learning.saved_model import model_meta, save_model
 from cellclr.learning.selection import replicate_map_of
-from cellclr.outputs import atomic_file, partial_path, staged_dir, write_manifest
+from cellclr.outputs import atomic_file
 from cellclr.progress import progress_bar
+from cellclr.stages import Stage
 from cellclr.store import CropStore, Normalization
 
 logger = logging.getLogger(__name__)  # `log` is the training log
@@ -108,13 +108,6 @@ def _normalization(store: CropStore, cfg: Config, world: World) -> tuple[Normali
     return norm, levels
 
 
-def _output(out: Path, overwrite: bool, crops, world) -> AbstractContextManager:
-    """The staged output folder: managed by the main process; the others only know its path."""
-    if world.main:
-        return staged_dir(out, overwrite=overwrite, resumable=True, inputs=[crops])
-    return nullcontext(partial_path(out))
-
-
 def _resume_state(work: Path, fp: str) -> dict | None:
     """The checkpoint of an unfinished training in ``work`` made with the same crops, config
     and kind of device, to continue; an unfinished training made otherwise is cleared, and
@@ -149,11 +142,11 @@ def train(
     an error) is continued from its last checkpoint, to the weights an uninterrupted run
     reaches; one made otherwise is replaced. ``resume`` is accepted for older callers: it is
     what always happens."""
-    t_start = time.perf_counter()
     tc = cfg.train
     world, device = init_distributed(tc.device, tc.dist_timeout)
     store = CropStore(crops)
     fp = train_fingerprint(store, cfg)
+    stage = Stage("train", fp, cfg)
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
     norm, levels = _normalization(store, cfg, world)
@@ -190,7 +183,9 @@ def train(
     groups = group_codes(store, cfg.data.balance_by) if cfg.data.sampler == "balanced" else None
 
     out = Path(out)
-    with _output(out, overwrite, crops, world) as work:
+    with stage.output(
+        out, overwrite=overwrite, inputs=[crops], resumable=True, main=world.main
+    ) as work:
         ck = broadcast(_resume_state(work, fp) if world.main else None, world)
         start_epoch, log = 0, []
         if ck is not None:
@@ -202,9 +197,6 @@ def train(
             start_epoch, log = ck["epoch"], ck["log"]
             if world.main:
                 logger.info(f"resuming {out} from epoch {start_epoch}")
-        if world.main:
-            save_config(cfg, work / "config.toml")
-
         for epoch in range(start_epoch, tc.epochs):
             try:
                 record = _train_epoch(
@@ -241,22 +233,18 @@ def train(
 
         if world.main:
             save_model(work, model_meta(cfg, store), method.encoder_to_keep())
-            write_manifest(
-                work,
-                "train",
-                fp,
-                seconds=round(time.perf_counter() - t_start, 1),
-                crops=str(crops),
-                device=str(device),
-                precision=precision(device),
-                processes=world.size,
-                backend=dist.get_backend() if world.distributed else None,
-                normalization=levels,
-                final_loss=log[-1]["loss"] if log else None,
-                method=tc.method,
-                supervision=supervision(cfg),
-                batch_size=batch_size,  # the global batch used: train.batch_size or the store's
-            )
+        stage.manifest.update(
+            crops=str(crops),
+            device=str(device),
+            precision=precision(device),
+            processes=world.size,
+            backend=dist.get_backend() if world.distributed else None,
+            normalization=levels,
+            final_loss=log[-1]["loss"] if log else None,
+            method=tc.method,
+            supervision=supervision(cfg),
+            batch_size=batch_size,  # the global batch used: train.batch_size or the store's
+        )
     barrier(world)  # the others return once the output is in place
     return out
 

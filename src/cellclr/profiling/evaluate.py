@@ -19,22 +19,19 @@ the summary; only input that cannot be read is an error.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import pandas as pd
 
 from cellclr.columns import CELL_COUNT, PLATE, TREATMENT
-from cellclr.config import Config, EvaluateConfig, save_config
+from cellclr.config import Config, EvaluateConfig
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import file_digest, fingerprint
 from cellclr.metadata import read_moa
 from cellclr.outputs import (
     check_new_output,
     read_manifest,
-    staged_dir,
     write_json,
-    write_manifest,
     write_parquet,
 )
 from cellclr.profiling.nsc import EvaluationError, evaluate_treatments
@@ -57,6 +54,7 @@ from cellclr.retrieval import (
     consistency,
     same_batch_neighbours,
 )
+from cellclr.stages import Stage
 
 log = logging.getLogger(__name__)
 
@@ -257,15 +255,14 @@ def evaluate_fingerprint(profiles_dir: Path, cfg: Config, moa: str | Path | None
 def write_evaluation(
     result: Evaluation,
     out: Path,
-    cfg: Config,
-    fp: str,
-    seconds: float,
+    stage: Stage,
     overwrite: bool,
     **source: str,
 ) -> None:
     """``metrics.json`` and ``results.parquet`` always; ``nsc.parquet``/``nscb.parquet``,
     ``activity.parquet`` and ``consistency.parquet`` where they were computed."""
-    with staged_dir(out, overwrite=overwrite) as work:
+    stage.manifest.update(source)
+    with stage.output(out, overwrite=overwrite) as work:
         write_json(result.metrics, work / "metrics.json")
         if "nsc" in result.metrics:
             write_parquet(result.nsc, work / "nsc.parquet")
@@ -275,8 +272,6 @@ def write_evaluation(
             if table is not None:
                 write_parquet(table, work / f"{name}.parquet")
         write_parquet(results_table(result.metrics), work / "results.parquet")
-        save_config(cfg, work / "config.toml")
-        write_manifest(work, "evaluate", fp, seconds=round(seconds, 1), **source)
 
 
 def evaluate(
@@ -291,11 +286,10 @@ def evaluate(
     annotations allow); write ``metrics.json``, ``results.parquet`` and the tables of the
     measures computed. ``moa``: a table of compound, concentration, moa whose MoAs replace
     the profiles' own."""
-    t_start = time.perf_counter()
     check_new_output(out, overwrite, [profiles_dir, moa])
     profiles_dir = Path(profiles_dir)
     moa_table = read_moa(Path(moa)) if moa is not None else None
-    fp = evaluate_fingerprint(profiles_dir, cfg, moa)
+    stage = Stage("evaluate", evaluate_fingerprint(profiles_dir, cfg, moa), cfg)
     wells = read_profiles(profiles_dir, "wells")
     if moa_table is not None:
         wells = join_moa(wells, moa_table, moa, str(profiles_dir / WELLS))
@@ -312,15 +306,7 @@ def evaluate(
     training = training_of(profiles_dir)
     if training:
         result.metrics["training"] = training
-    write_evaluation(
-        result,
-        Path(out),
-        cfg,
-        fp,
-        time.perf_counter() - t_start,
-        overwrite,
-        profiles=str(profiles_dir),
-    )
+    write_evaluation(result, Path(out), stage, overwrite, profiles=str(profiles_dir))
     return result
 
 

@@ -28,6 +28,7 @@ from cellclr.profiling.profiles import (
     well_profiles,
     write_profiles,
 )
+from cellclr.stages import Stage
 
 # CellProfiler bookkeeping columns: numbers, but not phenotypes
 BOOKKEEPING = re.compile(
@@ -83,10 +84,11 @@ def profile_table(
     """``profile`` for a feature table of another tool: ``wells.parquet`` and
     ``treatments.parquet`` in ``out``."""
     check_new_output(out, overwrite, [features, moa])
+    stage = Stage("profile", "", cfg)
     wells = read_feature_table(features, moa, cfg.screen.treatment)
     inputs = [Path(features), moa and Path(moa), cfg.profile.platemap]
-    fp = file_fingerprint("profile", inputs, cfg, ("profile",))
-    write_profiles(wells, Path(out), cfg, fp, 0.0, overwrite, features=str(features))
+    stage.fingerprint = file_fingerprint("profile", inputs, cfg, ("profile",))
+    write_profiles(wells, Path(out), stage, overwrite, features=str(features))
     return Path(out)
 
 
@@ -101,8 +103,11 @@ def evaluate_table(
     """``evaluate`` for a feature table of another tool: every post-processing variant of its
     well profiles, written to ``out`` as ``evaluate`` writes them."""
     check_new_output(out, overwrite, [features, moa])
+    stage = Stage("evaluate", "", cfg)
     treatment = cfg.screen.treatment
     wells = read_feature_table(features, moa, treatment)
+    inputs = [Path(features), moa and Path(moa)]
+    stage.fingerprint = file_fingerprint("evaluate", inputs, cfg, ("evaluate",))
     results = evaluate_wells(
         wells,
         cfg.evaluate,
@@ -112,6 +117,5 @@ def evaluate_table(
         cfg.postprocess.tvn_lambda,
     )
     result = combine(results)
-    fp = file_fingerprint("evaluate", [Path(features), moa and Path(moa)], cfg, ("evaluate",))
-    write_evaluation(result, Path(out), cfg, fp, 0.0, overwrite, features=str(features))
+    write_evaluation(result, Path(out), stage, overwrite, features=str(features))
     return result

@@ -3,18 +3,17 @@ MoAs (nearest neighbours by cosine distance in profile space)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cellclr.columns import COMPOUND, CONCENTRATION, MOA, WELL_KEYS
-from cellclr.config import Config, save_config
+from cellclr.config import Config
 from cellclr.errors import CellclrError
 from cellclr.learning.embed import embed
 from cellclr.metadata import feature_columns, unit_rows
-from cellclr.outputs import check_new_output, staged_dir, write_manifest, write_parquet
+from cellclr.outputs import check_new_output, write_parquet
 from cellclr.profiling.feature_tables import read_feature_table
 from cellclr.profiling.postprocess import clean_features, log_dropped, postprocess
 from cellclr.profiling.profiles import (
@@ -24,6 +23,7 @@ from cellclr.profiling.profiles import (
     read_profiles,
     treatment_profiles,
 )
+from cellclr.stages import Stage
 
 KEYS = [COMPOUND, CONCENTRATION]
 
@@ -166,7 +166,7 @@ def predict(
     another tool, or a crop store embedded with ``model`` (then profiled into ``out``; crops of
     another size than the model's are refused unless ``any_crop_size``). Both start from raw
     well profiles, post-processed together (``profile.postprocess``)."""
-    t_start = time.perf_counter()
+    stage = Stage("predict", "", cfg)
     given = [q for q in (query_profiles, query_table, query_crops) if q is not None]
     if len(given) != 1:
         raise PredictError("give exactly one query: profiles, a feature table, or crops + model")
@@ -184,7 +184,7 @@ def predict(
     elif query_table is not None:
         wells = read_feature_table(query_table)
         check_query(reference_wells, wells, control, str(query_table))
-    with staged_dir(out, overwrite=overwrite) as work:
+    with stage.output(out, overwrite=overwrite) as work:
         if wells is None:
             embeddings = embed(
                 model, query_crops, work / "embeddings", cfg, any_crop_size=any_crop_size
@@ -200,15 +200,8 @@ def predict(
         )
         predictions = predict_moa(ref, query, control, top)
         write_parquet(predictions, work / "predictions.parquet")
-        save_config(cfg, work / "config.toml")
-        write_manifest(
-            work,
-            "predict",
-            "",
-            seconds=round(time.perf_counter() - t_start, 1),
-            reference=str(reference),
-            n_queries=len(predictions),
-            dropped_features=dropped,
+        stage.manifest.update(
+            reference=str(reference), n_queries=len(predictions), dropped_features=dropped
         )
     return predictions
 

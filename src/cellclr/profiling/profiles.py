@@ -9,7 +9,6 @@ or from a plate map joined to the wells (``profile.platemap``, ``--platemap``).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from itertools import chain
 from pathlib import Path
@@ -27,7 +26,7 @@ from cellclr.columns import (
     WELL_COUNT,
     WELL_KEYS,
 )
-from cellclr.config import Config, save_config
+from cellclr.config import Config
 from cellclr.embeddings import EMBEDDINGS, iter_embeddings
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import file_digest, fingerprint
@@ -42,8 +41,6 @@ from cellclr.metadata import (
 from cellclr.outputs import (
     check_new_output,
     read_manifest,
-    staged_dir,
-    write_manifest,
     write_parquet,
 )
 from cellclr.profiling.checks import (
@@ -60,6 +57,7 @@ from cellclr.profiling.checks import (
 )
 from cellclr.profiling.postprocess import clean_features, log_dropped, postprocess
 from cellclr.profiling.streaming import GroupSums, RowProblems
+from cellclr.stages import Stage
 
 log = logging.getLogger(__name__)
 
@@ -231,21 +229,18 @@ def profile(
     ``embed`` output, read a row group at a time (memory holds one and the wells, not the
     cells). ``platemap`` (else ``profile.platemap``): a plate map joined to the wells;
     ``moa``: a table of compound, concentration, moa whose MoAs replace the embeddings'."""
-    t_start = time.perf_counter()
     if platemap is not None:
         cfg = cfg.model_copy(deep=True)
         cfg.profile.platemap = str(platemap)
     check_new_output(out, overwrite, [embeddings_dir, cfg.profile.platemap, moa])
     embeddings_dir = Path(embeddings_dir)
     moa_table = read_moa(Path(moa)) if moa is not None else None
-    fp = profile_fingerprint(embeddings_dir, cfg, moa)
+    stage = Stage("profile", profile_fingerprint(embeddings_dir, cfg, moa), cfg)
     wells = embedded_well_profiles(embeddings_dir, cfg.screen.treatment)
     write_profiles(
         wells,
         Path(out),
-        cfg,
-        fp,
-        time.perf_counter() - t_start,
+        stage,
         overwrite,
         moa=None if moa_table is None else (moa_table, moa),
         embeddings=str(embeddings_dir),
@@ -267,9 +262,7 @@ def join_wells_platemap(wells: pd.DataFrame, path: str | Path, cfg: Config) -> p
 def write_profiles(
     wells: pd.DataFrame,
     out: Path,
-    cfg: Config,
-    fp: str,
-    seconds: float,
+    stage: Stage,
     overwrite: bool,
     moa: tuple[pd.DataFrame, str | Path] | None = None,
     **source: str,
@@ -278,8 +271,8 @@ def write_profiles(
     the wells name treatments (after joining ``profile.platemap``), ``treatments.parquet``
     (the median of the wells after ``profile.postprocess``). ``moa``: a MoA table (and its
     path) whose MoAs replace the wells' own. ``source``: the input, recorded in the manifest;
-    its path names the wells in errors."""
-    t_start = time.perf_counter()
+    its path names the wells in errors. ``stage``: the profile stage (its config)."""
+    cfg = stage.cfg
     origin = next(iter(source.values()), "well profiles")
     if cfg.profile.platemap:
         wells = join_wells_platemap(wells, cfg.profile.platemap, cfg)
@@ -299,16 +292,11 @@ def write_profiles(
     else:
         skipped["treatments"] = no_treatments(wells, treatment, "the wells")
         log.warning(f"profile: wells only: {skipped['treatments']}")
-    with staged_dir(out, overwrite=overwrite) as work:
+    with stage.output(out, overwrite=overwrite) as work:
         write_parquet(wells, work / WELLS)
         if treatments is not None:
             write_parquet(treatments, work / TREATMENTS)
-        save_config(cfg, work / "config.toml")
-        write_manifest(
-            work,
-            "profile",
-            fp,
-            seconds=round(seconds + time.perf_counter() - t_start, 1),
+        stage.manifest.update(
             n_wells=len(wells),
             n_treatments=None if treatments is None else len(treatments),
             treatment=treatment,

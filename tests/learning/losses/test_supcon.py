@@ -1,4 +1,5 @@
-"""SupCon and DINO against direct formulas written element by element."""
+"""SupCon (cellclr.learning.losses.supcon) against Khosla et al.'s formula written element by
+element."""
 
 import math
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cellclr.learning.losses import dino_loss, nt_xent, supcon, updated_center
+from cellclr.learning.losses import nt_xent, supcon
 
 
 def direct_supcon(z1, z2, labels, t):
@@ -58,39 +59,3 @@ def test_supcon_distributed_form_equals_single_process():
         gather = iter(everyone).__next__  # one call per gathered tensor, in order
         parts.append(supcon(z1[rows], z2[rows], y[rows], 0.3, lambda _, g=gather: g(), rank))
     torch.testing.assert_close((parts[0] + parts[1]) / 2, supcon(z1, z2, y, 0.3))
-
-
-def direct_dino(student, teacher, center, ts, tt):
-    total, pairs = 0.0, 0
-    for i, t in enumerate(teacher):
-        p = np.exp((t - center) / tt)
-        p /= p.sum(axis=1, keepdims=True)
-        for j, s in enumerate(student):
-            if i == j:
-                continue
-            log_q = s / ts - np.log(np.exp(s / ts).sum(axis=1, keepdims=True))
-            total += (-(p * log_q).sum(axis=1)).mean()
-            pairs += 1
-    return total / pairs
-
-
-def test_dino_loss_matches_direct_formula():
-    g = torch.Generator().manual_seed(0)
-    student = [torch.randn(5, 7, generator=g) for _ in range(4)]  # 2 global + 2 local
-    teacher = [torch.randn(5, 7, generator=g) for _ in range(2)]
-    center = torch.randn(7, generator=g) * 0.1
-    expected = direct_dino(
-        [s.double().numpy() for s in student],
-        [t.double().numpy() for t in teacher],
-        center.double().numpy(),
-        0.1,
-        0.04,
-    )
-    got = dino_loss(student, teacher, center, 0.1, 0.04)
-    assert got.item() == pytest.approx(expected, rel=1e-5)
-
-
-def test_dino_centre_is_a_running_mean():
-    teacher = [torch.ones(3, 4), 3 * torch.ones(3, 4)]
-    new = updated_center(torch.zeros(4), teacher, 0.9)
-    torch.testing.assert_close(new, torch.full((4,), 0.2))

@@ -1,3 +1,5 @@
+"""NT-Xent (cellclr.learning.losses.nt_xent) against SimCLR's formula written anchor by anchor."""
+
 import math
 
 import numpy as np

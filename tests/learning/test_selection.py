@@ -1,0 +1,89 @@
+"""Label-free model selection during training (cellclr.learning.selection): the replicate mAP
+that ``train.select_every`` logs is the phenotypic activity mAP of the encoder's well profiles,
+here computed apart from it: the cells embedded by the ``embed`` stage, averaged per well with
+pandas, scored by copairs called directly (as JUMP's activity notebooks call it) and by
+``cellclr.retrieval.activity``."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cellclr.learning.selection as selection
+from cellclr import retrieval
+from cellclr.embeddings import read_embeddings
+from cellclr.learning.embed import embed
+from cellclr.learning.train import LOG, train
+from cellclr.retrieval import activity
+from tests.helpers import tiny_config
+
+copairs_map = pytest.importorskip("copairs.map")
+
+KEYS = ["Metadata_Plate", "Metadata_Well", "Metadata_Compound", "Metadata_Concentration"]
+
+
+def copairs_activity_map(wells: pd.DataFrame, features: list[str]) -> float:
+    """The mean over treatments of the mAP of retrieving a treatment's wells on other plates
+    among the control (DMSO) wells."""
+    meta = pd.DataFrame(
+        {
+            "treatment": wells["Metadata_Compound"]
+            + "@"
+            + wells["Metadata_Concentration"].map("{:g}".format),
+            "plate": wells["Metadata_Plate"],
+            "control": wells["Metadata_Compound"] == "DMSO",
+        }
+    )
+    ap = copairs_map.average_precision(
+        meta,
+        wells[features].to_numpy(np.float64),
+        pos_sameby=["treatment"],
+        pos_diffby=["plate"],
+        neg_sameby=[],
+        neg_diffby=["treatment", "control"],
+        progress_bar=False,
+    )
+    ap = ap[~ap["control"]]
+    scores = copairs_map.mean_average_precision(
+        ap, ["treatment"], null_size=100, threshold=0.05, seed=0, progress_bar=False
+    )
+    assert len(scores) == 6  # every treatment but DMSO: one well on each of the two plates
+    return float(scores["mean_average_precision"].mean())
+
+
+def test_the_logged_replicate_map_is_copairs_on_the_encoders_well_means(
+    store, tmp_path, monkeypatch
+):
+    scored = []  # the well profiles selection scores, each epoch
+
+    def replicate_map(wells, *args, **kwargs):
+        scored.append(wells.copy())
+        return retrieval.replicate_map(wells, *args, **kwargs)
+
+    monkeypatch.setattr(selection, "replicate_map", replicate_map)
+    cfg = tiny_config("train.select_every=1", "embed.batch_size=16")
+    model = train(store, tmp_path / "model", cfg)
+    log = [json.loads(line) for line in (model / LOG).read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert all(isinstance(r["replicate_map"], float) for r in log)
+    # the last epoch scored the encoder that was saved: embed the cells with it, average the
+    # wells with pandas, and score them
+    cells = read_embeddings(embed(model, store, tmp_path / "embeddings", cfg))
+    features = [c for c in cells if c.startswith("emb_")]
+    wells = cells.groupby(KEYS, as_index=False)[features].mean()
+    assert len(wells) == 14 and (cells.groupby(KEYS).size() == 4).all()
+    assert len(scored) == 2
+    ours = scored[-1].sort_values(KEYS).reset_index(drop=True)
+    pd.testing.assert_frame_equal(ours[KEYS], wells[KEYS], check_dtype=False)
+    np.testing.assert_allclose(ours.filter(regex=r"^f\d+$"), wells[features], rtol=1e-4, atol=1e-6)
+    expected = copairs_activity_map(wells, features)
+    assert log[-1]["replicate_map"] == pytest.approx(expected, abs=1e-4)  # logged to 4 places
+    assert activity(wells, null_size=100).summary["map"] == pytest.approx(expected, rel=1e-9)
+    assert 0 < expected < 1
+
+
+def test_no_replicate_map_without_select_every(store, tmp_path):
+    model = train(store, tmp_path / "model", tiny_config("train.epochs=1"))
+    record = json.loads((model / LOG).read_text())
+    assert "replicate_map" not in record
