@@ -2,12 +2,14 @@
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import cellclr
+from cellclr.config import ConfigError
 from tests.helpers import tiny_config
 
 
@@ -118,3 +120,17 @@ def test_handoff_to_pycytominer_and_copairs(tmp_path, crop_files):
         progress_bar=False,
     )
     assert len(activity) == 6 and activity["mean_average_precision"].between(0, 1).all()
+
+
+def test_stages_take_a_shipped_name_a_dict_or_nothing_as_cfg(tmp_path, crop_files):
+    images, cells = crop_files
+    crops = cellclr.import_crops(images, cells, tmp_path / "crops", ["DNA", "Tubulin", "Actin"])
+    small = {"train.epochs": 1, "train.batch_size": 16, "augment.size": 16, "train.device": "cpu"}
+    cellclr.train(crops, tmp_path / "model", small)
+    assert tomllib.loads((tmp_path / "model" / "config.toml").read_text())["train"]["epochs"] == 1
+    cellclr.embed(tmp_path / "model", crops, tmp_path / "embeddings", small)
+    cellclr.profile(tmp_path / "embeddings", tmp_path / "profiles")  # the defaults
+    result = cellclr.evaluate(tmp_path / "profiles", tmp_path / "eval", "bbbc021-cpu")
+    assert result.metrics["nsc"]["total"] == 6
+    with pytest.raises(ConfigError, match="not int"):
+        cellclr.profile(tmp_path / "embeddings", tmp_path / "p2", 5)

@@ -21,7 +21,6 @@ LAYERS = [
         "workers",
     },
     {"embeddings"},
-    {"retrieval"},
     {"store"},
     {"pixels"},
     {"tables"},

@@ -69,7 +69,7 @@ def test_embedding_writer_refuses_a_row_count_mismatch(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "read", [embeddings.read_embeddings, lambda folder: list(embeddings.iter_embeddings(folder))]
+    "read", [embeddings.load_embeddings, lambda folder: list(embeddings.iter_embeddings(folder))]
 )
 @pytest.mark.parametrize(
     ("damage", "problem"),

@@ -88,13 +88,13 @@ def test_the_lock_is_one_per_output(tmp_path):
 def test_a_damaged_json_output_is_named(tmp_path):
     from cellclr.errors import CellclrError
     from cellclr.outputs import read_json_object
-    from cellclr.pipeline import collect_results
+    from cellclr.pipeline import load_results
 
     run = tmp_path / "run"
     (run / "eval").mkdir(parents=True)
     (run / "eval" / "metrics.json").write_text('{"nsc": {"correct": 3')  # truncated
     with pytest.raises(CellclrError, match=r"metrics\.json: not valid JSON"):
-        collect_results(run)
+        load_results(run)
     (run / "eval" / "metrics.json").write_text("[1, 2]")
     with pytest.raises(CellclrError, match="holds a JSON list, not an object"):
         read_json_object(run / "eval" / "metrics.json")

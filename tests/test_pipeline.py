@@ -291,15 +291,15 @@ def test_verbs_chain_and_run_skips_what_is_done(tmp_path, crop_files, capsys):
 
 
 def test_baselines_from_other_crops_are_left_out_of_the_results(tmp_path, store):
-    from cellclr.pipeline import collect_results
+    from cellclr.pipeline import load_results
 
     run = tmp_path / "run"
     assert main(["run", "--crops", str(store), "--out", str(run), *sets()]) == 0
     assert main(["baseline", "--kind", "random", "--run", str(run), "--crops", str(store)]) == 0
-    assert set(collect_results(run)["representation"]) == {"cellclr", "random"}
+    assert set(load_results(run)["representation"]) == {"cellclr", "random"}
     manifest = run / "baselines" / "random" / "embeddings" / "stage.json"
     manifest.write_text(manifest.read_text().replace(CropStore(store).id, "another-store"))
-    assert set(collect_results(run)["representation"]) == {"cellclr"}
+    assert set(load_results(run)["representation"]) == {"cellclr"}
 
 
 def test_real_crops_through_run(shared_singlecell, tmp_path, capsys):
@@ -351,3 +351,25 @@ def test_real_crops_through_run(shared_singlecell, tmp_path, capsys):
     assert metrics["nscb"]["total"] == 92
     assert metrics["nscb_dropped_moas"] == ["Cholesterol-lowering", "Kinase inhibitors"]
     assert metrics["n_compounds"] == 38 and metrics["n_moas"] == 12
+
+
+def test_the_results_table_shows_the_batch_measures_beside_their_chance():
+    from cellclr.pipeline import format_results
+    from cellclr.profiling.results import results_table
+
+    metrics = {
+        "variants": {
+            "none": {
+                "batch_retrieval_map": {"map": 0.337, "chance": 0.105, "wells": 100},
+                "same_batch_neighbours": {"rate": 0.41, "chance": 0.146, "treatments": 103},
+            }
+        }
+    }
+    table = results_table(metrics, "simclr")
+    row = table.iloc[0]
+    assert (row["batch_retrieval_map"], row["same_batch_chance"]) == (0.337, 0.146)
+    text = format_results(table)
+    header, _, line = text.splitlines()
+    assert header.endswith("| controls same-batch mAP | same-batch neighbours |")
+    assert line.endswith("| 0.337 (0.105) | 41% (15%) |")
+    assert line.startswith("| simclr | none | – | – |")

@@ -43,12 +43,12 @@ def compare(
     for name, cfg in zip(names, loaded, strict=True):
         cfg.evaluate.baselines = []  # once for all methods, below
         log.info(f"[compare] {name} -> {out / name}")
-        run(cfg, out / name, crops, overwrite=overwrite)
+        run(crops, out / name, cfg, overwrite=overwrite)
         barrier(world)  # the others wait (no timeout) while the main process evaluates
     if not world.main:
         return out / "report.html"
     write_json({"methods": names, "configs": [str(c) for c in configs]}, out / COMPARE)
     for kind in KINDS:
-        run_baseline(kind, loaded[0], out, crops, overwrite=overwrite, summary=False)
+        run_baseline(kind, crops, out, loaded[0], overwrite=overwrite, summary=False)
     write_results(out)
     return write_report(out, overwrite=True)

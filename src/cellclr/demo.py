@@ -52,5 +52,5 @@ def demo(
             screen, "simulate", fp, seconds=round(time.perf_counter() - t0, 1), seed=seed, **summary
         )
     cfg.crop.bbbc021 = str(screen)
-    run(cfg, out, overwrite=overwrite)  # and the baselines of evaluate.baselines
+    run(None, out, cfg, overwrite=overwrite)  # and the baselines of evaluate.baselines
     return write_report(out, overwrite=True)  # a view of the run: rewritten every time

@@ -22,13 +22,13 @@ ROWS_PER_GROUP = 16384  # parquet row group of the embeddings (32 MB of 512 floa
 # writing and `profile` hold one at a time, so this bounds their memory
 
 
-def read_embeddings(folder: str | Path) -> pd.DataFrame:
+def load_embeddings(folder: str | Path) -> pd.DataFrame:
     """The cells of an ``embed`` output folder (an error if it is not one)."""
     return read_output_table(folder, EMBEDDINGS, "embed")
 
 
 def iter_embeddings(folder: str | Path) -> Iterator[pd.DataFrame]:
-    """The cells of an ``embed`` output folder, a row group at a time, as ``read_embeddings``
+    """The cells of an ``embed`` output folder, a row group at a time, as ``load_embeddings``
     would give them (same columns and dtypes), with its errors for a folder that is not one."""
     path = Path(folder) / EMBEDDINGS
     not_output = f"{folder} is not a finished `embed` output"

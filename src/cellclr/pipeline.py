@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from cellclr.baselines.stages import KINDS, baseline_fingerprint, classic_embeddings, random_model
-from cellclr.config import Config
+from cellclr.config import Config, ConfigLike, as_config
 from cellclr.cropping.stage import _usable_cpus, crop
 from cellclr.errors import CellclrError
 from cellclr.learning.distributed import World, barrier, init_distributed, world_from_env
 from cellclr.learning.embed import embed, embed_fingerprint
-from cellclr.learning.train import train, train_fingerprint
+from cellclr.learning.train import Callback, train_fingerprint
+from cellclr.learning.train import train as train_model
 from cellclr.outputs import (
     MANIFEST,
     OutputExistsError,
@@ -28,6 +29,7 @@ from cellclr.outputs import (
 )
 from cellclr.profiling.evaluate import evaluate, evaluate_fingerprint, results_table
 from cellclr.profiling.profiles import profile, profile_fingerprint
+from cellclr.profiling.selection import LabelFreeSelection
 from cellclr.store import CropStore
 
 log = logging.getLogger(__name__)
@@ -55,8 +57,29 @@ def _stage(
     work(overwrite)
 
 
+def train(
+    crops: str | Path,
+    out: str | Path,
+    cfg: ConfigLike = None,
+    *,
+    overwrite: bool = False,
+    callbacks: Sequence[Callback] = (),
+) -> Path:
+    """Train ``train.method`` on the store at ``crops`` into ``out`` (as ``cellclr train``):
+    ``cellclr.learning.train.train`` with the label-free selection measures logged every
+    ``train.select_every`` epochs (``profiling.selection.LabelFreeSelection``), then
+    ``callbacks``."""
+    cfg = as_config(cfg)
+    chosen = [LabelFreeSelection(CropStore(crops), cfg)] if cfg.train.select_every else []
+    return train_model(crops, out, cfg, overwrite=overwrite, callbacks=[*chosen, *callbacks])
+
+
 def run(
-    cfg: Config, out: str | Path, crops: str | Path | None = None, *, overwrite: bool = False
+    crops: str | Path | None,
+    out: str | Path,
+    cfg: ConfigLike = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Run every stage into ``out/{crops,model,embeddings,profiles,eval}``, then the baselines
     of ``evaluate.baselines``; return the evaluation folder. The crops come from ``crops``,
@@ -66,6 +89,7 @@ def run(
     Under ``torchrun``, every process crops its share of the plates, trains and embeds; the
     main process alone then profiles, evaluates and runs the baselines, while the others wait
     (``distributed.barrier``: not subject to ``train.dist_timeout``)."""
+    cfg = as_config(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     world, _ = init_distributed(cfg.train.device, cfg.train.dist_timeout)
@@ -84,7 +108,7 @@ def run(
         "train",
         model,
         lambda: train_fingerprint(store, cfg),
-        lambda ow: train(crops, model, cfg, overwrite=ow, resume=True),
+        lambda ow: train(crops, model, cfg, overwrite=ow),
         overwrite,
     )
     _embed(cfg, model, crops, store, out, overwrite)
@@ -92,7 +116,7 @@ def run(
         return out / "eval"
     result = _profile_and_evaluate(cfg, out, overwrite)
     for kind in cfg.evaluate.baselines:
-        run_baseline(kind, cfg, out, crops, overwrite=overwrite, summary=False)
+        run_baseline(kind, crops, out, cfg, overwrite=overwrite, summary=False)
     write_results(out)
     return result
 
@@ -117,15 +141,16 @@ def _crop_stage(crops: Path, cfg: Config, world: World, overwrite: bool) -> None
 
 def run_baseline(
     kind: str,
-    cfg: Config,
+    crops: str | Path | None,
     out: str | Path,
-    crops: str | Path | None = None,
+    cfg: ConfigLike = None,
     *,
     overwrite: bool = False,
     summary: bool = True,
 ) -> Path:
-    """Evaluate a baseline on the run's crops into ``out/baselines/<kind>/``; return its
-    evaluation folder."""
+    """Evaluate a baseline on the crops (None: ``data.crops``, else ``out/crops``) into
+    ``out/baselines/<kind>/``; return its evaluation folder."""
+    cfg = as_config(cfg)
     from cellclr.baselines.stages import cellprofiler_embeddings
 
     features = {"classic": classic_embeddings, "cellprofiler": cellprofiler_embeddings}
@@ -207,7 +232,7 @@ def _profile_and_evaluate(cfg: Config, out: Path, overwrite: bool) -> Path:
     return ev
 
 
-def collect_results(run: str | Path) -> pd.DataFrame:
+def load_results(run: str | Path) -> pd.DataFrame:
     """The results of the run (or of each method of a ``compare`` folder) and of each baseline
     in it, one row per representation and post-processing variant."""
     run = Path(run)
@@ -225,7 +250,7 @@ def collect_results(run: str | Path) -> pd.DataFrame:
 
 
 def write_results(run: Path) -> pd.DataFrame:
-    results = collect_results(run)
+    results = load_results(run)
     if not results.empty:
         write_parquet(results, run / RESULTS)
     return results
@@ -234,7 +259,9 @@ def write_results(run: Path) -> pd.DataFrame:
 def format_results(results: pd.DataFrame) -> str:
     """The results as a Markdown table: NSC and NSCB counts with 95% intervals, drop and mAP
     ("–" where no MoA was evaluated), and the phenotypic activity (mean mAP, fraction of the
-    treatments retrieved)."""
+    treatments retrieved), and how much batch the profiles carry (the control wells'
+    same-batch retrieval mAP and the share of same-batch nearest neighbours, each with its
+    chance level in brackets; lower is better)."""
 
     def cell(row: pd.Series, task: str) -> str:
         if pd.isna(row[f"{task}_total"]):
@@ -247,20 +274,34 @@ def format_results(results: pd.DataFrame) -> str:
     def number(value: float, form: str = ".3f") -> str:
         return "–" if pd.isna(value) else format(value, form)
 
+    def against_chance(value: float, chance: float, percent: bool = False) -> str:
+        if pd.isna(value):
+            return "–"
+        form = (lambda x: f"{100 * x:.0f}%") if percent else (lambda x: f"{x:.3f}")
+        return form(value) + ("" if pd.isna(chance) else f" ({form(chance)})")
+
     lines = [
         "| profiles | variant | NSC (95% CI) | NSCB (95% CI) | drop | mAP | mAP batch "
-        "| activity mAP | retrieved |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| activity mAP | retrieved | controls same-batch mAP | same-batch neighbours |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    nan = float("nan")
     for _, r in results.iterrows():
         name = r["representation"]
         if str(r.get("supervision", "none")).startswith("weak"):
             name += " (weakly supervised)"
         retrieved = r.get("activity_retrieved", float("nan"))
+        batch_map = against_chance(
+            r.get("batch_retrieval_map", nan), r.get("batch_retrieval_chance", nan)
+        )
+        neighbours = against_chance(
+            r.get("same_batch_neighbours", nan), r.get("same_batch_chance", nan), percent=True
+        )
         lines.append(
             f"| {name} | {r['variant']} | {cell(r, 'nsc')} | {cell(r, 'nscb')} "
             f"| {number(r['drop_pct'], '.1f')} | {number(r['nsc_map'])} | {number(r['nscb_map'])} "
             f"| {number(r.get('activity_map', float('nan')))} "
-            f"| {number(100 * retrieved, '.1f')}{'' if pd.isna(retrieved) else '%'} |"
+            f"| {number(100 * retrieved, '.1f')}{'' if pd.isna(retrieved) else '%'} "
+            f"| {batch_map} | {neighbours} |"
         )
     return "\n".join(lines)

@@ -121,7 +121,7 @@ def test_resume_from_an_older_checkpoint_rolls_the_log_back(store, tmp_path, mon
 
 @pytest.mark.parametrize("mode", ["well", "cell"])
 def test_well_and_cell_normalisation_train_and_embed(store, tmp_path, mode):
-    from cellclr.embeddings import read_embeddings
+    from cellclr.embeddings import load_embeddings
     from cellclr.learning.embed import embed
 
     cfg = tiny_config("train.epochs=1", f"data.normalize='{mode}'", "data.normalize_min_cells=1")
@@ -130,7 +130,7 @@ def test_well_and_cell_normalisation_train_and_embed(store, tmp_path, mode):
     assert json.loads((out / "stage.json").read_text())["normalization"] == {
         mode: 14 if mode == "well" else 2
     }
-    cells = read_embeddings(embed(out, store, tmp_path / "e", cfg))
+    cells = load_embeddings(embed(out, store, tmp_path / "e", cfg))
     assert len(cells) == 56 and np.isfinite(cells.filter(like="emb_").to_numpy()).all()
 
 
@@ -333,3 +333,17 @@ def test_training_learns_the_simulated_phenotypes_better_than_random_weights(tmp
     )
     trained = accuracy(trained_encoder)
     assert trained > untrained + 0.08, (trained, untrained)
+
+
+def test_callbacks_add_to_each_epochs_log_line(store, tmp_path):
+    seen = []
+
+    class Counting:
+        def on_epoch(self, epoch, encoder, world):
+            seen.append((epoch, encoder.training, world.main))
+            return {"counted": epoch * 10} if epoch == 2 else {}
+
+    out = train(store, tmp_path / "m", tiny_config("train.epochs=2"), callbacks=[Counting()])
+    log = [json.loads(line) for line in (out / LOG).read_text().splitlines()]
+    assert seen == [(1, True, True), (2, True, True)]
+    assert "counted" not in log[0] and log[1]["counted"] == 20

@@ -180,7 +180,7 @@ def test_consistency_by_an_annotation_column(active_only):
     from cellclr.config import EvaluateConfig
     from cellclr.profiling.evaluate import combine, evaluate_wells
     from cellclr.profiling.profiles import treatment_profiles
-    from cellclr.retrieval import activity, consistency
+    from cellclr.profiling.retrieval import activity, consistency
 
     wells = two_plate_wells()
     e = EvaluateConfig(

@@ -96,7 +96,7 @@ def test_embeddings_file_streamed_by_row_groups(tmp_path, monkeypatch, kind):
         writer.append(cells[names].to_numpy(np.float32))
     groups = list(embeddings.iter_embeddings(tmp_path))
     assert [len(g) for g in groups] == [16] * 12 + [8]
-    in_memory = well_profiles(embeddings.read_embeddings(tmp_path), "e")
+    in_memory = well_profiles(embeddings.load_embeddings(tmp_path), "e")
     assert_same(embedded_well_profiles(tmp_path), in_memory)
 
 
@@ -112,7 +112,7 @@ def test_profile_stage_streams_the_same_profiles(tmp_path, monkeypatch):
     write_manifest(folder, "embed", "0")
     cfg = Config.model_validate({"profile": {"postprocess": "dmso"}})
     cellclr.profile(folder, tmp_path / "streamed", cfg)
-    wells = well_profiles(embeddings.read_embeddings(folder))
+    wells = well_profiles(embeddings.load_embeddings(folder))
     write_profiles(wells, tmp_path / "in_memory", Stage("profile", "0", cfg), False)
     for name in (WELLS, "treatments.parquet"):
         streamed = pd.read_parquet(tmp_path / "streamed" / name)

@@ -18,7 +18,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     images, cells = make_crop_files(tmp / "input")
     folder = tmp / "run"
     crops = import_crops(images, cells, folder / "crops", ["DNA", "Tubulin", "Actin"])
-    run(tiny_config(), out=folder, crops=crops)
+    run(crops, folder, tiny_config())
     baseline = folder / "baselines" / "random"
     (baseline / "eval").mkdir(parents=True)
     metrics = {"nsc": {"correct": 1, "total": 6}, "nscb": {"correct": 0, "total": 6}}

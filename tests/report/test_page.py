@@ -212,8 +212,8 @@ def test_label_free_run_shows_activity_instead_of_nsc(finished_run: Path, tmp_pa
     assert '<div class="value">56</div>' in page and "NSCB" not in page.split("<nav>")[0]
     # results: NSC not computed, activity of each variant, and what was skipped, with why
     none, dmso = body_rows(section(page, "results"))
-    assert none[2:] == ["none", *["–"] * 7, "0.642", "3/6 (50%)"]
-    assert dmso[2:] == ["dmso", *["–"] * 7, "0.432", "3/6 (50%)"]
+    assert none[2:] == ["none", *["–"] * 7, "0.642", "3/6 (50%)", "–", "–"]
+    assert dmso[2:] == ["dmso", *["–"] * 7, "0.432", "3/6 (50%)", "–", "–"]
     assert f"cellclr (this run): NSC, NSCB and MoA mAP not computed: {NO_MOA}" in page
     assert "cellclr (this run): post-processing tvn not computed:" in page
     # the activity table: the headline variant's treatments by mAP, descending

@@ -100,9 +100,9 @@ def print_metrics(eval_dir: Path) -> None:
 
 
 def print_results(run: Path) -> None:
-    from cellclr.pipeline import collect_results, format_results
+    from cellclr.pipeline import format_results, load_results
 
-    results = collect_results(run)
+    results = load_results(run)
     if not results.empty:
         print(format_results(results))
     metrics = run / "eval" / "metrics.json"

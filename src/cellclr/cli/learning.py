@@ -23,9 +23,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from cellclr.learning.train import train
+    from cellclr.pipeline import train
 
-    out = train(args.crops, args.out, config_of(args), overwrite=args.overwrite, resume=args.resume)
+    out = train(args.crops, args.out, config_of(args), overwrite=args.overwrite)
     print(f"model: {out}")
 
 

@@ -27,7 +27,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> None:
     from cellclr.pipeline import run
 
-    run(config_of(args), args.out, args.crops, overwrite=args.overwrite)
+    run(args.crops, args.out, config_of(args), overwrite=args.overwrite)
     print_results(args.out)
 
 
@@ -80,7 +80,7 @@ def _baseline(args: argparse.Namespace) -> None:
     from cellclr.pipeline import run_baseline
 
     cfg = config_of(args, args.out / "model")
-    run_baseline(args.kind, cfg, args.out, args.crops, overwrite=args.overwrite)
+    run_baseline(args.kind, args.crops, args.out, cfg, overwrite=args.overwrite)
     print_results(args.out)
 
 

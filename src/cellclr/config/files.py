@@ -152,6 +152,27 @@ def load_config(path: str | Path | None = None, overrides: Overrides = ()) -> Co
     return cfg
 
 
+ConfigLike = Config | str | Path | Mapping[str, Any] | None
+
+
+def as_config(cfg: ConfigLike = None) -> Config:
+    """What every stage function takes as ``cfg``: a ``Config``; a TOML path or a shipped
+    config's name (``"bbbc021-cpu"``); a dict of overrides of the defaults
+    (``{"train.epochs": 5}``); or None, the defaults (``cellclr configs`` lists them)."""
+    if cfg is None:
+        return load_config()
+    if isinstance(cfg, Config):
+        return cfg
+    if isinstance(cfg, Mapping):
+        return load_config(None, cfg)
+    if isinstance(cfg, str | Path):
+        return load_config(cfg)
+    raise ConfigError(
+        f"cfg: a Config, a TOML path, a shipped config's name or a dict of overrides, not "
+        f"{type(cfg).__name__}"
+    )
+
+
 def save_config(cfg: Config, path: Path) -> None:
     with naming(path):
         path.write_text(tomli_w.dumps(cfg.to_dict()))

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from cellclr.columns import PLATE, SITE_KEYS
-from cellclr.config import Config, CropConfig
+from cellclr.config import Config, ConfigLike, CropConfig, as_config
 from cellclr.cropping.plates import (
     RECORD_COLUMNS,
     check_cellprofiler_illumination,
@@ -79,7 +79,7 @@ LAYOUT = "plate-files-2"  # of the plates' files: an older store is cropped agai
 
 def crop(
     out: str | Path,
-    cfg: Config,
+    cfg: ConfigLike = None,
     *,
     overwrite: bool = False,
     shard: tuple[int, int] | None = None,
@@ -87,6 +87,7 @@ def crop(
     """Crop the images that ``cfg.crop`` names (a BBBC021 folder, an image table or a LoadData
     table, with a plate map) into the crop store at ``out``; return the summary (see
     ``crop_sites``)."""
+    cfg = as_config(cfg)
     table, channels = load_sites(cfg.crop)
     return crop_sites(table, channels, out, cfg, overwrite=overwrite, shard=shard)
 

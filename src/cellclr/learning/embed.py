@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cellclr.config import Config
+from cellclr.config import Config, ConfigLike, as_config
 from cellclr.embeddings import EMBEDDINGS, FEATURE_PREFIX, EmbeddingWriter
 from cellclr.fingerprint import fingerprint
 from cellclr.learning.device import device_kind, resolve_device
@@ -33,7 +33,7 @@ def embed(
     model_dir: str | Path,
     crops: str | Path,
     out: str | Path,
-    cfg: Config,
+    cfg: ConfigLike = None,
     *,
     overwrite: bool = False,
     distributed: bool = True,
@@ -46,6 +46,7 @@ def embed(
     one process's, row for row. ``distributed=False``: this process alone, even under torchrun.
     Crops of another size than the model learnt from are refused unless ``any_crop_size``.
     """
+    cfg = as_config(cfg)
     model_dir, out = Path(model_dir), Path(out)
     if distributed:
         world, device = init_distributed(cfg.embed.device, cfg.train.dist_timeout)

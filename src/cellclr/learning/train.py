@@ -15,7 +15,9 @@ import logging
 import shutil
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from cellclr.columns import BATCH
-from cellclr.config import Config, ConfigError
+from cellclr.config import Config, ConfigError, ConfigLike, as_config
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import fingerprint
 from cellclr.learning.batches import CropBatches
@@ -50,7 +52,6 @@ from cellclr.learning.optim import build_optimizer, warmup_cosine
 from cellclr.learning.rng import view_keys
 from cellclr.learning.sampler import epoch_batches, group_codes
 from cellclr.learning.saved_model import model_meta, save_model
-from cellclr.learning.selection import replicate_map_of
 from cellclr.outputs import atomic_file
 from cellclr.progress import progress_bar
 from cellclr.stages import Stage
@@ -62,6 +63,13 @@ CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_KEYS = ("fingerprint", "epoch", "log", "model", "optimizer", "scheduler")
 LOG = "train_log.jsonl"
 VIEWS = "keyed-v2"  # how views are drawn: part of the fingerprint
+
+
+class Callback(Protocol):
+    """What ``train`` calls after every epoch (on every process, in step): returns the fields
+    to add to the epoch's log line, ``{}`` for none."""
+
+    def on_epoch(self, epoch: int, encoder: torch.nn.Module, world: World) -> dict: ...
 
 
 class NonFiniteLossError(CellclrError, FloatingPointError):
@@ -131,17 +139,25 @@ def _resume_state(work: Path, fp: str) -> dict | None:
 def train(
     crops: str | Path,
     out: str | Path,
-    cfg: Config,
+    cfg: ConfigLike = None,
     *,
     overwrite: bool = False,
     resume: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> Path:
     """Train ``train.method`` on the store at ``crops``; write ``model.pt`` and logs to ``out``.
+
+    After each epoch, every callback's ``on_epoch(epoch, encoder, world)`` is called on every
+    process; what the main process's callbacks return is added to the epoch's log line (e.g.
+    ``cellclr.profiling.selection.LabelFreeSelection``: label-free measures every
+    ``train.select_every`` epochs, which ``cellclr train``, ``cellclr run`` and
+    ``cellclr.train`` pass).
 
     An unfinished training of the same crops and settings (``out.partial``, left by a kill or
     an error) is continued from its last checkpoint, to the weights an uninterrupted run
     reaches; one made otherwise is replaced. ``resume`` is accepted for older callers: it is
     what always happens."""
+    cfg = as_config(cfg)
     tc = cfg.train
     world, device = init_distributed(tc.device, tc.dist_timeout)
     store = CropStore(crops)
@@ -222,10 +238,8 @@ def train(
                     f"{work}: lower train.lr (or check the crops) and run again (other settings "
                     "start again), or run it again as it is to continue from that checkpoint"
                 ) from None
-            if tc.select_every and ((epoch + 1) % tc.select_every == 0 or epoch + 1 == tc.epochs):
-                # every process embeds its share; the main process scores
-                score = replicate_map_of(method.encoder_to_keep(), store, cfg, world)
-                record["replicate_map"] = score
+            for callback in callbacks:  # every process calls it (it may embed its share)
+                record.update(callback.on_epoch(epoch + 1, method.encoder_to_keep(), world))
             log.append({"epoch": epoch + 1, **record})
             if world.main:
                 _save_epoch(work, fp, log, method, optimizer, scheduler, scaler, tc)

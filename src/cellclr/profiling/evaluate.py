@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from cellclr.columns import CELL_COUNT, PLATE, TREATMENT
-from cellclr.config import Config, EvaluateConfig
+from cellclr.config import Config, ConfigLike, EvaluateConfig, as_config
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import file_digest, fingerprint
 from cellclr.metadata import read_moa
@@ -46,7 +46,7 @@ from cellclr.profiling.profiles import (
     treatment_profiles,
 )
 from cellclr.profiling.results import Evaluation, results_table, summary_lines, variants
-from cellclr.retrieval import (
+from cellclr.profiling.retrieval import (
     COMPOUND,
     NotScored,
     activity,
@@ -277,7 +277,7 @@ def write_evaluation(
 def evaluate(
     profiles_dir: str | Path,
     out: str | Path,
-    cfg: Config,
+    cfg: ConfigLike = None,
     *,
     moa: str | Path | None = None,
     overwrite: bool = False,
@@ -286,6 +286,7 @@ def evaluate(
     annotations allow); write ``metrics.json``, ``results.parquet`` and the tables of the
     measures computed. ``moa``: a table of compound, concentration, moa whose MoAs replace
     the profiles' own."""
+    cfg = as_config(cfg)
     check_new_output(out, overwrite, [profiles_dir, moa])
     profiles_dir = Path(profiles_dir)
     moa_table = read_moa(Path(moa)) if moa is not None else None

@@ -8,7 +8,7 @@ import pandas as pd
 
 from cellclr.columns import BATCH, COMPOUND, MOA
 from cellclr.metadata import unit_rows
-from cellclr.retrieval import quiet_zero_rows
+from cellclr.profiling.retrieval import quiet_zero_rows
 
 
 def bootstrap_interval(

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cellclr.columns import COMPOUND, CONCENTRATION, MOA, WELL_KEYS
-from cellclr.config import Config
+from cellclr.config import ConfigLike, as_config
 from cellclr.errors import CellclrError
 from cellclr.learning.embed import embed
 from cellclr.metadata import feature_columns, unit_rows
@@ -151,7 +151,7 @@ def joint_treatments(
 def predict(
     reference: str | Path,
     out: str | Path,
-    cfg: Config,
+    cfg: ConfigLike = None,
     *,
     query_profiles: str | Path | None = None,
     query_table: str | Path | None = None,
@@ -166,6 +166,7 @@ def predict(
     another tool, or a crop store embedded with ``model`` (then profiled into ``out``; crops of
     another size than the model's are refused unless ``any_crop_size``). Both start from raw
     well profiles, post-processed together (``profile.postprocess``)."""
+    cfg = as_config(cfg)
     stage = Stage("predict", "", cfg)
     given = [q for q in (query_profiles, query_table, query_crops) if q is not None]
     if len(given) != 1:

@@ -26,7 +26,7 @@ from cellclr.columns import (
     WELL_COUNT,
     WELL_KEYS,
 )
-from cellclr.config import Config
+from cellclr.config import Config, ConfigLike, as_config
 from cellclr.embeddings import EMBEDDINGS, iter_embeddings
 from cellclr.errors import CellclrError
 from cellclr.fingerprint import file_digest, fingerprint
@@ -219,7 +219,7 @@ def _manifest(folder: Path) -> dict:
 def profile(
     embeddings_dir: str | Path,
     out: str | Path,
-    cfg: Config,
+    cfg: ConfigLike = None,
     *,
     moa: str | Path | None = None,
     overwrite: bool = False,
@@ -229,6 +229,7 @@ def profile(
     ``embed`` output, read a row group at a time (memory holds one and the wells, not the
     cells). ``platemap`` (else ``profile.platemap``): a plate map joined to the wells;
     ``moa``: a table of compound, concentration, moa whose MoAs replace the embeddings'."""
+    cfg = as_config(cfg)
     if platemap is not None:
         cfg = cfg.model_copy(deep=True)
         cfg.profile.platemap = str(platemap)

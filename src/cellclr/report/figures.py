@@ -58,9 +58,29 @@ def to_png(fig: Figure) -> Png:
     return Png(f"data:image/png;base64,{data}", round(fig.get_figwidth() * 96))
 
 
+LABEL_FREE = {  # train.select_every's measures: name, colour, line style
+    "replicate_map": ("replicate mAP (signal)", "#1f77b4", "-"),
+    "batch_retrieval_map": ("controls' same-batch mAP", "#d62728", "-"),
+    "batch_retrieval_chance": ("its chance", "#d62728", ":"),
+    "same_batch_neighbours": ("same-batch neighbours", "#9467bd", "-"),
+    "label_free_score": ("label-free score", "#2ca02c", "--"),
+}
+
+
 def training_figure(log: pd.DataFrame) -> Png:
-    """Loss and learning rate by epoch (left), training throughput (right)."""
-    fig, (ax, ax_speed) = subplots(PAGE_IN, 3.6, 2)
+    """Loss and learning rate by epoch (left), the label-free measures of
+    ``train.select_every`` where logged (middle), training throughput (right)."""
+    measured = [m for m in LABEL_FREE if m in log and log[m].notna().any()]
+    fig, axes = subplots(PAGE_IN, 3.6, 3 if measured else 2)
+    ax, ax_speed = axes[0], axes[-1]
+    if measured:
+        ax_sel = axes[1]
+        for m in measured:
+            points = log.dropna(subset=[m])
+            name, colour, style = LABEL_FREE[m]
+            ax_sel.plot(points["epoch"], points[m], color=colour, ls=style, marker="o", label=name)
+        ax_sel.set(xlabel="epoch", ylabel="label-free measure", title="Selection (no labels)")
+        ax_sel.legend(loc="best", frameon=False, fontsize=7)
     marker = "o" if len(log) < 30 else None
     ax.plot(log["epoch"], log["loss"], color="#1f77b4", marker=marker, label="loss")
     ax.set(xlabel="epoch", ylabel="contrastive loss", title="Loss and learning rate")
@@ -72,7 +92,7 @@ def training_figure(log: pd.DataFrame) -> Png:
     ax_speed.plot(log["epoch"], log["images_per_s"], color="#2ca02c", marker=marker)
     ax_speed.set(xlabel="epoch", ylabel="images / s", title="Training throughput")
     ax_speed.set_ylim(bottom=0)
-    for a in (ax, ax_speed):
+    for a in axes:
         a.grid(alpha=0.3)
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.set_xlim(log["epoch"].min() - 0.5, log["epoch"].max() + 0.5)

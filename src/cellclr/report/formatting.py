@@ -32,6 +32,17 @@ def mean_ap(m: dict[str, Any]) -> str:
     return "–" if value is None or pd.isna(value) else f"{value:.3f}"
 
 
+def batch_measure(m: dict[str, Any] | None, key: str = "map", percent: bool = False) -> str:
+    """A batch measure beside its chance level: ``0.337 (0.105)``, ``41% (15%)``; "–" where
+    it was not computed."""
+    value = (m or {}).get(key)
+    if value is None or pd.isna(value):
+        return "–"
+    chance = (m or {}).get("chance")
+    form = (lambda x: f"{100 * x:.0f}%") if percent else (lambda x: f"{x:.3f}")
+    return form(value) + ("" if chance is None or pd.isna(chance) else f" ({form(chance)})")
+
+
 def retrieved(m: dict[str, Any]) -> str:
     """The share of treatments retrieved: ``4/6 (67%)``, or ``67%`` without the count."""
     fraction = m.get("retrieved")

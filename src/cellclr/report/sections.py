@@ -19,6 +19,7 @@ from cellclr.report import channels, figures
 from cellclr.report.activity import activity_of
 from cellclr.report.data import RunData, read_json, stage_times
 from cellclr.report.formatting import (
+    batch_measure,
     ci,
     drop,
     duration,
@@ -105,12 +106,17 @@ def results(run: RunData) -> dict[str, Any]:
             scores += [score(nscb), ci(nscb)] if nscb else ["–", "–"]
             scores += [drop(v) if nsc else "–", mean_ap(nsc or {}), mean_ap(nscb or {})]
             act = activity_of(v)
-            rows.append([*label, variant, *scores, mean_ap(act), retrieved(act)])
+            batch = [
+                batch_measure(v.get("batch_retrieval_map")),
+                batch_measure(v.get("same_batch_neighbours"), "rate", percent=True),
+            ]
+            rows.append([*label, variant, *scores, mean_ap(act), retrieved(act), *batch])
     header = ["Profiles", "", "Post-processing", "NSC", "95% CI", "NSCB", "95% CI", "Drop"]
     header += ["mAP", "mAP (batch)", "Activity mAP", "Retrieved"]
+    header += ["Controls: same-batch mAP (chance)", "Same-batch neighbours (chance)"]
     notes = [run.notes[key] for key in ("eval", "results") if key in run.notes]
     return {
-        "table": _table(header, rows, right=range(3, 12), main={0}) if rows else None,
+        "table": _table(header, rows, right=range(3, 14), main={0}) if rows else None,
         "skipped": _skipped(runs),
         "note": " ".join(notes) or None,
     }
@@ -125,13 +131,18 @@ def training(run: RunData) -> dict[str, Any]:
     return {"device": str(stage.get("device", "?")), "runs": [_curves(n, log) for n, log in logs]}
 
 
+# the label-free measure a training's best epoch is named by, first found first
+SELECTED_BY = {"label_free_score": "label-free score", "replicate_map": "replicate mAP"}
+
+
 def _curves(name: str, log: pd.DataFrame) -> dict[str, Any]:
     selection = ""
-    if "replicate_map" in log and log["replicate_map"].notna().any():
-        picked = log.dropna(subset=["replicate_map"])
-        best = picked.loc[picked["replicate_map"].idxmax()]
+    measure = next((m for m in SELECTED_BY if m in log and log[m].notna().any()), None)
+    if measure is not None:
+        picked = log.dropna(subset=[measure])
+        best = picked.loc[picked[measure].idxmax()]
         selection = (
-            f"; replicate mAP {best['replicate_map']:.3f} at its best (epoch {best['epoch']})"
+            f"; {SELECTED_BY[measure]} {best[measure]:.3f} at its best (epoch {int(best['epoch'])})"
         )
     return {
         "name": name,

@@ -1,5 +1,5 @@
-"""Phenotypic activity and consistency (cellclr.retrieval): against average precision worked
-out by hand, and against copairs called directly with the field's settings."""
+"""Phenotypic activity and consistency (cellclr.profiling.retrieval): against average
+precision worked out by hand, and against copairs called directly with the field's settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cellclr.retrieval import (
+from cellclr.profiling.retrieval import (
     NotScored,
     activity,
     batch_retrieval,
