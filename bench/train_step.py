@@ -94,7 +94,7 @@ def main() -> None:
     def model_step(views: torch.Tensor) -> None:
         with autocast(device):
             z = model(views)
-        loss = nt_xent(z[:bs], z[bs:], tc.temperature)
+        loss = nt_xent(z[:bs], z[bs:], cfg.simclr.temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

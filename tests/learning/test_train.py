@@ -347,3 +347,11 @@ def test_callbacks_add_to_each_epochs_log_line(store, tmp_path):
     log = [json.loads(line) for line in (out / LOG).read_text().splitlines()]
     assert seen == [(1, True, True), (2, True, True)]
     assert "counted" not in log[0] and log[1]["counted"] == 20
+
+
+def test_gamma_and_offset_change_training_on_a_tiny_store(store, tmp_path):
+    plain = weights(train(store, tmp_path / "plain", tiny_config("train.epochs=1")))
+    cfg = tiny_config("train.epochs=1", "augment.gamma=0.3", "augment.offset=0.1")
+    shifted = weights(train(store, tmp_path / "shifted", cfg))
+    assert all(torch.isfinite(v).all() for v in shifted.values() if v.is_floating_point())
+    assert any(not torch.equal(plain[k], shifted[k]) for k in plain)

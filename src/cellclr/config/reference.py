@@ -4,6 +4,7 @@ checks that they agree, so no key goes undocumented)."""
 
 from __future__ import annotations
 
+import sys
 import typing
 from typing import Any
 
@@ -64,4 +65,4 @@ def reference() -> str:
 
 
 if __name__ == "__main__":
-    print(reference(), end="")
+    sys.stdout.write(reference())
