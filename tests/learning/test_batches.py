@@ -62,3 +62,17 @@ def test_plate_statistics_scale_batches_as_numpy(tmp_path):
     lo = np.stack([low[p] for p in plates[order]])[:, :, None, None]
     hi = np.stack([high[p] for p in plates[order]])[:, :, None, None]
     np.testing.assert_allclose(got, (crops[order] - lo) / (hi - lo), rtol=1e-5, atol=1e-6)
+
+
+def test_crop_percentiles_equal_numpys_for_any_crop_size_and_ties():
+    import torch
+
+    from cellclr.learning.batches import crop_percentiles
+
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 7, 20, 68):
+        crops = rng.integers(0, 50 if size > 7 else 65535, (5, 3, size, size)).astype(np.float32)
+        low, high = crop_percentiles(torch.from_numpy(crops))
+        flat = crops.reshape(5, 3, -1).astype(np.float64)
+        np.testing.assert_allclose(low.numpy(), np.percentile(flat, 1.0, axis=2), rtol=1e-6)
+        np.testing.assert_allclose(high.numpy(), np.percentile(flat, 99.9, axis=2), rtol=1e-6)

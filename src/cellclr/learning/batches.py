@@ -88,8 +88,10 @@ class CropBatches:
 
 def crop_percentiles(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each crop's own ``LOW_PCT`` and ``HIGH_PCT`` percentiles per channel, (B, C) each, with
-    numpy's linear interpolation, on the crops' device (one sort, no host sync)."""
-    flat = x.flatten(2).sort(dim=2).values
+    numpy's linear interpolation, on the crops' device (no host sync). Each percentile needs
+    only the few values at one end of a crop's sorted pixels: ``topk`` finds them, several
+    times faster than sorting every pixel, with the same values."""
+    flat = x.flatten(2)
     n = flat.shape[2]
     out = []
     for pct in (LOW_PCT, HIGH_PCT):
@@ -97,5 +99,11 @@ def crop_percentiles(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         below = int(position)
         above = min(below + 1, n - 1)
         weight = position - below
-        out.append(flat[:, :, below] * (1 - weight) + flat[:, :, above] * weight)
+        if above < n - 1 - below:  # nearer the smallest: those up to `above`, ascending
+            values = flat.topk(above + 1, dim=2, largest=False).values
+            low, high = values[..., below], values[..., above]
+        else:  # nearer the largest: those down to `below`, descending
+            values = flat.topk(n - below, dim=2, largest=True).values
+            low, high = values[..., n - 1 - below], values[..., n - 1 - above]
+        out.append(low * (1 - weight) + high * weight)
     return out[0], out[1]
