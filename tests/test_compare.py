@@ -27,3 +27,17 @@ def test_compare_puts_methods_and_baselines_side_by_side(store, tmp_path, capsys
         "SupCon, weakly supervised (treatment labels)" in page and "simclr (this run)" not in page
     )
     assert page.count("<h3>") >= 2  # a training section per method
+
+
+def test_a_baseline_joins_a_compare_folder_without_crops(store, tmp_path, capsys):
+    config = tmp_path / "simclr.toml"
+    config.write_text("[train]\nepochs = 1\n")
+    out = tmp_path / "cmp"
+    args = ["compare", "--configs", str(config), "--crops", str(store), "--out", str(out)]
+    assert main([*args, *sets()]) == 0
+    capsys.readouterr()
+    # as docs/results.md adds CellProfiler's measurements (here the cheaper classic features,
+    # made again after moving compare's away)
+    (out / "baselines" / "classic").rename(tmp_path / "classic-before")
+    assert main(["baseline", "--kind", "classic", "--out", str(out), *sets()]) == 0
+    assert (out / "baselines" / "classic" / "eval" / "metrics.json").is_file()

@@ -47,7 +47,8 @@ def compare(
         barrier(world)  # the others wait (no timeout) while the main process evaluates
     if not world.main:
         return out / "report.html"
-    write_json({"methods": names, "configs": [str(c) for c in configs]}, out / COMPARE)
+    manifest = {"methods": names, "configs": [str(c) for c in configs]}
+    write_json({**manifest, "crops": str(Path(crops).resolve())}, out / COMPARE)
     for kind in KINDS:
         run_baseline(kind, crops, out, loaded[0], overwrite=overwrite, summary=False)
     write_results(out)

@@ -278,6 +278,14 @@ def compared_runs(folder: str | Path) -> list[tuple[str, Path]]:
     return [(name, Path(folder) / name) for name in read_json_object(path).get("methods", [])]
 
 
+def compared_crops(folder: str | Path) -> Path | None:
+    """The crop store a ``cellclr compare`` folder was made from (so that ``cellclr baseline
+    --out FOLDER`` adds a baseline without ``--crops``); None for any other folder."""
+    path = Path(folder) / COMPARE
+    crops = read_json_object(path).get("crops") if path.is_file() else None
+    return Path(crops) if crops else None
+
+
 def current_baselines(run: str | Path) -> tuple[list[tuple[str, Path]], list[str]]:
     """The baselines of a run folder (``baselines/<name>/``) made from the run's own crop store,
     and the names of those left out (made from other crops, or unfinished)."""

@@ -21,6 +21,7 @@ from cellclr.learning.train import train as train_model
 from cellclr.outputs import (
     MANIFEST,
     OutputExistsError,
+    compared_crops,
     compared_runs,
     current_baselines,
     read_json_object,
@@ -148,8 +149,9 @@ def run_baseline(
     overwrite: bool = False,
     summary: bool = True,
 ) -> Path:
-    """Evaluate a baseline on the crops (None: ``data.crops``, else ``out/crops``) into
-    ``out/baselines/<kind>/``; return its evaluation folder."""
+    """Evaluate a baseline on the crops (None: ``data.crops``, else those of the ``compare``
+    folder ``out``, else ``out/crops``) into ``out/baselines/<kind>/``; return its evaluation
+    folder."""
     cfg = as_config(cfg)
     from cellclr.baselines.stages import cellprofiler_embeddings
 
@@ -158,7 +160,8 @@ def run_baseline(
     if kind not in kinds:
         raise CellclrError(f"unknown baseline {kind!r}: choose {', '.join(kinds)}")
     out = Path(out)
-    crops = crops or cfg.data.crops or (out / "crops" if (out / "crops").is_dir() else None)
+    own = out / "crops" if (out / "crops").is_dir() else None
+    crops = crops or cfg.data.crops or compared_crops(out) or own
     if not crops:
         raise CellclrError("no crop store: pass --crops, or set data.crops in the config")
     store = CropStore(crops)
