@@ -287,3 +287,34 @@ def test_what_cannot_be_scored_is_skipped_with_its_reason(tmp_path, capsys):
         assert problem in metrics["skipped"]["nsc"] and "nsc" not in metrics
         assert problem in capsys.readouterr().out.split("skipped nsc: ")[1]
         assert not (out / "nsc.parquet").exists() and (out / "results.parquet").is_file()
+
+
+def test_the_control_wells_batch_measure_only_without_post_processing():
+    """DMSO and TVN are fitted on the control wells (centred per plate, a plate's lone control
+    well becomes zeros), so the control wells' same-batch mAP is scored on the raw profiles and
+    skipped, with the reason, on the variants fitted on them."""
+    from cellclr.profiling.evaluate import evaluate_wells
+    from cellclr.profiling.retrieval import batch_retrieval
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for batch in ("Week1", "Week2"):
+        for plate in (1, 2):
+            for w, (compound, conc) in enumerate(
+                [("DMSO", 0.0), ("DMSO", 0.0), ("DMSO", 0.0), ("a", 1.0), ("b", 1.0)]
+            ):
+                rows.append((f"{batch}_{plate}", f"B{w:02d}", compound, conc, batch, "M"))
+    columns = ["Metadata_Plate", "Metadata_Well", "Metadata_Compound",
+               "Metadata_Concentration", "Metadata_Batch", "Metadata_MoA"]  # fmt: skip
+    wells = pd.DataFrame(rows, columns=columns)
+    shift = (wells["Metadata_Batch"] == "Week2").to_numpy()[:, None]
+    features = pd.DataFrame(rng.normal(size=(len(wells), 5)) + shift).add_prefix("f")
+    wells = pd.concat([wells, features], axis=1)
+    cfg = tiny_config("evaluate.variants=['none', 'dmso', 'tvn']")
+    results = evaluate_wells(wells, cfg.evaluate)
+    assert results["none"].metrics["batch_retrieval_map"] == batch_retrieval(wells)
+    for variant in ("dmso", "tvn"):
+        m = results[variant].metrics
+        assert "batch_retrieval_map" not in m
+        assert "fitted on the control wells" in m["skipped"]["batch_retrieval_map"]
+        assert "same_batch_neighbours" in m  # the treatments still say it

@@ -103,9 +103,13 @@ def evaluate_variant(
     treatment: list[str],
     source: str,
     control: str = "DMSO",
+    fitted_on_controls: bool = False,
 ) -> Evaluation:
     """Every measure the wells' annotations allow (see the module docstring), on one
-    post-processing variant of the well profiles."""
+    post-processing variant of the well profiles. ``fitted_on_controls``: the variant was
+    fitted on the control wells (DMSO, TVN), which then no longer say how much batch the
+    representation carries (centred per plate, a plate's one control well is all zeros):
+    ``batch_retrieval_map`` is skipped, saying so."""
     skipped: dict[str, str] = {}
     metrics: dict = {"skipped": skipped}
     if not has_treatments(wells, treatment):
@@ -134,6 +138,12 @@ def evaluate_variant(
     except NotScored as error:
         skipped["activity"] = str(error)
     for name, measure in BATCH_MEASURES.items():
+        if name == "batch_retrieval_map" and fitted_on_controls:
+            skipped[name] = (
+                "this variant is fitted on the control wells, which then tell nothing of "
+                "batches: see the variant without post-processing"
+            )
+            continue
         try:
             metrics[name] = measure(wells if name == "batch_retrieval_map" else treatments, control)
         except NotScored as error:
@@ -210,7 +220,9 @@ def evaluate_wells(
             continue
         for note in notes:
             log.warning(f"evaluate ({variant}): {note}")
-        result = evaluate_variant(processed, e, treatment, source, control)
+        result = evaluate_variant(
+            processed, e, treatment, source, control, fitted_on_controls=variant != "none"
+        )
         result.metrics.update(notes=notes, dropped_features=dropped, levels=counts)
         results[variant] = result
     return results
