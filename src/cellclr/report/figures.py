@@ -80,7 +80,9 @@ def training_figure(log: pd.DataFrame) -> Png:
             name, colour, style = LABEL_FREE[m]
             ax_sel.plot(points["epoch"], points[m], color=colour, ls=style, marker="o", label=name)
         ax_sel.set(xlabel="epoch", ylabel="label-free measure", title="Selection (no labels)")
-        ax_sel.legend(loc="best", frameon=False, fontsize=7)
+        ax_sel.legend(
+            loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False, fontsize=7
+        )
     marker = "o" if len(log) < 30 else None
     ax.plot(log["epoch"], log["loss"], color="#1f77b4", marker=marker, label="loss")
     ax.set(xlabel="epoch", ylabel="contrastive loss", title="Loss and learning rate")
