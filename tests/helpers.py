@@ -189,3 +189,31 @@ def wait_for(condition, what: str, timeout: float = SAFETY) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:g} s (a safety timeout)")
         time.sleep(0.02)
+
+
+def copairs_replicate_ap(wells: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """copairs called directly, as JUMP's activity notebooks call it: the average precision of
+    each non-control well retrieving its treatment's (compound@concentration) wells on other
+    plates among the control (DMSO) wells; columns ``treatment``, ``average_precision``, ..."""
+    from copairs.map import average_precision
+
+    treatment = (
+        wells["Metadata_Compound"] + "@" + wells["Metadata_Concentration"].map("{:g}".format)
+    )
+    meta = pd.DataFrame(
+        {
+            "treatment": treatment,
+            "plate": wells["Metadata_Plate"],
+            "control": wells["Metadata_Compound"] == "DMSO",
+        }
+    )
+    ap = average_precision(
+        meta,
+        wells[features].to_numpy(np.float64),
+        pos_sameby=["treatment"],
+        pos_diffby=["plate"],
+        neg_sameby=[],
+        neg_diffby=["treatment", "control"],
+        progress_bar=False,
+    )
+    return ap[~ap["control"]]

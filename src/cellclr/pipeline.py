@@ -265,6 +265,7 @@ def format_results(results: pd.DataFrame) -> str:
     treatments retrieved), and how much batch the profiles carry (the control wells'
     same-batch retrieval mAP and the share of same-batch nearest neighbours, each with its
     chance level in brackets; lower is better)."""
+    from cellclr.report.formatting import batch_measure  # as the report shows them
 
     def cell(row: pd.Series, task: str) -> str:
         if pd.isna(row[f"{task}_total"]):
@@ -277,28 +278,23 @@ def format_results(results: pd.DataFrame) -> str:
     def number(value: float, form: str = ".3f") -> str:
         return "–" if pd.isna(value) else format(value, form)
 
-    def against_chance(value: float, chance: float, percent: bool = False) -> str:
-        if pd.isna(value):
-            return "–"
-        form = (lambda x: f"{100 * x:.0f}%") if percent else (lambda x: f"{x:.3f}")
-        return form(value) + ("" if pd.isna(chance) else f" ({form(chance)})")
-
     lines = [
         "| profiles | variant | NSC (95% CI) | NSCB (95% CI) | drop | mAP | mAP batch "
         "| activity mAP | retrieved | controls same-batch mAP | same-batch neighbours |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    nan = float("nan")
     for _, r in results.iterrows():
         name = r["representation"]
         if str(r.get("supervision", "none")).startswith("weak"):
             name += " (weakly supervised)"
         retrieved = r.get("activity_retrieved", float("nan"))
-        batch_map = against_chance(
-            r.get("batch_retrieval_map", nan), r.get("batch_retrieval_chance", nan)
+        batch_map = batch_measure(
+            {"map": r.get("batch_retrieval_map"), "chance": r.get("batch_retrieval_chance")}
         )
-        neighbours = against_chance(
-            r.get("same_batch_neighbours", nan), r.get("same_batch_chance", nan), percent=True
+        neighbours = batch_measure(
+            {"rate": r.get("same_batch_neighbours"), "chance": r.get("same_batch_chance")},
+            "rate",
+            percent=True,
         )
         lines.append(
             f"| {name} | {r['variant']} | {cell(r, 'nsc')} | {cell(r, 'nscb')} "

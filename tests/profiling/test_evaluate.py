@@ -12,7 +12,16 @@ import pytest
 from cellclr.cli import main
 from cellclr.profiling.feature_tables import profile_table
 from cellclr.profiling.nsc import evaluate_treatments
-from tests.helpers import FAST, FEATURES, error_of, metrics, tiny_config, wells_table, write_csv
+from tests.helpers import (
+    FAST,
+    FEATURES,
+    copairs_replicate_ap,
+    error_of,
+    metrics,
+    tiny_config,
+    wells_table,
+    write_csv,
+)
 
 # ---- beyond the paper: variants, activity, consistency ----------------------------------------
 
@@ -113,7 +122,7 @@ def test_activity_beside_nsc_on_the_real_crops_equals_copairs(shared_singlecell,
     (pycytominer's aggregate: the mean of each well), of the real crops: NSC/NSCB and the
     phenotypic activity side by side, the activity as copairs computes it when called
     directly on the well means."""
-    from copairs.map import average_precision, mean_average_precision
+    from copairs.map import mean_average_precision
 
     from cellclr.cli import main
 
@@ -139,26 +148,7 @@ def test_activity_beside_nsc_on_the_real_crops_equals_copairs(shared_singlecell,
     assert metrics["nsc"]["total"] == 103 and metrics["nscb"]["total"] == 92
     ours = pd.read_parquet(out / "activity.parquet")
 
-    treatment = (
-        wells["Metadata_Compound"] + "@" + wells["Metadata_Concentration"].map("{:g}".format)
-    )
-    meta = pd.DataFrame(
-        {
-            "treatment": treatment,
-            "plate": wells["Metadata_Plate"],
-            "control": wells["Metadata_Compound"] == "DMSO",
-        }
-    )
-    ap = average_precision(
-        meta,
-        wells[features].to_numpy(np.float64),
-        pos_sameby=["treatment"],
-        pos_diffby=["plate"],
-        neg_sameby=[],
-        neg_diffby=["treatment", "control"],
-        progress_bar=False,
-    )
-    ap = ap[~ap["control"]]
+    ap = copairs_replicate_ap(wells, features)
     ref = mean_average_precision(
         ap, ["treatment"], null_size=10000, threshold=0.05, seed=7, progress_bar=False
     ).set_index("treatment")

@@ -17,7 +17,7 @@ from cellclr.learning.train import LOG
 from cellclr.pipeline import train
 from cellclr.profiling import retrieval
 from cellclr.profiling.retrieval import activity
-from tests.helpers import tiny_config
+from tests.helpers import copairs_replicate_ap, tiny_config
 
 copairs_map = pytest.importorskip("copairs.map")
 
@@ -27,25 +27,7 @@ KEYS = ["Metadata_Plate", "Metadata_Well", "Metadata_Compound", "Metadata_Concen
 def copairs_activity_map(wells: pd.DataFrame, features: list[str]) -> float:
     """The mean over treatments of the mAP of retrieving a treatment's wells on other plates
     among the control (DMSO) wells."""
-    meta = pd.DataFrame(
-        {
-            "treatment": wells["Metadata_Compound"]
-            + "@"
-            + wells["Metadata_Concentration"].map("{:g}".format),
-            "plate": wells["Metadata_Plate"],
-            "control": wells["Metadata_Compound"] == "DMSO",
-        }
-    )
-    ap = copairs_map.average_precision(
-        meta,
-        wells[features].to_numpy(np.float64),
-        pos_sameby=["treatment"],
-        pos_diffby=["plate"],
-        neg_sameby=[],
-        neg_diffby=["treatment", "control"],
-        progress_bar=False,
-    )
-    ap = ap[~ap["control"]]
+    ap = copairs_replicate_ap(wells, features)
     scores = copairs_map.mean_average_precision(
         ap, ["treatment"], null_size=100, threshold=0.05, seed=0, progress_bar=False
     )

@@ -124,12 +124,3 @@ def well_means(
         return None
     features = pd.DataFrame(sums / counts[:, None]).add_prefix("f")
     return pd.concat([grouped.size().index.to_frame(index=False), features], axis=1)
-
-
-def replicate_map_of(
-    encoder: nn.Module, store: CropStore, cfg: Config, world: World | None = None
-) -> float | None:
-    """The replicate mAP alone (``label_free_measures``); None where it cannot be computed
-    and on every process but the main one."""
-    wells = well_means(encoder, store, cfg, world)
-    return None if wells is None else label_free_measures(wells, cfg).get("replicate_map")
