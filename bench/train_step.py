@@ -101,7 +101,7 @@ def main() -> None:
 
     # Whole steps (read + normalise + augment + forward/backward/step) interleaved with the
     # bound (forward + backward + step alone, on ready views), so drift hits both alike.
-    it = iter(CropBatches(store, norm, batches, device))
+    it = iter(CropBatches(store, norm, batches, device, channels_last=False))
     fixed = None
     data_times, step_times, model_times = [], [], []
     for i in range(args.steps + 2):
@@ -150,7 +150,7 @@ def main() -> None:
 
     # Augmentation throughput, batched on the device, at the config's view size and at the
     # paper's 96 px, next to a per-sample pipeline on one core
-    x = next(iter(CropBatches(store, norm, batches[:1], device)))
+    x = next(iter(CropBatches(store, norm, batches[:1], device, channels_last=False)))
     per = f"per core, {torch.get_num_threads()} threads" if device.type == "cpu" else "on the GPU"
     for size in dict.fromkeys([cfg.augment.size, 96]):
         aug = Augmenter(cfg.augment.model_copy(update={"size": size}))

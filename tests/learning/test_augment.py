@@ -162,3 +162,31 @@ def test_the_gpu_path_makes_the_same_views(monkeypatch):
     host = Augmenter(cfg)(x, keys(x, 4))
     monkeypatch.setattr(augment, "_rows", lambda chosen: None)  # as on a GPU
     assert torch.equal(Augmenter(cfg)(x, keys(x, 4)), host)
+
+
+def test_affine_grid_equals_torchs():
+    theta = torch.randn(7, 2, 3, generator=torch.Generator().manual_seed(1))
+    for size in (5, 16):
+        expected = torch.nn.functional.affine_grid(theta, [7, 1, size, size], align_corners=False)
+        torch.testing.assert_close(augment.affine_grid(theta, size), expected)
+
+
+def test_intensity_is_the_direct_formula_of_its_four_operations():
+    """Contrast, gain, gamma (positive values only) and offset, with the factors each sample
+    draws, written out one operation at a time."""
+    from cellclr.learning.augment import BRIGHTNESS, CONTRAST, GAMMA, OFFSET
+    from cellclr.learning.rng import KeyedRandom
+
+    x = batch(b=8, c=2) - 0.2  # some negative intensities
+    settings = dict(contrast=0.4, brightness=0.3, gamma=0.5, offset=0.1)
+    out = Augmenter(AugmentConfig(size=24, **{**ALL_OFF, **settings}))(x, keys(x))
+    r = KeyedRandom(keys(x))
+    f = r.uniform(CONTRAST, 2, 1, 1, low=0.6, high=1.4)
+    b = r.uniform(BRIGHTNESS, 2, 1, 1, low=0.7, high=1.3)
+    g = r.uniform(GAMMA, 2, 1, 1, low=0.5, high=1.5)
+    o = r.uniform(OFFSET, 2, 1, 1, low=-0.1, high=0.1)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    y = ((x - mean) * f + mean) * b
+    y = torch.where(y > 0, y.clamp_min(1e-12) ** g, y) + o
+    torch.testing.assert_close(out, y, atol=1e-5, rtol=1e-5)
+    assert (x < 0).any() and not torch.equal(out, x)

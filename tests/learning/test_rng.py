@@ -3,7 +3,7 @@ parameters and elements."""
 
 import torch
 
-from cellclr.learning.rng import DRAWS, KeyedRandom, cell_keys, hash32, mix, view_keys
+from cellclr.learning.rng import DRAWS, KeyedRandom, cell_keys, hash32, hash32_int, mix, view_keys
 
 
 def test_hash_is_a_32_bit_bijection_on_a_sample():
@@ -11,6 +11,10 @@ def test_hash_is_a_32_bit_bijection_on_a_sample():
     h = hash32(x)
     assert h.min() >= 0 and h.max() < 2**32
     assert len(torch.unique(h)) == len(x)
+    # the tensor hash (in place, with a scratch) is the one written on Python integers
+    assert [hash32_int(int(v)) for v in x[:300]] == h[:300].tolist()
+    y = x.clone()
+    assert hash32(y, inplace=True) is y and torch.equal(y, h)
 
 
 def test_uniform_and_normal_moments():

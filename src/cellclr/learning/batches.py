@@ -15,7 +15,9 @@ from cellclr.store.format import HIGH_PCT, LOW_PCT
 
 
 class CropBatches:
-    """Iterate over normalised float batches (B, C, H, W), channels-last, on ``device``.
+    """Iterate over normalised float batches (B, C, H, W) on ``device``: channels-last, for an
+    encoder, or contiguous (``channels_last=False``), for the augmentations, which sample from
+    it faster on a CPU and make new tensors anyway.
 
     Each batch is scaled per cell and channel to ``(x - low) / (high - low)`` with the
     statistics of the cell's plate (or well), or its own percentiles (``normalize = "cell"``,
@@ -29,8 +31,10 @@ class CropBatches:
         batches: Sequence[np.ndarray],
         device: torch.device,
         prefetch: int = 3,
+        channels_last: bool = True,
     ) -> None:
         self.store, self.batches, self.device, self.prefetch = store, batches, device, prefetch
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.groups = torch.from_numpy(np.ascontiguousarray(norm.group_of_cell).copy())
         self.low = torch.from_numpy(norm.low).to(device)
         self.scale = torch.from_numpy(1.0 / (norm.high - norm.low)).to(device)
@@ -76,7 +80,7 @@ class CropBatches:
                 else:
                     low, scale = self.low[groups], self.scale[groups]
                     x = (x - low[:, :, None, None]) * scale[:, :, None, None]
-                yield x.contiguous(memory_format=torch.channels_last)
+                yield x.contiguous(memory_format=self.memory_format)
         finally:
             stop.set()
             while thread.is_alive():  # unblock a producer waiting on a full queue

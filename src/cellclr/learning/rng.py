@@ -26,12 +26,19 @@ TWO_POW_24 = float(2**24)
 DRAWS = 32  # parameters a KeyedRandom draws in bulk (ids 0..31; larger ids are drawn alone)
 
 
-def hash32(x: torch.Tensor) -> torch.Tensor:
-    """A well-mixed 32-bit hash of each element (int64 tensor of values in [0, 2**32))."""
-    x = x ^ (x >> 16)  # a new tensor: the rest works in place (no allocation per pass)
+def hash32(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """A well-mixed 32-bit hash of each element (int64 tensor of values in [0, 2**32)), in
+    ``x`` itself if ``inplace``. Each pass works in place, its shifts in one scratch tensor:
+    on a CPU, a new tensor of a batch's size costs more in page faults than the arithmetic."""
+    scratch = torch.bitwise_right_shift(x, 16)
+    if inplace:
+        x.bitwise_xor_(scratch)
+    else:
+        x, scratch = scratch.bitwise_xor_(x), torch.empty_like(x)
     x.mul_(0x7FEB352D).bitwise_and_(MASK)
-    x.bitwise_xor_(x >> 15).mul_(0x846CA68B).bitwise_and_(MASK)
-    return x.bitwise_xor_(x >> 16)
+    x.bitwise_xor_(torch.bitwise_right_shift(x, 15, out=scratch))
+    x.mul_(0x846CA68B).bitwise_and_(MASK)
+    return x.bitwise_xor_(torch.bitwise_right_shift(x, 16, out=scratch))
 
 
 def hash32_int(x: int) -> int:
@@ -52,7 +59,7 @@ def mix(key: torch.Tensor | int, value: int | torch.Tensor) -> torch.Tensor:
         value = hash32_int((value * GOLDEN + 1) & MASK)
     else:
         value = hash32((value * GOLDEN + 1) & MASK)
-    return hash32(key ^ value)  # both are 32-bit: so is their xor
+    return hash32(key ^ value, inplace=True)  # both are 32-bit: so is their xor
 
 
 def _base(seed: int, epoch: int, view: int) -> int:
@@ -115,7 +122,7 @@ class KeyedRandom:
         for s in shape:
             count *= s
         element = _spread(count, keys.device).view(1, *shape)
-        return hash32(keys.view(-1, *([1] * len(shape))) ^ element)
+        return hash32(keys.view(-1, *([1] * len(shape))) ^ element, inplace=True)
 
     def uniform(
         self, draw: int, *shape: int, low: float = 0.0, high: float = 1.0, rows=None
@@ -134,7 +141,7 @@ class KeyedRandom:
         h = self.bits(draw, *shape, rows=rows)
         if sys.byteorder == "little" and h.is_contiguous():
             b = h.view(torch.uint8).view(*h.shape, 8)  # the bytes of each int64, low first
-            total = b[..., 0].to(torch.int32) + b[..., 1] + b[..., 2] + b[..., 3]
+            total = b[..., 0].to(torch.int32).add_(b[..., 1]).add_(b[..., 2]).add_(b[..., 3])
         else:
             total = (h & 0xFF) + ((h >> 8) & 0xFF) + ((h >> 16) & 0xFF) + (h >> 24)
-        return total.float().sub_(510.0).div_(147.80)
+        return total.sub_(510).float().div_(147.80)

@@ -323,7 +323,7 @@ def _train_epoch(
         batch_codes = batch_codes[torch.from_numpy(np.stack(mine))].to(device)
     losses: list[torch.Tensor] = []
     bar = progress_bar(
-        CropBatches(store, norm, mine, device),
+        CropBatches(store, norm, mine, device, channels_last=False),
         desc=f"epoch {epoch}/{epochs}",
         unit="batch",
         leave=False,
