@@ -47,8 +47,12 @@ def compare(
         barrier(world)  # the others wait (no timeout) while the main process evaluates
     if not world.main:
         return out / "report.html"
-    manifest = {"methods": names, "configs": [str(c) for c in configs]}
-    write_json({**manifest, "crops": str(Path(crops).resolve())}, out / COMPARE)
+    manifest = {
+        "methods": names,
+        "configs": [str(c) for c in configs],
+        "crops": str(Path(crops).resolve()),
+    }
+    write_json(manifest, out / COMPARE)
     for kind in KINDS:
         run_baseline(kind, crops, out, loaded[0], overwrite=overwrite, summary=False)
     write_results(out)

@@ -30,12 +30,9 @@ def hash32(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """A well-mixed 32-bit hash of each element (int64 tensor of values in [0, 2**32)), in
     ``x`` itself if ``inplace``. Each pass works in place, its shifts in one scratch tensor:
     on a CPU, a new tensor of a batch's size costs more in page faults than the arithmetic."""
+    x = x if inplace else x.clone()
     scratch = torch.bitwise_right_shift(x, 16)
-    if inplace:
-        x.bitwise_xor_(scratch)
-    else:
-        x, scratch = scratch.bitwise_xor_(x), torch.empty_like(x)
-    x.mul_(0x7FEB352D).bitwise_and_(MASK)
+    x.bitwise_xor_(scratch).mul_(0x7FEB352D).bitwise_and_(MASK)
     x.bitwise_xor_(torch.bitwise_right_shift(x, 15, out=scratch))
     x.mul_(0x846CA68B).bitwise_and_(MASK)
     return x.bitwise_xor_(torch.bitwise_right_shift(x, 16, out=scratch))

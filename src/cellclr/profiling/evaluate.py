@@ -35,7 +35,13 @@ from cellclr.outputs import (
     write_parquet,
 )
 from cellclr.profiling.nsc import EvaluationError, evaluate_treatments
-from cellclr.profiling.postprocess import PostprocessError, clean_features, log_dropped, postprocess
+from cellclr.profiling.postprocess import (
+    FITTED_ON_CONTROLS,
+    PostprocessError,
+    clean_features,
+    log_dropped,
+    postprocess,
+)
 from cellclr.profiling.profiles import (
     WELLS,
     has_treatments,
@@ -221,7 +227,7 @@ def evaluate_wells(
         for note in notes:
             log.warning(f"evaluate ({variant}): {note}")
         result = evaluate_variant(
-            processed, e, treatment, source, control, fitted_on_controls=variant != "none"
+            processed, e, treatment, source, control, variant in FITTED_ON_CONTROLS
         )
         result.metrics.update(notes=notes, dropped_features=dropped, levels=counts)
         results[variant] = result

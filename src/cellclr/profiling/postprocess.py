@@ -24,6 +24,8 @@ from cellclr.metadata import feature_columns
 log = logging.getLogger(__name__)
 
 POSTPROCESSING = ("none", "dmso", "tvn")
+# Fitted on the control wells: after them, the controls no longer say how much batch is left.
+FITTED_ON_CONTROLS = ("dmso", "tvn")
 # A standard deviation this small relative to the feature's mean is rounding, i.e. zero.
 ZERO_STD = 1e-12
 
